@@ -1,0 +1,317 @@
+//! The image's entry points, called by `wave-boot`'s assembly: the boot core's
+//! [`wave_primary_main`], every other core's [`wave_secondary_main`], the exception hook and
+//! the panic handler.
+//!
+//! Boot sequence on the boot core: validate the device tree, start the console, read the boot
+//! arguments, discover the board, build the page tables and turn the MMU on, start every other
+//! core, enumerate PCIe, print the boot report, then end the run (or run an injected failure).
+
+use core::fmt::Write;
+use wave_boot::psci::Conduit;
+use wave_boot::vectors::{ExceptionKind, Frame};
+use wave_firmware::board::{Board, Early, PsciMethod, Region};
+use wave_firmware::bootargs::{exit_code, BootArgs, Inject};
+use wave_firmware::cpus::{self, StartResult};
+use wave_firmware::pci::{self, Ecam};
+use wave_firmware::{console, fault, memory, power, println, time};
+
+/// How long secondaries get to report in.
+const BRINGUP_TIMEOUT_US: u64 = 5_000_000;
+
+unsafe extern "C" {
+    static __wave_image_start: u8;
+    static __wave_image_end: u8;
+}
+
+fn image_region() -> Region {
+    // Only the addresses of the linker-defined symbols are taken, never their contents.
+    let (start, end) = (
+        &raw const __wave_image_start as u64,
+        &raw const __wave_image_end as u64,
+    );
+    Region {
+        base: start,
+        size: end - start,
+    }
+}
+
+fn conduit(m: PsciMethod) -> Conduit {
+    match m {
+        PsciMethod::Hvc => Conduit::Hvc,
+        PsciMethod::Smc => Conduit::Smc,
+    }
+}
+
+/// Reads the DTB header at `dtb` and returns the whole blob, or why it is not one.
+fn dtb_blob(dtb: usize) -> Result<&'static [u8], &'static str> {
+    if dtb == 0 || !dtb.is_multiple_of(8) {
+        return Err("x0 holds no device-tree address (boot with QEMU -kernel, U-Boot booti, or pass the DTB in x0)");
+    }
+    // SAFETY: the boot protocol says x0 points at the DTB in RAM; its first 8 bytes are the
+    // magic and total size. With the MMU off all of RAM is accessible.
+    let header = unsafe { core::slice::from_raw_parts(dtb as *const u8, 8) };
+    if header[..4] != [0xd0, 0x0d, 0xfe, 0xed] {
+        return Err("no device tree at the address in x0 (bad magic)");
+    }
+    let size = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+    if !(40..=16 << 20).contains(&size) {
+        return Err("device tree header gives an implausible size");
+    }
+    // SAFETY: the header says the blob is `size` bytes long, bounded above.
+    Ok(unsafe { core::slice::from_raw_parts(dtb as *const u8, size) })
+}
+
+/// Boot-core entry (from `wave-boot`): MMU off, BSS zeroed, stacks set, `dtb` from `x0`.
+#[unsafe(no_mangle)]
+extern "C" fn wave_primary_main(dtb: usize) -> ! {
+    let t0 = time::ticks();
+    let blob = match dtb_blob(dtb) {
+        Ok(b) => b,
+        Err(e) => early_failure(e),
+    };
+    let early = match Early::from_fdt(blob) {
+        Ok(e) => e,
+        Err(e) => early_failure_fmt(format_args!("{e}")),
+    };
+    let Some(uart) = early.uart else {
+        early_failure("device tree has no arm,pl011 UART for the console")
+    };
+    // SAFETY: the DT names this PL011 as the console; nothing else drives it, and only this
+    // core runs.
+    unsafe { console::init(uart.base as usize) };
+    let args = BootArgs::parse(early.bootargs);
+    power::configure(args.exit, conduit(early.psci.unwrap_or(PsciMethod::Hvc)));
+    println!(
+        "wave: firmware {} starting on core 0",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let board = match Board::from_fdt(blob) {
+        Ok(b) => b,
+        Err(e) => boot_error(format_args!("{e}")),
+    };
+    let image = image_region();
+    if board.dtb.overlaps(&image) {
+        boot_error(format_args!(
+            "the device tree at {:#x} overlaps the image at {:#x}..{:#x}; load it elsewhere",
+            board.dtb.base,
+            image.base,
+            image.end()
+        ));
+    }
+    if !board
+        .memory
+        .iter()
+        .any(|r| r.base <= image.base && image.end() <= r.end())
+    {
+        boot_error(format_args!(
+            "the image at {:#x}..{:#x} is not inside RAM; relink it for this board (linker/)",
+            image.base,
+            image.end()
+        ));
+    }
+
+    let mmu = match memory::build(&board) {
+        Ok(c) => c,
+        Err(e) => boot_error(format_args!("building the page tables: {e}")),
+    };
+    wave_boot::entry::publish_mmu_config(mmu);
+    // SAFETY: the map identity-maps all RAM (image, stacks, DTB) and the console.
+    unsafe { wave_boot::mmu::enable(&mmu) };
+    console::enable_locking();
+    defmt::info!("mmu on: ttbr0={=u64:#x} tcr={=u64:#x}", mmu.ttbr0, mmu.tcr);
+
+    let conduit = conduit(board.psci);
+    let (results, boot_cpu) = cpus::start_all(&board, conduit);
+    let n = board.cpus.len();
+    let online = cpus::wait_online(n, BRINGUP_TIMEOUT_US);
+    let boot_ms = time::ticks_to_micros(time::ticks() - t0) as f64 / 1000.0;
+
+    report(&board, conduit, &results, boot_cpu, online);
+    println!(
+        "wave: boot {} in {boot_ms:.1} ms",
+        if online.count_ones() as usize == n {
+            "ok"
+        } else {
+            "incomplete"
+        }
+    );
+    if online.count_ones() as usize != n {
+        power::end(exit_code::CORES_MISSING);
+    }
+
+    match args.inject {
+        None => power::end(exit_code::PASS),
+        Some(Inject::Fault) => {
+            println!("wave: injecting a fault (wave.test=fault): reading unmapped address 0x1000");
+            // SAFETY: deliberately faults; the load is taken as a data abort and reported, so
+            // the value is never used.
+            unsafe {
+                core::arch::asm!("ldr {0}, [{0}]", inout(reg) 0x1000u64 => _, options(nostack))
+            };
+            power::end(exit_code::PASS)
+        }
+        Some(Inject::Panic) => panic!("injected panic (wave.test=panic)"),
+        Some(Inject::Hang) => {
+            println!("wave: hanging on purpose (wave.test=hang)");
+            wave_boot::psci::park()
+        }
+    }
+}
+
+fn report(
+    board: &Board<'_>,
+    conduit: Conduit,
+    results: &[Option<StartResult>],
+    boot_cpu: Option<usize>,
+    online: u64,
+) {
+    let mut out = console::lock(false);
+    let _ = writeln!(out, "wave: boot report");
+    let _ = writeln!(out, "  board: {}", board.model);
+    for r in &board.memory {
+        let _ = writeln!(
+            out,
+            "  memory: {:#x}..{:#x} ({} MiB)",
+            r.base,
+            r.end(),
+            r.size >> 20
+        );
+    }
+    let _ = writeln!(out, "  memory total: {} MiB", board.memory_size() >> 20);
+    let _ = writeln!(out, "  console: pl011 @ {:#x}", board.uart.base);
+    let (maj, min) = wave_boot::psci::version(conduit).unwrap_or((0, 0));
+    let _ = writeln!(
+        out,
+        "  psci: {maj}.{min} via {}",
+        if conduit == Conduit::Hvc {
+            "hvc"
+        } else {
+            "smc"
+        }
+    );
+    let g = &board.gic;
+    let _ = write!(
+        out,
+        "  gic: v{}, distributor @ {:#x}",
+        g.version, g.distributor.base
+    );
+    if let Some(r) = g.redistributors {
+        let _ = write!(out, ", redistributors @ {:#x}", r.base);
+    }
+    if let Some(r) = g.cpu_interface {
+        let _ = write!(out, ", cpu interface @ {:#x}", r.base);
+    }
+    if let Some(r) = g.its {
+        let _ = write!(out, ", its @ {:#x}", r.base);
+    }
+    if let Some(r) = g.v2m {
+        let _ = write!(out, ", v2m @ {:#x}", r.base);
+    }
+    let _ = writeln!(out);
+    let p = &board.pcie;
+    let _ = write!(
+        out,
+        "  pcie: ecam @ {:#x} (buses {}..{})",
+        p.ecam.base, p.bus_start, p.bus_end
+    );
+    for w in &p.windows {
+        let _ = write!(out, ", {:?} {:#x}+{:#x}", w.kind, w.cpu_base, w.size);
+    }
+    let _ = writeln!(out);
+    // SAFETY: the ECAM window is mapped as device memory by `memory::build` and covers the
+    // buses the DT gives.
+    let ecam = unsafe { Ecam::new(p.ecam.base as usize, p.bus_start, p.bus_end) };
+    let (functions, overflow) = pci::enumerate_bus(&ecam, p.bus_start);
+    for f in &functions {
+        let _ = writeln!(
+            out,
+            "  pci {} {:04x}:{:04x} (class {:02x}.{:02x}){}",
+            f.bdf,
+            f.vendor,
+            f.device,
+            f.class.0,
+            f.class.1,
+            if f.header_type == 1 {
+                " bridge (not traversed)"
+            } else {
+                ""
+            }
+        );
+    }
+    if overflow {
+        let _ = writeln!(out, "  pci: more functions than the report holds");
+    }
+    for (i, &mpidr) in board.cpus.iter().enumerate() {
+        let up = online & (1 << i) != 0;
+        let how = match results[i] {
+            Some(StartResult::BootCore) => " (boot core)",
+            Some(StartResult::Refused(_)) => " (PSCI CPU_ON refused)",
+            _ => "",
+        };
+        let _ = writeln!(
+            out,
+            "  cpu {i} mpidr {mpidr:#x} {}{how}",
+            if up { "online" } else { "OFFLINE" }
+        );
+        if let Some(StartResult::Refused(e)) = results[i] {
+            let _ = writeln!(out, "    CPU_ON error: {e:?}");
+        }
+    }
+    if boot_cpu.is_none() {
+        let _ = writeln!(
+            out,
+            "  boot core mpidr {:#x} is not in the device tree",
+            cpus::current_mpidr()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  cores online: {}/{}",
+        online.count_ones(),
+        board.cpus.len()
+    );
+}
+
+/// A boot error once the console works: print it and end the run (exit code 1).
+fn boot_error(msg: core::fmt::Arguments<'_>) -> ! {
+    println!("wave: boot error: {msg}");
+    power::end(exit_code::BOOT_ERROR)
+}
+
+/// A boot error before there is a console or any boot arguments.
+fn early_failure(msg: &str) -> ! {
+    early_failure_fmt(format_args!("{msg}"))
+}
+
+/// Before the device tree gives a console, there is nowhere to print; the message goes to the
+/// board's early console if the build has one, and the run ends with PSCI SYSTEM_RESET over
+/// HVC (the QEMU `virt` conduit).
+fn early_failure_fmt(msg: core::fmt::Arguments<'_>) -> ! {
+    // QEMU virt's PL011 (linker/qemu-virt.ld's board) as the early console.
+    // SAFETY: on this board the PL011 lives here; nothing else uses it yet.
+    unsafe { console::init(0x0900_0000) };
+    println!("wave: boot error before the console was known: {msg}");
+    power::end(exit_code::BOOT_ERROR)
+}
+
+/// Entry of every other core (from `wave-boot`): MMU on, stacks set, `slot` from PSCI.
+#[unsafe(no_mangle)]
+extern "C" fn wave_secondary_main(slot: usize) -> ! {
+    cpus::report_in(slot);
+    loop {
+        aarch64_cpu::asm::wfe();
+    }
+}
+
+/// Every exception lands here (from `wave-boot`'s vectors). None is expected yet: all are
+/// reported as failures.
+#[unsafe(no_mangle)]
+extern "C" fn wave_exception(kind: u64, frame: &mut Frame) {
+    fault::report_exception(ExceptionKind(kind), frame)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    fault::report_panic(info)
+}

@@ -1,0 +1,35 @@
+//! `wave-firmware`: the Wave image that runs on the IPU cores.
+//!
+//! Portable modules (tested on the host with plain `cargo test`):
+//! - [`board`]: board discovery from the device tree;
+//! - [`bootargs`]: the `wave.*` boot arguments and the run's exit codes;
+//! - [`pci`]: PCI enumeration over a configuration-space accessor.
+//!
+//! Hardware modules (built only for `aarch64-unknown-none`):
+//! - [`console`]: the PL011 console, its lock, and the `defmt` logger;
+//! - [`memory`]: the page tables built from the board description;
+//! - [`cpus`]: secondary-core bring-up and the online roll call;
+//! - [`power`]: ending the run (semihosting or PSCI) with a pass/fail result;
+//! - [`fault`]: reporting CPU exceptions and panics;
+//! - [`time`]: the generic timer.
+//!
+//! The entry points themselves live in `main.rs`.
+#![cfg_attr(not(test), no_std)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod board;
+pub mod bootargs;
+pub mod pci;
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod console;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod cpus;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod fault;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod memory;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod power;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod time;
