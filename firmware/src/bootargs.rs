@@ -18,6 +18,8 @@ pub enum Inject {
     Panic,
     /// Spin forever with interrupts masked.
     Hang,
+    /// Recurse until the main stack hits its guard page.
+    StackOverflow,
 }
 
 /// Parsed boot arguments.
@@ -43,6 +45,7 @@ impl BootArgs {
                 Some(("wave.test", "fault")) => args.inject = Some(Inject::Fault),
                 Some(("wave.test", "panic")) => args.inject = Some(Inject::Panic),
                 Some(("wave.test", "hang")) => args.inject = Some(Inject::Hang),
+                Some(("wave.test", "stack-overflow")) => args.inject = Some(Inject::StackOverflow),
                 _ => {}
             }
         }

@@ -39,13 +39,9 @@ pub enum StartResult {
     Refused(smccc::psci::Error),
 }
 
-/// Starts every CPU other than the boot core. Returns each DT cpu's result, and the DT index
-/// of the boot core (None if its MPIDR is not in the DT).
-pub fn start_all(
-    board: &Board<'_>,
-    conduit: Conduit,
-) -> ([Option<StartResult>; MAX_CPUS], Option<usize>) {
-    let mut results = [None; MAX_CPUS];
+/// Gives every DT cpu a stack slot (the boot core slot 0, the others 1.. in DT order).
+/// Returns the DT index of the boot core (None if its MPIDR is not in the DT).
+pub fn assign_slots(board: &Board<'_>) -> Option<usize> {
     let me = current_mpidr();
     let boot = board.cpus.iter().position(|&m| affinity(m) == me);
     for (i, &m) in board.cpus.iter().enumerate() {
@@ -53,19 +49,39 @@ pub fn start_all(
     }
     if let Some(b) = boot {
         SLOT_CPU[0].store(b + 1, Ordering::Relaxed);
+    }
+    let mut slot = 1;
+    for i in 0..board.cpus.len() {
+        if Some(i) == boot || slot >= MAX_CPUS {
+            continue;
+        }
+        SLOT_CPU[slot].store(i + 1, Ordering::Release);
+        slot += 1;
+    }
+    boot
+}
+
+/// (slot, MPIDR) of every cpu that has a slot.
+pub fn slots() -> impl Iterator<Item = (usize, u64)> {
+    (0..MAX_CPUS).filter_map(|s| cpu_of_slot(s).map(|c| (s, CPU_MPIDR[c].load(Ordering::Relaxed))))
+}
+
+/// Starts every CPU other than the boot core (after [`assign_slots`]). Returns each DT cpu's
+/// result.
+pub fn start_all(
+    board: &Board<'_>,
+    conduit: Conduit,
+    boot: Option<usize>,
+) -> [Option<StartResult>; MAX_CPUS] {
+    let mut results = [None; MAX_CPUS];
+    if let Some(b) = boot {
         ONLINE.fetch_or(1 << b, Ordering::AcqRel);
         results[b] = Some(StartResult::BootCore);
     }
     let entry = wave_boot::entry::secondary_entry_address() as u64;
-    let mut slot = 1;
-    for (i, &mpidr) in board.cpus.iter().enumerate() {
-        if Some(i) == boot {
-            continue;
-        }
-        if slot >= MAX_CPUS {
-            break;
-        }
-        SLOT_CPU[slot].store(i + 1, Ordering::Release);
+    for slot in 1..MAX_CPUS {
+        let Some(i) = cpu_of_slot(slot) else { continue };
+        let mpidr = board.cpus[i];
         let r = match psci::cpu_on(conduit, mpidr, entry, slot as u64) {
             Ok(()) => StartResult::Started,
             Err(e) => StartResult::Refused(e),
@@ -77,9 +93,8 @@ pub fn start_all(
             matches!(r, StartResult::Started)
         );
         results[i] = Some(r);
-        slot += 1;
     }
-    (results, boot)
+    results
 }
 
 /// Called by a started core: marks its DT cpu online.
@@ -107,6 +122,20 @@ pub fn report_in(slot: usize) {
         want,
         slot
     );
+}
+
+/// The DT cpu index of a stack slot.
+pub fn cpu_of_slot(slot: usize) -> Option<usize> {
+    SLOT_CPU
+        .get(slot)
+        .map(|s| s.load(Ordering::Acquire))
+        .filter(|&c| c > 0)
+        .map(|c| c - 1)
+}
+
+/// The stack slot of DT cpu `cpu`.
+pub fn slot_of_cpu(cpu: usize) -> Option<usize> {
+    (0..MAX_CPUS).find(|&s| cpu_of_slot(s) == Some(cpu))
 }
 
 /// Bitmask of DT cpus that are online.

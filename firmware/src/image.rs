@@ -7,13 +7,14 @@
 //! core, enumerate PCIe, print the boot report, then end the run (or run an injected failure).
 
 use core::fmt::Write;
+use wave_boot::pagetable::Attrs;
 use wave_boot::psci::Conduit;
 use wave_boot::vectors::{ExceptionKind, Frame};
 use wave_firmware::board::{Board, Early, PsciMethod, Region};
 use wave_firmware::bootargs::{exit_code, BootArgs, Inject};
 use wave_firmware::cpus::{self, StartResult};
 use wave_firmware::pci::{self, Ecam};
-use wave_firmware::{console, fault, memory, power, println, time};
+use wave_firmware::{console, fault, gic, ivshmem, memory, power, println, time};
 
 /// How long secondaries get to report in.
 const BRINGUP_TIMEOUT_US: u64 = 5_000_000;
@@ -111,7 +112,28 @@ extern "C" fn wave_primary_main(dtb: usize) -> ! {
         ));
     }
 
-    let mmu = match memory::build(&board) {
+    // Under `-kernel` nobody has assigned BARs: do it now, before the map is built, so the
+    // link's BARs get their own attributes.
+    // SAFETY: the MMU is off, so the ECAM window (device registers) is accessible as is.
+    let ecam = unsafe {
+        Ecam::new(
+            board.pcie.ecam.base as usize,
+            board.pcie.bus_start,
+            board.pcie.bus_end,
+        )
+    };
+    let link_dev = match ivshmem::probe(&ecam, &board.pcie) {
+        Ok(d) => d,
+        Err(e) => boot_error(format_args!("{e}")),
+    };
+    let mut extra = heapless::Vec::<(Region, Attrs), 4>::new();
+    if let Some(d) = &link_dev {
+        for r in d.register_regions() {
+            let _ = extra.push((r, Attrs::DEVICE));
+        }
+        let _ = extra.push((d.shm, Attrs::SHARED));
+    }
+    let mmu = match memory::build(&board, &extra) {
         Ok(c) => c,
         Err(e) => boot_error(format_args!("building the page tables: {e}")),
     };
@@ -122,12 +144,35 @@ extern "C" fn wave_primary_main(dtb: usize) -> ! {
     defmt::info!("mmu on: ttbr0={=u64:#x} tcr={=u64:#x}", mmu.ttbr0, mmu.tcr);
 
     let conduit = conduit(board.psci);
-    let (results, boot_cpu) = cpus::start_all(&board, conduit);
+    let boot_cpu = cpus::assign_slots(&board);
+    let gic_state = gic::init(
+        &board.gic,
+        &heapless::Vec::<_, 16>::from_iter(cpus::slots()),
+    );
+    if let Err(e) = &gic_state {
+        println!("wave: interrupts unavailable: {e}");
+    }
+    let results = cpus::start_all(&board, conduit, boot_cpu);
     let n = board.cpus.len();
     let online = cpus::wait_online(n, BRINGUP_TIMEOUT_US);
     let boot_ms = time::ticks_to_micros(time::ticks() - t0) as f64 / 1000.0;
 
     report(&board, conduit, &results, boot_cpu, online);
+    if let Some(d) = &link_dev {
+        println!(
+            "link: ivshmem-doorbell at {} (requester id {:#x}): registers @ {:#x}, shared memory {:#x}+{:#x} ({} MiB), {} MSI-X vectors, peer id {}",
+            d.bdf,
+            d.requester_id(),
+            d.regs,
+            d.shm.base,
+            d.shm.size,
+            d.shm.size >> 20,
+            d.msix.vectors,
+            d.iv_position()
+        );
+    } else {
+        println!("link: no ivshmem-doorbell device (1af4:1110); boot-only run");
+    }
     println!(
         "wave: boot {} in {boot_ms:.1} ms",
         if online.count_ones() as usize == n {
@@ -152,11 +197,32 @@ extern "C" fn wave_primary_main(dtb: usize) -> ! {
             power::end(exit_code::PASS)
         }
         Some(Inject::Panic) => panic!("injected panic (wave.test=panic)"),
+        Some(Inject::StackOverflow) => {
+            println!("wave: overflowing the main stack on purpose (wave.test=stack-overflow)");
+            let depth = recurse(u64::MAX);
+            power::end(if depth == 0 {
+                exit_code::PASS
+            } else {
+                exit_code::BOOT_ERROR
+            })
+        }
         Some(Inject::Hang) => {
             println!("wave: hanging on purpose (wave.test=hang)");
             wave_boot::psci::park()
         }
     }
+}
+
+/// Recurses until the stack runs into its guard page (the frame's buffer keeps each level
+/// on the stack).
+#[inline(never)]
+fn recurse(n: u64) -> u64 {
+    let buf = [n; 64];
+    let buf = core::hint::black_box(buf);
+    if n == 0 {
+        return 0;
+    }
+    recurse(n - 1).wrapping_add(buf[(n % 64) as usize])
 }
 
 fn report(
@@ -267,7 +333,7 @@ fn report(
     }
     let _ = writeln!(
         out,
-        "  cores online: {}/{}",
+        "cores online: {}/{}",
         online.count_ones(),
         board.cpus.len()
     );
@@ -298,17 +364,23 @@ fn early_failure_fmt(msg: core::fmt::Arguments<'_>) -> ! {
 /// Entry of every other core (from `wave-boot`): MMU on, stacks set, `slot` from PSCI.
 #[unsafe(no_mangle)]
 extern "C" fn wave_secondary_main(slot: usize) -> ! {
+    gic::enable_cpu();
     cpus::report_in(slot);
     loop {
         aarch64_cpu::asm::wfe();
     }
 }
 
-/// Every exception lands here (from `wave-boot`'s vectors). None is expected yet: all are
-/// reported as failures.
+/// Every exception lands here (from `wave-boot`'s vectors). IRQs (doorbells) are handled and
+/// return; everything else is reported as a failure.
 #[unsafe(no_mangle)]
 extern "C" fn wave_exception(kind: u64, frame: &mut Frame) {
-    fault::report_exception(ExceptionKind(kind), frame)
+    let kind = ExceptionKind(kind);
+    if kind.class() == ExceptionKind::IRQ {
+        gic::handle_irq();
+        return;
+    }
+    fault::report_exception(kind, frame)
 }
 
 #[panic_handler]

@@ -3,11 +3,14 @@
 //! Portable modules (tested on the host with plain `cargo test`):
 //! - [`board`]: board discovery from the device tree;
 //! - [`bootargs`]: the `wave.*` boot arguments and the run's exit codes;
-//! - [`pci`]: PCI enumeration over a configuration-space accessor.
+//! - [`pci`]: PCI enumeration, BAR assignment and MSI-X discovery over a config-space accessor;
+//! - [`its`]: GICv3 ITS command encoding.
 //!
 //! Hardware modules (built only for `aarch64-unknown-none`):
 //! - [`console`]: the PL011 console, its lock, and the `defmt` logger;
 //! - [`memory`]: the page tables built from the board description;
+//! - [`gic`]: the interrupt controller and MSI routing (GICv3 + ITS, or GICv2m);
+//! - [`ivshmem`]: the ivshmem-doorbell device that stands in for the PCIe link;
 //! - [`cpus`]: secondary-core bring-up and the online roll call;
 //! - [`power`]: ending the run (semihosting or PSCI) with a pass/fail result;
 //! - [`fault`]: reporting CPU exceptions and panics;
@@ -19,6 +22,7 @@
 
 pub mod board;
 pub mod bootargs;
+pub mod its;
 pub mod pci;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
@@ -27,6 +31,10 @@ pub mod console;
 pub mod cpus;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod fault;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod gic;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod ivshmem;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod memory;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]

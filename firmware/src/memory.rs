@@ -52,8 +52,11 @@ fn map(pt: &mut PageTable<StaticAlloc>, r: Region, attrs: Option<Attrs>) -> Resu
     pt.map(start, size, attrs)
 }
 
-/// Builds the map for `board` and returns the settings that turn it on.
-pub fn build(board: &Board<'_>) -> Result<MmuConfig, MapError> {
+/// Builds the map for `board`, plus `extra` ranges (device BARs, and the shared-memory BAR as
+/// normal non-cacheable: the write-combining analogue, since the host reads it through its own
+/// mapping without coherence with our caches), and returns the settings that turn it on.
+/// `extra` is applied last, so it overrides the window mappings.
+pub fn build(board: &Board<'_>, extra: &[(Region, Attrs)]) -> Result<MmuConfig, MapError> {
     let mut pt = PageTable::new(StaticAlloc { next: 0 })?;
     for &ram in &board.memory {
         map(&mut pt, ram, Some(Attrs::RAM))?;
@@ -85,6 +88,9 @@ pub fn build(board: &Board<'_>) -> Result<MmuConfig, MapError> {
             },
             Some(Attrs::DEVICE),
         )?;
+    }
+    for &(r, attrs) in extra {
+        map(&mut pt, r, Some(attrs))?;
     }
     Ok(MmuConfig::for_root(pt.root()))
 }

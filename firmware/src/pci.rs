@@ -2,7 +2,9 @@
 //!
 //! [`enumerate_bus`] walks one bus (with multi-function devices) through the narrow
 //! [`ConfigSpace`] trait; the firmware implements it over ECAM ([`Ecam`]), host tests over a
-//! fake. BAR assignment comes with the link driver.
+//! fake. Under `-kernel` no firmware has assigned BARs, so [`assign_bars`] sizes them and
+//! places them in the host bridge's windows ([`BarAllocator`]); [`find_capability`] and
+//! [`MsixInfo`] locate a function's MSI-X table.
 
 use heapless::Vec;
 
@@ -28,6 +30,8 @@ pub trait ConfigSpace {
     /// The dword at `offset` (4-aligned, < 4096) of `bdf`'s configuration space; all ones
     /// when nothing responds.
     fn read32(&self, bdf: Bdf, offset: u16) -> u32;
+    /// Writes the dword at `offset`; ignored when nothing responds.
+    fn write32(&self, bdf: Bdf, offset: u16, value: u32);
 }
 
 /// One function found on the bus.
@@ -88,6 +92,271 @@ pub fn enumerate_bus(cs: &impl ConfigSpace, bus: u8) -> (Vec<Function, MAX_FUNCT
     (found, overflow)
 }
 
+/// Command register bits.
+pub mod command {
+    /// Memory space decoding.
+    pub const MEMORY: u16 = 1 << 1;
+    /// Bus mastering (needed for MSI writes).
+    pub const BUS_MASTER: u16 = 1 << 2;
+}
+
+/// Enables the given command bits of `bdf`.
+pub fn enable(cs: &impl ConfigSpace, bdf: Bdf, bits: u16) {
+    let v = cs.read32(bdf, 4);
+    cs.write32(bdf, 4, (v & 0xffff) | bits as u32);
+}
+
+/// Offset of capability `id` in `bdf`'s capability list. The walk is bounded, so a looping
+/// or corrupt list ends it instead of hanging.
+pub fn find_capability(cs: &impl ConfigSpace, bdf: Bdf, id: u8) -> Option<u16> {
+    let status = (cs.read32(bdf, 4) >> 16) as u16;
+    if status & (1 << 4) == 0 {
+        return None;
+    }
+    let mut ptr = (cs.read32(bdf, 0x34) & 0xfc) as u16;
+    for _ in 0..48 {
+        if ptr < 0x40 {
+            return None;
+        }
+        let header = cs.read32(bdf, ptr);
+        if header as u8 == id {
+            return Some(ptr);
+        }
+        ptr = ((header >> 8) & 0xfc) as u16;
+    }
+    None
+}
+
+/// Capability ID of MSI-X.
+pub const CAP_MSIX: u8 = 0x11;
+
+/// Where a function's MSI-X table and pending-bit array live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsixInfo {
+    /// Offset of the capability in configuration space.
+    pub cap: u16,
+    /// Number of table entries.
+    pub vectors: u16,
+    /// BAR holding the table, and the offset in it.
+    pub table: (u8, u32),
+    /// BAR holding the PBA, and the offset in it.
+    pub pba: (u8, u32),
+}
+
+impl MsixInfo {
+    /// Reads the MSI-X capability of `bdf`, if it has one.
+    pub fn read(cs: &impl ConfigSpace, bdf: Bdf) -> Option<Self> {
+        let cap = find_capability(cs, bdf, CAP_MSIX)?;
+        let control = (cs.read32(bdf, cap) >> 16) as u16;
+        let table = cs.read32(bdf, cap + 4);
+        let pba = cs.read32(bdf, cap + 8);
+        Some(MsixInfo {
+            cap,
+            vectors: (control & 0x7ff) + 1,
+            table: ((table & 7) as u8, table & !7),
+            pba: ((pba & 7) as u8, pba & !7),
+        })
+    }
+
+    /// Sets MSI-X Enable and Function Mask as given (Message Control bits 15 and 14).
+    pub fn set_control(&self, cs: &impl ConfigSpace, bdf: Bdf, enable: bool, function_mask: bool) {
+        let v = cs.read32(bdf, self.cap);
+        let mut control = (v >> 16) as u16 & !(3 << 14);
+        if enable {
+            control |= 1 << 15;
+        }
+        if function_mask {
+            control |= 1 << 14;
+        }
+        cs.write32(bdf, self.cap, (v & 0xffff) | (control as u32) << 16);
+    }
+}
+
+/// The address space a BAR decodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BarKind {
+    /// 32-bit memory.
+    Mem32,
+    /// 64-bit memory (uses two BAR slots).
+    Mem64,
+    /// I/O ports (not assigned: nothing here uses them).
+    Io,
+}
+
+/// One assigned (or, for I/O, only sized) BAR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bar {
+    /// BAR index 0..6.
+    pub index: u8,
+    /// Address space.
+    pub kind: BarKind,
+    /// Prefetchable memory.
+    pub prefetchable: bool,
+    /// Size in bytes (a power of two).
+    pub size: u64,
+    /// Where the CPU reaches it (0 for unassigned I/O BARs).
+    pub cpu_addr: u64,
+}
+
+/// A bump allocator over one host-bridge window.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    /// Next free PCI address.
+    next: u64,
+    /// End of the window (PCI address).
+    end: u64,
+    /// CPU address minus PCI address.
+    cpu_offset: i128,
+}
+
+impl Window {
+    /// A window of `size` bytes at PCI address `pci_base`, seen by the CPU at `cpu_base`.
+    pub fn new(pci_base: u64, cpu_base: u64, size: u64) -> Self {
+        Window {
+            next: pci_base,
+            end: pci_base.saturating_add(size),
+            cpu_offset: cpu_base as i128 - pci_base as i128,
+        }
+    }
+
+    fn alloc(&mut self, size: u64) -> Option<(u64, u64)> {
+        let start = self.next.checked_add(size - 1)? & !(size - 1);
+        let end = start.checked_add(size)?;
+        if end > self.end {
+            return None;
+        }
+        self.next = end;
+        Some((start, (start as i128 + self.cpu_offset) as u64))
+    }
+}
+
+/// Places BARs in the host bridge's memory windows: 64-bit BARs in the 64-bit window when
+/// there is one (else the 32-bit window), 32-bit BARs in the 32-bit window.
+#[derive(Clone, Copy, Debug)]
+pub struct BarAllocator {
+    /// The 32-bit memory window.
+    pub mem32: Option<Window>,
+    /// The 64-bit memory window.
+    pub mem64: Option<Window>,
+}
+
+/// Why BARs could not be assigned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BarError {
+    /// No window has room for a BAR of this size.
+    NoSpace {
+        /// BAR index.
+        index: u8,
+        /// Its size.
+        size: u64,
+    },
+    /// A 64-bit BAR in the last slot, or a malformed size.
+    Malformed {
+        /// BAR index.
+        index: u8,
+    },
+}
+
+impl core::fmt::Display for BarError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BarError::NoSpace { index, size } => {
+                write!(f, "no PCI window has room for BAR{index} ({size:#x} bytes)")
+            }
+            BarError::Malformed { index } => write!(f, "BAR{index} reports a malformed size"),
+        }
+    }
+}
+
+/// Sizes every BAR of endpoint `bdf`, assigns the memory BARs from `alloc`, and enables
+/// memory decoding and bus mastering. Returns the BARs found.
+pub fn assign_bars(
+    cs: &impl ConfigSpace,
+    bdf: Bdf,
+    alloc: &mut BarAllocator,
+) -> Result<Vec<Bar, 6>, BarError> {
+    // Decoding off while BARs hold sizing patterns.
+    let cmd = cs.read32(bdf, 4);
+    // (Status is write-1-to-clear: write zeros there.)
+    cs.write32(bdf, 4, cmd & 0xffff & !(command::MEMORY as u32 | 1));
+    let mut bars = Vec::new();
+    let mut i = 0u8;
+    while i < 6 {
+        let off = 0x10 + 4 * i as u16;
+        let orig = cs.read32(bdf, off);
+        if orig & 1 == 1 {
+            cs.write32(bdf, off, u32::MAX);
+            let mask = cs.read32(bdf, off) & !3;
+            cs.write32(bdf, off, orig);
+            if mask != 0 {
+                let size = (!mask as u64 & 0xffff) + 1;
+                let _ = bars.push(Bar {
+                    index: i,
+                    kind: BarKind::Io,
+                    prefetchable: false,
+                    size,
+                    cpu_addr: 0,
+                });
+            }
+            i += 1;
+            continue;
+        }
+        let is64 = (orig >> 1) & 3 == 2;
+        let prefetchable = orig & 8 != 0;
+        cs.write32(bdf, off, u32::MAX);
+        let lo = cs.read32(bdf, off) & !0xf;
+        let hi = if is64 {
+            if i == 5 {
+                return Err(BarError::Malformed { index: i });
+            }
+            cs.write32(bdf, off + 4, u32::MAX);
+            cs.read32(bdf, off + 4)
+        } else {
+            u32::MAX
+        };
+        let mask = (hi as u64) << 32 | lo as u64;
+        if lo == 0 && (!is64 || hi == 0) {
+            i += if is64 { 2 } else { 1 };
+            continue; // unimplemented BAR
+        }
+        let size = (!mask).wrapping_add(1);
+        if size == 0 || !size.is_power_of_two() || (!is64 && size > 1 << 31) {
+            return Err(BarError::Malformed { index: i });
+        }
+        let placed = if is64 {
+            alloc
+                .mem64
+                .as_mut()
+                .and_then(|w| w.alloc(size))
+                .or_else(|| alloc.mem32.as_mut().and_then(|w| w.alloc(size)))
+        } else {
+            alloc
+                .mem32
+                .as_mut()
+                .and_then(|w| w.alloc(size))
+                .filter(|(pci, _)| *pci < 1 << 32)
+        };
+        let Some((pci, cpu)) = placed else {
+            return Err(BarError::NoSpace { index: i, size });
+        };
+        cs.write32(bdf, off, (pci as u32 & !0xf) | (orig & 0xf));
+        if is64 {
+            cs.write32(bdf, off + 4, (pci >> 32) as u32);
+        }
+        let kind = if is64 { BarKind::Mem64 } else { BarKind::Mem32 };
+        let _ = bars.push(Bar {
+            index: i,
+            kind,
+            prefetchable,
+            size,
+            cpu_addr: cpu,
+        });
+        i += if is64 { 2 } else { 1 };
+    }
+    enable(cs, bdf, command::MEMORY | command::BUS_MASTER);
+    Ok(bars)
+}
+
 /// ECAM: each function's 4 KiB of configuration space at `base + (bus << 20 | dev << 15 |
 /// fn << 12)`, relative to the first bus of the window.
 #[derive(Clone, Copy, Debug)]
@@ -110,6 +379,25 @@ impl Ecam {
     }
 }
 
+impl Ecam {
+    fn offset(&self, bdf: Bdf, offset: u16) -> Option<usize> {
+        if bdf.bus < self.bus_start
+            || bdf.bus > self.bus_end
+            || bdf.device >= 32
+            || bdf.function >= 8
+            || offset >= 4096
+        {
+            return None;
+        }
+        Some(
+            ((bdf.bus - self.bus_start) as usize) << 20
+                | (bdf.device as usize) << 15
+                | (bdf.function as usize) << 12
+                | (offset as usize & !3),
+        )
+    }
+}
+
 impl ConfigSpace for Ecam {
     fn read32(&self, bdf: Bdf, offset: u16) -> u32 {
         if bdf.bus < self.bus_start
@@ -127,6 +415,13 @@ impl ConfigSpace for Ecam {
         // SAFETY: `new`'s contract: the window is mapped device memory covering every bus in
         // range, and `off` stays inside it (checked above). The read is 4-byte aligned.
         unsafe { core::ptr::read_volatile((self.base + off) as *const u32) }
+    }
+
+    fn write32(&self, bdf: Bdf, offset: u16, value: u32) {
+        if let Some(off) = self.offset(bdf, offset) {
+            // SAFETY: as for `read32`: inside the mapped window, 4-byte aligned.
+            unsafe { core::ptr::write_volatile((self.base + off) as *mut u32, value) }
+        }
     }
 }
 
@@ -148,6 +443,66 @@ mod tests {
                     _ => 0,
                 },
                 _ => u32::MAX,
+            }
+        }
+        fn write32(&self, _: Bdf, _: u16, _: u32) {}
+    }
+
+    /// One endpoint with real BAR sizing semantics and a capability list.
+    struct FakeDevice {
+        /// Size of each BAR slot's region (0 = unimplemented); 64-bit BARs use two slots.
+        bar_sizes: [u64; 6],
+        /// Low type bits of each BAR.
+        bar_flags: [u32; 6],
+        space: std::cell::RefCell<[u32; 1024]>,
+    }
+
+    impl FakeDevice {
+        fn ivshmem(shm: u64) -> Self {
+            let mut space = [0u32; 1024];
+            space[0] = 0x1110_1af4;
+            space[1] = 1 << 20; // status: capability list
+            space[0x34 / 4] = 0x40;
+            space[0x40 / 4] = 0x0003_0011; // MSI-X, next 0, 4 vectors
+            space[0x44 / 4] = 0x0000_0001; // table in BAR1 at 0
+            space[0x48 / 4] = 0x0000_0801; // PBA in BAR1 at 0x800
+            space[0x18 / 4] = 0b1100; // BAR2: 64-bit prefetchable
+            FakeDevice {
+                bar_sizes: [0x100, 0x1000, shm, 0, 0, 0],
+                bar_flags: [0, 0, 0b1100, 0, 0, 0],
+                space: std::cell::RefCell::new(space),
+            }
+        }
+    }
+
+    impl ConfigSpace for FakeDevice {
+        fn read32(&self, _: Bdf, offset: u16) -> u32 {
+            self.space.borrow()[offset as usize / 4]
+        }
+        fn write32(&self, _: Bdf, offset: u16, value: u32) {
+            let mut s = self.space.borrow_mut();
+            let i = offset as usize / 4;
+            if (4..10).contains(&i) {
+                let b = i - 4;
+                // The slot pair of a 64-bit BAR: size lives in the low slot.
+                let (size, flags, high) = if b > 0 && self.bar_flags[b - 1] & 0b110 == 0b100 {
+                    (self.bar_sizes[b - 1], 0, true)
+                } else {
+                    (self.bar_sizes[b], self.bar_flags[b], false)
+                };
+                let mask = !(size.max(1) - 1);
+                s[i] = if size == 0 {
+                    0
+                } else if high {
+                    value & (mask >> 32) as u32
+                } else {
+                    (value & mask as u32 & !0xf) | flags
+                };
+            } else if i == 1 {
+                // Status (upper half) is write-1-to-clear; the fake keeps it.
+                s[1] = (s[1] & 0xffff_0000) | (value & 0xffff);
+            } else {
+                s[i] = value;
             }
         }
     }
@@ -180,6 +535,89 @@ mod tests {
         assert_eq!(found[1].class, (0x05, 0x00));
         assert_eq!(found[4].header_type, 1);
         assert_eq!(found[1].bdf.to_string(), "00:01.0");
+    }
+
+    const BDF: Bdf = Bdf {
+        bus: 0,
+        device: 1,
+        function: 0,
+    };
+
+    #[test]
+    fn assigns_ivshmem_bars_and_finds_msix() {
+        let dev = FakeDevice::ivshmem(16 << 20);
+        let mut alloc = BarAllocator {
+            mem32: Some(Window::new(0x1000_0000, 0x1000_0000, 0x2eff_0000)),
+            mem64: Some(Window::new(0x80_0000_0000, 0x80_0000_0000, 0x80_0000_0000)),
+        };
+        let bars = assign_bars(&dev, BDF, &mut alloc).unwrap();
+        assert_eq!(bars.len(), 3);
+        assert_eq!(
+            (bars[0].index, bars[0].kind, bars[0].size),
+            (0, BarKind::Mem32, 0x100)
+        );
+        assert_eq!(
+            (bars[1].index, bars[1].size, bars[1].cpu_addr),
+            (1, 0x1000, 0x1000_1000)
+        );
+        assert_eq!(bars[0].cpu_addr, 0x1000_0000);
+        assert_eq!(
+            (bars[2].index, bars[2].kind, bars[2].prefetchable),
+            (2, BarKind::Mem64, true)
+        );
+        assert_eq!((bars[2].size, bars[2].cpu_addr), (16 << 20, 0x80_0000_0000));
+        // The device now decodes at those addresses, with memory and bus mastering on.
+        assert_eq!(dev.read32(BDF, 0x10), 0x1000_0000);
+        assert_eq!(dev.read32(BDF, 0x18), 0x0000_000c);
+        assert_eq!(dev.read32(BDF, 0x1c), 0x80);
+        assert_eq!(dev.read32(BDF, 4) & 6, 6);
+
+        let msix = MsixInfo::read(&dev, BDF).unwrap();
+        assert_eq!(
+            msix,
+            MsixInfo {
+                cap: 0x40,
+                vectors: 4,
+                table: (1, 0),
+                pba: (1, 0x800)
+            }
+        );
+        msix.set_control(&dev, BDF, true, true);
+        assert_eq!(dev.read32(BDF, 0x40) >> 16, 0xc003);
+        msix.set_control(&dev, BDF, true, false);
+        assert_eq!(dev.read32(BDF, 0x40) >> 16, 0x8003);
+    }
+
+    #[test]
+    fn without_a_64_bit_window_large_bars_go_low_or_fail_cleanly() {
+        let dev = FakeDevice::ivshmem(1 << 20);
+        let mut alloc = BarAllocator {
+            mem32: Some(Window::new(0x1000_0000, 0x1000_0000, 0x40_0000)),
+            mem64: None,
+        };
+        let bars = assign_bars(&dev, BDF, &mut alloc).unwrap();
+        // 1 MiB BAR2 aligned after BAR0/BAR1.
+        assert_eq!(bars[2].cpu_addr, 0x1010_0000);
+        let dev = FakeDevice::ivshmem(64 << 20);
+        let mut alloc = BarAllocator {
+            mem32: Some(Window::new(0x1000_0000, 0x1000_0000, 0x40_0000)),
+            mem64: None,
+        };
+        assert_eq!(
+            assign_bars(&dev, BDF, &mut alloc),
+            Err(BarError::NoSpace {
+                index: 2,
+                size: 64 << 20
+            })
+        );
+    }
+
+    #[test]
+    fn capability_walk_is_bounded() {
+        let dev = FakeDevice::ivshmem(1 << 20);
+        dev.write32(BDF, 0x40, 0x0000_4005); // MSI, next -> itself
+        assert_eq!(find_capability(&dev, BDF, CAP_MSIX), None);
+        assert_eq!(find_capability(&dev, BDF, 0x05), Some(0x40));
     }
 
     #[test]
