@@ -165,7 +165,13 @@ unsafe impl defmt::Logger for DefmtLogger {
         guard.write_raw(&[0x01]);
         // SAFETY: we hold the console lock (see the Sync impl).
         let state = unsafe { &mut *DEFMT.0.get() };
-        state.encoder.start_frame(|b| guard.write_raw(b));
+        // The encoder's very first frame starts with a 0x00 resynchronisation byte; our framing
+        // already starts every frame with 0x01, so drop it.
+        state.encoder.start_frame(|b| {
+            if b.iter().any(|&x| x != 0) {
+                guard.write_raw(b)
+            }
+        });
         state.guard = Some(guard);
     }
 

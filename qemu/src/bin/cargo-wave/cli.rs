@@ -1,0 +1,120 @@
+//! The command line of `cargo wave` (clap derive): subcommands, options, defaults and help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use wave_qemu::Inject;
+
+/// Build, boot and test the Wave firmware in QEMU.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo wave",
+    bin_name = "cargo wave",
+    after_help = "Exit codes of `boot`: 0 pass; 1 boot error, 2 panic, 3 CPU exception, 4 cores \
+                  missing (the firmware's own codes); 5 no/incomplete boot report; 6 QEMU failed; \
+                  124 timeout; 125 the runner could not run (build failed, QEMU missing, bad \
+                  option).\nEnvironment: WAVE_QEMU (QEMU binary), WAVE_WORKSPACE (repository \
+                  root), CARGO_TARGET_DIR."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Build the image and boot it in qemu-system-aarch64 (virt board), showing the console
+    /// live; passes only if QEMU exits 0 and all --smp cores come online.
+    Boot(BootArgs),
+    /// Build the firmware and write the flashable raw image and the ELF to target/wave/.
+    Image(ImageArgs),
+    /// Run every test: host unit tests, then the image build, then the QEMU end-to-end tests.
+    Test(TestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BootArgs {
+    /// Number of cores (-smp).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub smp: u32,
+    /// Guest RAM (-m), e.g. 1G, 512M; a bare number is MiB.
+    #[arg(long, default_value = "1G", value_name = "SIZE")]
+    pub mem: String,
+    /// CPU model (-cpu), e.g. neoverse-n1, cortex-a76, max.
+    #[arg(long, default_value = "neoverse-n1", value_name = "MODEL")]
+    pub cpu: String,
+    /// GIC version of the virt board.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub gic: u8,
+    /// Kill QEMU after this many seconds of wall-clock time (exit code 124).
+    #[arg(long, default_value_t = 60, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// Make the firmware fail on purpose after its boot report (wave.test=…).
+    #[arg(long, value_enum)]
+    pub inject: Option<Inject>,
+    /// Extra boot-argument words (repeatable; each value may hold several words).
+    #[arg(long, value_name = "WORDS")]
+    pub append: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// Directory to write wave-firmware.bin and wave-firmware.elf to [default: target/wave].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn boot_defaults_and_options() {
+        let Cmd::Boot(b) = Cli::parse_from(["cargo-wave", "boot"]).cmd else {
+            panic!()
+        };
+        assert_eq!(
+            (b.smp, b.mem.as_str(), b.cpu.as_str(), b.gic, b.timeout),
+            (4, "1G", "neoverse-n1", 3, 60)
+        );
+        assert_eq!(b.inject, None);
+        let Cmd::Boot(b) = Cli::parse_from([
+            "cargo-wave",
+            "boot",
+            "--smp",
+            "2",
+            "--inject",
+            "hang",
+            "--timeout",
+            "5",
+            "--gic",
+            "2",
+            "--append",
+            "a b",
+            "--append",
+            "c",
+        ])
+        .cmd
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (b.smp, b.gic, b.timeout, b.inject),
+            (2, 2, 5, Some(Inject::Hang))
+        );
+        assert_eq!(b.append, ["a b", "c"]);
+        assert!(Cli::try_parse_from(["cargo-wave", "boot", "--gic", "4"]).is_err());
+        assert!(Cli::try_parse_from(["cargo-wave", "boot", "--inject", "boom"]).is_err());
+        assert!(Cli::try_parse_from(["cargo-wave", "boot", "--timeout", "0"]).is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! `cargo wave`: the command-line front end of the runner (`boot`, `image`, `test`). It parses
+//! options, calls the `wave_qemu` library and turns every result into the documented exit code.
+
+mod cli;
+mod test_cmd;
+
+use std::process::ExitCode as ProcessExit;
+use std::time::Duration;
+
+use clap::Parser;
+use wave_qemu::{BootConfig, ExitCode};
+
+use cli::{BootArgs, Cli, Cmd, ImageArgs};
+
+fn exit(code: ExitCode) -> ProcessExit {
+    ProcessExit::from(code as u8)
+}
+
+fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
+    let cfg = BootConfig {
+        smp: args.smp,
+        mem: args.mem,
+        cpu: args.cpu,
+        gic: args.gic,
+        timeout: Duration::from_secs(args.timeout),
+        inject: args.inject,
+        append: args.append,
+        echo: true,
+    };
+    wave_qemu::cmdline::validate(&cfg)?;
+    // QEMU first: if it is missing, say so before spending time on a build.
+    wave_qemu::install::qemu()?;
+    let image = wave_qemu::build_image(None)?;
+    let outcome = wave_qemu::run_boot_with_image(&cfg, &image)?;
+    let verdict = outcome.verdict(&cfg);
+    let how = match outcome.status {
+        wave_qemu::BootStatus::Exited(c) => format!("qemu exited {c}"),
+        wave_qemu::BootStatus::Signaled(s) => format!("qemu was killed by signal {s}"),
+        wave_qemu::BootStatus::TimedOut => "qemu was killed (timeout)".to_string(),
+    };
+    println!("{}", verdict.explain());
+    println!("wave: {how} after {:.2} s", outcome.wall.as_secs_f64());
+    Ok(verdict.exit_code())
+}
+
+fn image(args: ImageArgs) -> anyhow::Result<ExitCode> {
+    let img = wave_qemu::build_image(args.out.as_deref())?;
+    let kib = |n: u64| n as f64 / 1024.0;
+    println!("wave: flash to the IPU:");
+    println!(
+        "  {}  {} bytes ({:.1} KiB)  raw arm64 Image, load at {:#x} (text_offset {:#x}, image_size {:#x})",
+        img.bin.display(),
+        img.bin_len,
+        kib(img.bin_len),
+        img.load_addr,
+        img.header.text_offset,
+        img.header.image_size
+    );
+    println!(
+        "  {}  {} bytes ({:.1} KiB)  ELF with symbols and the defmt table (for debugging and log decoding)",
+        img.elf.display(),
+        img.elf_len,
+        kib(img.elf_len)
+    );
+    Ok(ExitCode::Pass)
+}
+
+fn main() -> ProcessExit {
+    // `cargo wave …` via the alias passes the subcommand first; an installed `cargo-wave`
+    // called as `cargo wave …` gets `wave` first.
+    let mut argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("wave") {
+        argv.remove(1);
+    }
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit(ExitCode::RunnerError)
+            } else {
+                exit(ExitCode::Pass)
+            };
+        }
+    };
+    let result = match cli.cmd {
+        Cmd::Boot(args) => boot(args).map(|c| c as u8),
+        Cmd::Image(args) => image(args).map(|c| c as u8),
+        Cmd::Test(args) => test_cmd::run(args),
+    };
+    match result {
+        Ok(code) => ProcessExit::from(code),
+        Err(e) => {
+            eprintln!("wave: error: {e:#}");
+            exit(ExitCode::RunnerError)
+        }
+    }
+}
