@@ -1,2 +1,27 @@
 //! `wave-host-shim`: the host side of Wave (mechanism only).
+//!
+//! - [`link`]: the `Link` trait every transport implements (`no_std`: shared region access,
+//!   notify the peer, wait for our own doorbells).
+//! - With the `std` feature (default): [`shm`] (memfd-backed shared memory), [`ivshmem`] (the
+//!   ivshmem server transport QEMU connects to), [`local`] (an in-process link pair, used by the
+//!   on-host mode and tests), [`link_test`] (the host-side link-test driver), [`error`].
+//!
+//! The link protocol itself (layout, rings, epochs, wake-ups) lives in `wave-abi`; this crate
+//! moves bytes and doorbells and drives the host end of it.
 #![cfg_attr(not(feature = "std"), no_std)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod link;
+
+#[cfg(feature = "std")]
+pub mod error;
+#[cfg(feature = "std")]
+pub mod ivshmem;
+#[cfg(feature = "std")]
+pub mod link_test;
+#[cfg(feature = "std")]
+pub mod local;
+#[cfg(feature = "std")]
+pub mod shm;
+
+pub use link::{Link, LinkError, Wake};

@@ -1,0 +1,457 @@
+//! `Endpoint`: one side's view of the whole link — its status, the peer's status, its rings —
+//! and the restart/resynchronisation protocol.
+//!
+//! Both the firmware (`Side::Ipu`) and the host shim (`Side::Host`) drive the link through this
+//! type, so the protocol in `docs/abi.md` ("Start, restart and resync", "Wake-ups") exists in
+//! one place. It reads only memory homed on its own side; it writes the peer's memory (its own
+//! status block, the rings it produces into, the credits for rings it consumes).
+
+use crate::layout::{Kind, Layout, LayoutError, Side, IPU_STATUS_OFFSET};
+use crate::region::{RegionError, SharedRegion};
+use crate::ring::{Consumer, EntryBody, Producer, RingError};
+use crate::status::{session_tag, State, StatusSnapshot, StatusView, COUNTERS};
+use crate::sync::{fence, Ordering};
+use crate::{ABI_MAJOR, ABI_MINOR};
+
+/// A pair of rings, one per direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// Link test: requests host→IPU, responses IPU→host.
+    LinkTest = 0,
+    /// Scheduling: events host→IPU, decisions IPU→host.
+    Sched = 1,
+}
+
+/// Number of channels.
+pub const CHANNELS: usize = 2;
+
+impl Channel {
+    /// The ring this side produces into on this channel.
+    pub const fn tx_kind(self, side: Side) -> Kind {
+        match (self, side) {
+            (Channel::LinkTest, Side::Host) => Kind::RingTestRequest,
+            (Channel::LinkTest, Side::Ipu) => Kind::RingTestResponse,
+            (Channel::Sched, Side::Host) => Kind::RingEvents,
+            (Channel::Sched, Side::Ipu) => Kind::RingDecisions,
+        }
+    }
+    /// The ring this side consumes on this channel.
+    pub const fn rx_kind(self, side: Side) -> Kind {
+        self.tx_kind(side.peer())
+    }
+}
+
+/// Why the link is not up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Down {
+    /// The peer has not started (state OFFLINE), or its block is unreadable.
+    PeerOffline,
+    /// The peer is starting.
+    PeerBooting,
+    /// The peer stopped cleanly.
+    PeerStopped,
+    /// The peer is ready but has not yet acknowledged our epoch.
+    AwaitingAck,
+    /// The peer speaks another ABI major, or refused ours.
+    VersionMismatch {
+        /// Peer's major.
+        major: u16,
+        /// Peer's minor.
+        minor: u16,
+    },
+    /// The peer refused the region layout (detail code).
+    PeerLayoutError(u64),
+    /// The peer published a state this side does not know, or epoch 0.
+    PeerInvalid,
+}
+
+/// Result of [`Endpoint::poll_link`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkPoll {
+    /// `Ok(session)` when both sides are ready and have acknowledged each other's epoch.
+    pub state: Result<u32, Down>,
+    /// True if this poll detected a new peer incarnation and reset all channel state: anything
+    /// in flight before it is lost.
+    pub resynced: bool,
+}
+
+/// Link-level counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Peer restarts detected (channel state reset).
+    pub resyncs: u64,
+    /// Transitions into "up".
+    pub ups: u64,
+    /// Doorbells this side decided to ring (peer was sleeping).
+    pub doorbells: u64,
+    /// Times this side announced it was going to sleep.
+    pub sleeps: u64,
+    /// Polls that found the peer's status invalid.
+    pub peer_invalid: u64,
+}
+
+/// Errors building an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndpointError {
+    /// A layout placement is outside the region.
+    Region(RegionError),
+    /// A ring placement has bad geometry.
+    Ring(RingError),
+    /// Epoch 0 is reserved.
+    ZeroEpoch,
+}
+
+impl From<RegionError> for EndpointError {
+    fn from(e: RegionError) -> Self {
+        EndpointError::Region(e)
+    }
+}
+impl From<RingError> for EndpointError {
+    fn from(e: RingError) -> Self {
+        EndpointError::Ring(e)
+    }
+}
+
+/// One side of the link.
+pub struct Endpoint<'a> {
+    side: Side,
+    own: StatusView<'a>,
+    peer: StatusView<'a>,
+    epoch: u32,
+    peer_epoch: u32,
+    session: u32,
+    up: bool,
+    tx: [Producer<'a>; CHANNELS],
+    rx: [Consumer<'a>; CHANNELS],
+    tx_vector: [u16; CHANNELS],
+    sleep_gen: u64,
+    last_rung: u64,
+    heartbeat: u64,
+    stats: LinkStats,
+}
+
+fn status_offset(layout: &Layout, side: Side) -> usize {
+    match side {
+        Side::Host => layout.place(Kind::HostStatus).offset,
+        Side::Ipu => layout.place(Kind::IpuStatus).offset,
+    }
+}
+
+/// Reads back the epoch `side` last published (a slow-path read; used once at start to pick
+/// `next_epoch(previous)`).
+pub fn previous_epoch(region: &SharedRegion<'_>, layout: &Layout, side: Side) -> u32 {
+    StatusView::new(region, status_offset(layout, side))
+        .map(|v| v.snapshot().epoch)
+        .unwrap_or(0)
+}
+
+/// IPU side: reports why it refuses the region, in the IPU status block at its fixed offset
+/// (0x1000 in every ABI version), so the host can print it. `epoch` is whatever the IPU would
+/// have used.
+pub fn report_attach_error(region: &SharedRegion<'_>, err: &LayoutError, epoch: u32) {
+    let Ok(view) = StatusView::new(region, IPU_STATUS_OFFSET) else {
+        return;
+    };
+    let (state, detail) = match *err {
+        LayoutError::Version { major, minor } => {
+            (State::VersionMismatch, major as u64 | (minor as u64) << 16)
+        }
+        LayoutError::BadMagic(_) => return, // host not ready: nothing to report yet
+        LayoutError::Region(_) => (State::LayoutError, 1),
+        LayoutError::TotalSize { .. } => (State::LayoutError, 2),
+        LayoutError::BadTable => (State::LayoutError, 3),
+        LayoutError::TooFewVectors(_) => (State::LayoutError, 4),
+        LayoutError::BadEntry { .. } => (State::LayoutError, 5),
+        LayoutError::Duplicate(_) => (State::LayoutError, 6),
+        LayoutError::Missing(_) => (State::LayoutError, 7),
+        LayoutError::Overlap(_, _) => (State::LayoutError, 8),
+    };
+    view.set_detail(detail);
+    view.set_ack(0, ABI_MAJOR, ABI_MINOR);
+    view.set_state(state, epoch);
+}
+
+/// Producer half of the wake-up handshake, run after publishing entries: a full fence, then a
+/// local read of the peer's wake request. True if the peer sleeps and this sleep generation has
+/// not been rung yet (`last_rung` remembers the last one rung).
+pub fn wake_check(peer: &StatusView<'_>, last_rung: &mut u64) -> bool {
+    fence(Ordering::SeqCst);
+    let wake = peer.wake();
+    if wake & 1 == 1 && wake != *last_rung {
+        *last_rung = wake;
+        true
+    } else {
+        false
+    }
+}
+
+/// Consumer half of the wake-up handshake: publishes "sleeping" with a new generation (after
+/// `prev_gen`), then a full fence. The caller must re-check its rings after this and before
+/// sleeping. Returns the new generation.
+pub fn sleep_announce(own: &StatusView<'_>, prev_gen: u64) -> u64 {
+    let gen = prev_gen.wrapping_add(1);
+    own.set_wake((gen << 1) | 1);
+    fence(Ordering::SeqCst);
+    gen
+}
+
+impl<'a> Endpoint<'a> {
+    /// Starts `side` on a validated `layout` with a fresh `epoch` (use
+    /// [`crate::status::next_epoch`] of [`previous_epoch`]). Publishes BOOTING, resets its
+    /// counters and wake request, then READY. The link comes up once the peer is READY and both
+    /// have acknowledged each other's epoch (see [`Self::poll_link`]).
+    pub fn new(
+        region: SharedRegion<'a>,
+        layout: &Layout,
+        side: Side,
+        epoch: u32,
+    ) -> Result<Self, EndpointError> {
+        if epoch == 0 {
+            return Err(EndpointError::ZeroEpoch);
+        }
+        let own = StatusView::new(&region, status_offset(layout, side))?;
+        let peer = StatusView::new(&region, status_offset(layout, side.peer()))?;
+        let producer = |ch: Channel| -> Result<Producer<'a>, EndpointError> {
+            let p = layout.place(ch.tx_kind(side));
+            Ok(Producer::new(
+                region.words(p.offset, p.size)?,
+                region.word(p.credit_offset)?,
+                p.entries,
+                0,
+            )?)
+        };
+        let consumer = |ch: Channel| -> Result<Consumer<'a>, EndpointError> {
+            let p = layout.place(ch.rx_kind(side));
+            Ok(Consumer::new(
+                region.words(p.offset, p.size)?,
+                region.word(p.credit_offset)?,
+                p.entries,
+                0,
+            )?)
+        };
+        let tx = [producer(Channel::LinkTest)?, producer(Channel::Sched)?];
+        let rx = [consumer(Channel::LinkTest)?, consumer(Channel::Sched)?];
+        let tx_vector = [
+            layout.place(Channel::LinkTest.tx_kind(side)).vector,
+            layout.place(Channel::Sched.tx_kind(side)).vector,
+        ];
+        own.set_state(State::Booting, epoch);
+        own.set_heartbeat(0);
+        own.set_wake(0);
+        own.set_detail(0);
+        own.set_counters(&[0; COUNTERS]);
+        own.set_ack(0, ABI_MAJOR, ABI_MINOR);
+        own.set_state(State::Ready, epoch);
+        Ok(Self {
+            side,
+            own,
+            peer,
+            epoch,
+            peer_epoch: 0,
+            session: 0,
+            up: false,
+            tx,
+            rx,
+            tx_vector,
+            sleep_gen: 0,
+            last_rung: 0,
+            heartbeat: 0,
+            stats: LinkStats::default(),
+        })
+    }
+
+    /// This side.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+    /// This incarnation's epoch.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+    /// The peer epoch currently attached to (0: none yet).
+    pub fn peer_epoch(&self) -> u32 {
+        self.peer_epoch
+    }
+    /// Current session tag (0 before the first attach).
+    pub fn session(&self) -> u32 {
+        self.session
+    }
+    /// True if the last [`Self::poll_link`] found the link up.
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+    /// Link counters.
+    pub fn stats(&self) -> LinkStats {
+        self.stats
+    }
+    /// The peer's status block (local read, untrusted values).
+    pub fn peer_status(&self) -> StatusSnapshot {
+        self.peer.snapshot()
+    }
+
+    /// Reads the peer's status (local memory) and runs the attach/resync protocol:
+    /// a new peer epoch resets every ring of this side to position 0 of the new session and
+    /// acknowledges it. Call this in every loop iteration; it is a few local loads.
+    pub fn poll_link(&mut self) -> LinkPoll {
+        let s = self.peer.snapshot();
+        let mut resynced = false;
+        let down = |this: &mut Self, why: Down| {
+            this.up = false;
+            Err(why)
+        };
+        let state = match s.state {
+            State::Ready if s.abi_major != ABI_MAJOR => down(
+                self,
+                Down::VersionMismatch {
+                    major: s.abi_major,
+                    minor: s.abi_minor,
+                },
+            ),
+            State::Ready if s.epoch == 0 => {
+                self.stats.peer_invalid += 1;
+                down(self, Down::PeerInvalid)
+            }
+            State::Ready => {
+                if s.epoch != self.peer_epoch {
+                    if self.peer_epoch != 0 {
+                        self.stats.resyncs += 1;
+                        resynced = true;
+                    }
+                    self.peer_epoch = s.epoch;
+                    self.session = match self.side {
+                        Side::Host => session_tag(self.epoch, s.epoch),
+                        Side::Ipu => session_tag(s.epoch, self.epoch),
+                    };
+                    for p in self.tx.iter_mut() {
+                        p.reset(self.session);
+                    }
+                    for c in self.rx.iter_mut() {
+                        c.reset(self.session);
+                    }
+                    self.up = false;
+                    self.own.set_ack(s.epoch, ABI_MAJOR, ABI_MINOR);
+                }
+                if s.peer_epoch_seen != self.epoch {
+                    down(self, Down::AwaitingAck)
+                } else {
+                    if !self.up {
+                        self.stats.ups += 1;
+                    }
+                    self.up = true;
+                    Ok(self.session)
+                }
+            }
+            State::Offline => down(self, Down::PeerOffline),
+            State::Booting => down(self, Down::PeerBooting),
+            State::Stopped => down(self, Down::PeerStopped),
+            State::VersionMismatch => down(
+                self,
+                Down::VersionMismatch {
+                    major: s.detail as u16,
+                    minor: (s.detail >> 16) as u16,
+                },
+            ),
+            State::LayoutError => down(self, Down::PeerLayoutError(s.detail)),
+            State::Unknown(_) => {
+                self.stats.peer_invalid += 1;
+                down(self, Down::PeerInvalid)
+            }
+        };
+        LinkPoll { state, resynced }
+    }
+
+    /// The producer for `ch` (writes into the peer's memory).
+    pub fn tx(&mut self, ch: Channel) -> &mut Producer<'a> {
+        &mut self.tx[ch as usize]
+    }
+
+    /// The consumer for `ch` (reads this side's memory).
+    pub fn rx(&mut self, ch: Channel) -> &mut Consumer<'a> {
+        &mut self.rx[ch as usize]
+    }
+
+    /// Both ends of `ch` at once (an agent that answers what it reads).
+    pub fn channel(&mut self, ch: Channel) -> (&mut Consumer<'a>, &mut Producer<'a>) {
+        (&mut self.rx[ch as usize], &mut self.tx[ch as usize])
+    }
+
+    /// Publishes `bodies` on `ch` (as many as fit) if the link is up. Returns how many were
+    /// published and, if the peer asked to be woken, the doorbell vector to ring.
+    pub fn send(&mut self, ch: Channel, bodies: &[EntryBody]) -> (usize, Option<u16>) {
+        if !self.up {
+            return (0, None);
+        }
+        let n = self.tx[ch as usize].push_batch(bodies);
+        let ring = if n > 0 && self.peer_wants_wakeup() {
+            Some(self.tx_vector[ch as usize])
+        } else {
+            None
+        };
+        (n, ring)
+    }
+
+    /// After publishing: true if the peer announced it is sleeping and has not been rung for
+    /// this sleep yet (then ring its doorbell). Runs a full fence first so the check cannot be
+    /// ordered before the entries just published (see "Wake-ups" in `docs/abi.md`).
+    pub fn peer_wants_wakeup(&mut self) -> bool {
+        let ring = wake_check(&self.peer, &mut self.last_rung);
+        if ring {
+            self.stats.doorbells += 1;
+        }
+        ring
+    }
+
+    /// The doorbell vector that wakes the peer's consumer of `ch`.
+    pub fn tx_vector(&self, ch: Channel) -> u16 {
+        self.tx_vector[ch as usize]
+    }
+
+    /// Announces that this side is about to sleep on its doorbells. Returns credits first (a
+    /// producer must never wait on a sleeper for credits). The caller must then poll its rings
+    /// once more and sleep only if they are still empty, always with a timeout, and call
+    /// [`Self::end_sleep`] when it wakes.
+    pub fn begin_sleep(&mut self) {
+        for c in self.rx.iter_mut() {
+            c.flush_credits();
+        }
+        self.sleep_gen = sleep_announce(&self.own, self.sleep_gen);
+        self.stats.sleeps += 1;
+    }
+
+    /// Withdraws the sleep announcement.
+    pub fn end_sleep(&mut self) {
+        self.own.set_wake(self.sleep_gen << 1);
+    }
+
+    /// True if any consumed ring has a published entry waiting (local reads only).
+    pub fn has_work(&self) -> bool {
+        self.rx.iter().any(|c| c.has_entry())
+    }
+
+    /// Advances the heartbeat and publishes counters (`app` = the caller's own counters, see
+    /// `docs/abi.md` "Published counters" for slots 6 and 7).
+    pub fn tick(&mut self, app_invalid: u64, app_other: u64) {
+        self.heartbeat = self.heartbeat.wrapping_add(1);
+        self.own.set_heartbeat(self.heartbeat);
+        let mut c = [0u64; COUNTERS];
+        for r in &self.rx {
+            c[0] += r.stats().consumed;
+            c[1] += r.stats().bad_stamp;
+        }
+        for t in &self.tx {
+            c[2] += t.stats().published;
+            c[3] += t.stats().full + t.stats().bad_credit;
+        }
+        c[4] = self.stats.doorbells;
+        c[5] = self.stats.resyncs;
+        c[6] = app_invalid;
+        c[7] = app_other;
+        self.own.set_counters(&c);
+    }
+
+    /// Publishes STOPPED (a clean shutdown the peer can tell from a crash).
+    pub fn stop(&mut self) {
+        self.up = false;
+        self.own.set_state(State::Stopped, self.epoch);
+    }
+}

@@ -1,0 +1,684 @@
+//! The region header and layout table: where everything lives, who owns it, who writes it.
+//!
+//! The host writes the header once, before the IPU can see the region (the ivshmem server does
+//! it before handing the memfd to QEMU), with the magic stored last. The IPU reads it once at
+//! attach (a slow-path read across the link) and validates every field with [`Layout::read`]
+//! before trusting any offset. See `docs/abi.md`, "Region header" and "Layout table".
+
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::region::{load_le, store_le, RegionError, SharedRegion};
+use crate::ring::{ring_words, ENTRY_SIZE};
+use crate::sync::Ordering;
+use crate::{ABI_MAJOR, ABI_MINOR};
+
+/// `b"WAVELINK"`, the first 8 bytes of the region.
+pub const MAGIC: [u8; 8] = *b"WAVELINK";
+/// Byte offset of the layout table inside the header.
+pub const LAYOUT_TABLE_OFFSET: usize = 0x40;
+/// Size of one layout table entry.
+pub const LAYOUT_ENTRY_SIZE: usize = 32;
+/// Most layout entries a reader accepts.
+pub const MAX_LAYOUT_ENTRIES: usize = 32;
+/// The IPU status block is at this offset in every ABI version, so that an IPU that cannot
+/// parse the header can still report why.
+pub const IPU_STATUS_OFFSET: usize = 0x1000;
+/// Alignment of every region in the layout.
+pub const REGION_ALIGN: usize = 0x1000;
+/// Ring entries in the default (v1.0) layout.
+pub const DEFAULT_RING_ENTRIES: u32 = 512;
+/// Doorbell vectors the v1.0 layout uses (vector 0..=2); the device may have more.
+pub const MIN_VECTORS: u32 = 3;
+/// Doorbell vector: link control (a side became ready, restarted or stopped).
+pub const VECTOR_CONTROL: u16 = 0;
+/// Doorbell vector: link-test channel.
+pub const VECTOR_LINK_TEST: u16 = 1;
+/// Doorbell vector: scheduling channel.
+pub const VECTOR_SCHED: u16 = 2;
+/// "No doorbell" in a layout entry's vector field.
+pub const VECTOR_NONE: u16 = 0xFFFF;
+
+/// A side of the link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Side {
+    /// The host (ivshmem peer 0).
+    Host = 1,
+    /// The IPU (ivshmem peer 1).
+    Ipu = 2,
+}
+
+impl Side {
+    /// The other side.
+    pub const fn peer(self) -> Side {
+        match self {
+            Side::Host => Side::Ipu,
+            Side::Ipu => Side::Host,
+        }
+    }
+    fn from_u8(v: u8) -> Option<Side> {
+        match v {
+            1 => Some(Side::Host),
+            2 => Some(Side::Ipu),
+            _ => None,
+        }
+    }
+}
+
+/// What a layout entry describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum Kind {
+    /// The header and layout table. Home host, written by host.
+    Header = 1,
+    /// Host state, epoch, heartbeat, wake request, counters. Home IPU, written by host.
+    HostStatus = 2,
+    /// IPU state, epoch, heartbeat, wake request, counters. Home host, written by IPU.
+    IpuStatus = 3,
+    /// Credit words for host→IPU rings. Home host, written by IPU.
+    CreditsFromIpu = 4,
+    /// Credit words for IPU→host rings. Home IPU, written by host.
+    CreditsFromHost = 5,
+    /// Link-test requests, host→IPU. Home IPU, written by host.
+    RingTestRequest = 0x10,
+    /// Link-test responses, IPU→host. Home host, written by IPU.
+    RingTestResponse = 0x11,
+    /// Scheduling events, host→IPU. Home IPU, written by host.
+    RingEvents = 0x12,
+    /// Scheduling decisions, IPU→host. Home host, written by IPU.
+    RingDecisions = 0x13,
+}
+
+/// Every kind, in v1.0 table order.
+pub const KINDS: [Kind; 9] = [
+    Kind::Header,
+    Kind::IpuStatus,
+    Kind::CreditsFromIpu,
+    Kind::RingTestResponse,
+    Kind::RingDecisions,
+    Kind::HostStatus,
+    Kind::CreditsFromHost,
+    Kind::RingTestRequest,
+    Kind::RingEvents,
+];
+
+impl Kind {
+    /// Decodes a table kind; unknown kinds are skipped by readers (minor-version additions).
+    pub fn from_u16(v: u16) -> Option<Kind> {
+        KINDS.iter().copied().find(|k| *k as u16 == v)
+    }
+    /// The side whose memory holds it (the side that reads it on the fast path).
+    pub const fn home(self) -> Side {
+        match self {
+            Kind::Header
+            | Kind::IpuStatus
+            | Kind::CreditsFromIpu
+            | Kind::RingTestResponse
+            | Kind::RingDecisions => Side::Host,
+            Kind::HostStatus | Kind::CreditsFromHost | Kind::RingTestRequest | Kind::RingEvents => {
+                Side::Ipu
+            }
+        }
+    }
+    /// The only side that writes it.
+    pub const fn writer(self) -> Side {
+        match self {
+            Kind::Header => Side::Host,
+            k => k.home().peer(),
+        }
+    }
+    /// True for rings.
+    pub const fn is_ring(self) -> bool {
+        (self as u16) >= 0x10
+    }
+    fn index(self) -> usize {
+        let mut i = 0;
+        while i < KINDS.len() {
+            if KINDS[i] as u16 == self as u16 {
+                return i;
+            }
+            i += 1;
+        }
+        0
+    }
+}
+
+/// The region header as it sits at offset 0.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct RawHeader {
+    /// [`MAGIC`].
+    pub magic: [u8; 8],
+    /// ABI major version: readers reject any other major.
+    pub abi_major: U16,
+    /// ABI minor version: readers accept any minor (additions only).
+    pub abi_minor: U16,
+    /// Bytes of header including the layout table.
+    pub header_size: U32,
+    /// Size of the whole shared region in bytes.
+    pub total_size: U64,
+    /// Offset of the layout table (0x40 in v1).
+    pub layout_offset: U32,
+    /// Number of layout entries.
+    pub layout_count: U32,
+    /// Doorbell vectors per peer the transport provides.
+    pub vectors: U32,
+    /// ivshmem peer id of the host (0).
+    pub host_peer: U16,
+    /// ivshmem peer id of the IPU (1).
+    pub ipu_peer: U16,
+    /// Reserved, 0.
+    pub flags: U64,
+    /// Reserved, 0.
+    pub reserved: [u8; 16],
+}
+
+/// One layout table entry.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct RawLayoutEntry {
+    /// [`Kind`] as u16.
+    pub kind: U16,
+    /// Home side (1 host, 2 IPU).
+    pub home: u8,
+    /// Writer side (1 host, 2 IPU).
+    pub writer: u8,
+    /// Doorbell vector that wakes the consumer of this ring, or 0xFFFF.
+    pub vector: U16,
+    /// Entry size for rings (64), 0 otherwise.
+    pub entry_size: U16,
+    /// Byte offset from the region start.
+    pub offset: U32,
+    /// Byte size.
+    pub size: U32,
+    /// Ring entries (power of two), 0 for non-rings.
+    pub entries: U32,
+    /// Rings: byte offset of this ring's credit word (in the producer's home); 0 otherwise.
+    pub credit_offset: U32,
+    /// Reserved, 0.
+    pub reserved: U64,
+}
+
+const _: () = assert!(core::mem::size_of::<RawHeader>() == LAYOUT_TABLE_OFFSET);
+const _: () = assert!(core::mem::offset_of!(RawHeader, abi_major) == 0x08);
+const _: () = assert!(core::mem::offset_of!(RawHeader, abi_minor) == 0x0A);
+const _: () = assert!(core::mem::offset_of!(RawHeader, header_size) == 0x0C);
+const _: () = assert!(core::mem::offset_of!(RawHeader, total_size) == 0x10);
+const _: () = assert!(core::mem::offset_of!(RawHeader, layout_offset) == 0x18);
+const _: () = assert!(core::mem::offset_of!(RawHeader, layout_count) == 0x1C);
+const _: () = assert!(core::mem::offset_of!(RawHeader, vectors) == 0x20);
+const _: () = assert!(core::mem::offset_of!(RawHeader, host_peer) == 0x24);
+const _: () = assert!(core::mem::offset_of!(RawHeader, ipu_peer) == 0x26);
+const _: () = assert!(core::mem::offset_of!(RawHeader, flags) == 0x28);
+const _: () = assert!(core::mem::offset_of!(RawHeader, reserved) == 0x30);
+const _: () = assert!(core::mem::size_of::<RawLayoutEntry>() == LAYOUT_ENTRY_SIZE);
+const _: () = assert!(core::mem::offset_of!(RawLayoutEntry, home) == 0x02);
+const _: () = assert!(core::mem::offset_of!(RawLayoutEntry, writer) == 0x03);
+const _: () = assert!(core::mem::offset_of!(RawLayoutEntry, vector) == 0x04);
+const _: () = assert!(core::mem::offset_of!(RawLayoutEntry, entry_size) == 0x06);
+const _: () = assert!(core::mem::offset_of!(RawLayoutEntry, offset) == 0x08);
+const _: () = assert!(core::mem::offset_of!(RawLayoutEntry, size) == 0x0C);
+const _: () = assert!(core::mem::offset_of!(RawLayoutEntry, entries) == 0x10);
+const _: () = assert!(core::mem::offset_of!(RawLayoutEntry, credit_offset) == 0x14);
+const _: () = assert!(core::mem::offset_of!(RawLayoutEntry, reserved) == 0x18);
+const _: () = assert!(LAYOUT_TABLE_OFFSET + KINDS.len() * LAYOUT_ENTRY_SIZE <= REGION_ALIGN);
+
+/// A validated placement of one region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// What it is.
+    pub kind: Kind,
+    /// Byte offset.
+    pub offset: usize,
+    /// Byte size.
+    pub size: usize,
+    /// Ring entries (0 for non-rings).
+    pub entries: u32,
+    /// Credit word offset (rings only).
+    pub credit_offset: usize,
+    /// Doorbell vector that wakes this ring's consumer ([`VECTOR_NONE`] for non-rings).
+    pub vector: u16,
+}
+
+impl Placement {
+    const EMPTY: Placement = Placement {
+        kind: Kind::Header,
+        offset: 0,
+        size: 0,
+        entries: 0,
+        credit_offset: 0,
+        vector: VECTOR_NONE,
+    };
+}
+
+/// A complete, validated layout: a plain copy in local memory, never re-read from the link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Size of the shared region.
+    pub total_size: usize,
+    /// Doorbell vectors per peer.
+    pub vectors: u32,
+    /// Minor version the writer used.
+    pub abi_minor: u16,
+    places: [Placement; KINDS.len()],
+}
+
+/// Why a header/layout is rejected. Every variant says what was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayoutError {
+    /// The region is too small or its view is unusable.
+    Region(RegionError),
+    /// The magic is not `WAVELINK` (the host has not initialised the region yet, or this is not
+    /// a Wave region).
+    BadMagic([u8; 8]),
+    /// The header's ABI major differs from ours.
+    Version {
+        /// Major found in the header.
+        major: u16,
+        /// Minor found in the header.
+        minor: u16,
+    },
+    /// `total_size` is larger than the mapped region or not a multiple of 4 KiB.
+    TotalSize {
+        /// Header's claim.
+        claimed: u64,
+        /// What is mapped.
+        mapped: usize,
+    },
+    /// Table offset/count out of range.
+    BadTable,
+    /// Fewer doorbell vectors than the layout uses.
+    TooFewVectors(u32),
+    /// A table entry is malformed (bad home/writer, bounds, alignment, ring geometry, credit).
+    BadEntry {
+        /// Index in the table.
+        index: usize,
+        /// Kind, as found.
+        kind: u16,
+    },
+    /// A kind appears twice.
+    Duplicate(u16),
+    /// A required kind is missing.
+    Missing(u16),
+    /// Two regions overlap.
+    Overlap(u16, u16),
+}
+
+impl core::fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            LayoutError::Region(e) => write!(f, "{e}"),
+            LayoutError::BadMagic(m) => {
+                write!(f, "region magic is {m:02x?}, expected \"WAVELINK\" (host not ready?)")
+            }
+            LayoutError::Version { major, minor } => write!(
+                f,
+                "ABI version mismatch: region is {major}.{minor}, this side speaks {ABI_MAJOR}.{ABI_MINOR}"
+            ),
+            LayoutError::TotalSize { claimed, mapped } => write!(
+                f,
+                "header claims {claimed} bytes but {mapped} bytes are mapped"
+            ),
+            LayoutError::BadTable => write!(f, "layout table offset/count out of range"),
+            LayoutError::TooFewVectors(n) => write!(
+                f,
+                "the link has {n} doorbell vectors, the layout needs at least {MIN_VECTORS}"
+            ),
+            LayoutError::BadEntry { index, kind } => {
+                write!(f, "layout entry {index} (kind {kind:#x}) is invalid")
+            }
+            LayoutError::Duplicate(k) => write!(f, "layout kind {k:#x} appears twice"),
+            LayoutError::Missing(k) => write!(f, "layout kind {k:#x} is missing"),
+            LayoutError::Overlap(a, b) => write!(f, "layout kinds {a:#x} and {b:#x} overlap"),
+        }
+    }
+}
+
+impl From<RegionError> for LayoutError {
+    fn from(e: RegionError) -> Self {
+        LayoutError::Region(e)
+    }
+}
+
+const fn align_up(v: usize, a: usize) -> usize {
+    (v + a - 1) & !(a - 1)
+}
+
+impl Layout {
+    /// The v1.0 layout for rings of `ring_entries` entries in a region of `total_size` bytes.
+    /// Host-homed regions come first, then IPU-homed ones from the next power-of-two half.
+    pub fn v1(ring_entries: u32, total_size: usize, vectors: u32) -> Result<Layout, LayoutError> {
+        ring_words(ring_entries).map_err(|_| LayoutError::BadEntry {
+            index: 0,
+            kind: Kind::RingTestRequest as u16,
+        })?;
+        if vectors < MIN_VECTORS {
+            return Err(LayoutError::TooFewVectors(vectors));
+        }
+        let ring_size = ring_entries as usize * ENTRY_SIZE;
+        let need = Self::min_size(ring_entries);
+        if total_size < need || !total_size.is_multiple_of(REGION_ALIGN) {
+            return Err(LayoutError::Region(RegionError::TooSmall {
+                have: total_size,
+                need,
+            }));
+        }
+        let half = need / 2;
+        let ring_base = 3 * REGION_ALIGN;
+        let stride = align_up(ring_size, REGION_ALIGN);
+        let mut places = [Placement::EMPTY; KINDS.len()];
+        let mut put = |kind: Kind, offset: usize, size: usize, entries: u32, credit: usize| {
+            let vector = match kind {
+                Kind::RingTestRequest | Kind::RingTestResponse => VECTOR_LINK_TEST,
+                Kind::RingEvents | Kind::RingDecisions => VECTOR_SCHED,
+                _ => VECTOR_NONE,
+            };
+            places[kind.index()] = Placement {
+                kind,
+                offset,
+                size,
+                entries,
+                credit_offset: credit,
+                vector,
+            };
+        };
+        put(Kind::Header, 0, REGION_ALIGN, 0, 0);
+        put(Kind::IpuStatus, IPU_STATUS_OFFSET, REGION_ALIGN, 0, 0);
+        put(Kind::CreditsFromIpu, 2 * REGION_ALIGN, REGION_ALIGN, 0, 0);
+        put(
+            Kind::RingTestResponse,
+            ring_base,
+            ring_size,
+            ring_entries,
+            half + REGION_ALIGN,
+        );
+        put(
+            Kind::RingDecisions,
+            ring_base + stride,
+            ring_size,
+            ring_entries,
+            half + REGION_ALIGN + 64,
+        );
+        put(Kind::HostStatus, half, REGION_ALIGN, 0, 0);
+        put(
+            Kind::CreditsFromHost,
+            half + REGION_ALIGN,
+            REGION_ALIGN,
+            0,
+            0,
+        );
+        put(
+            Kind::RingTestRequest,
+            half + 2 * REGION_ALIGN,
+            ring_size,
+            ring_entries,
+            2 * REGION_ALIGN,
+        );
+        put(
+            Kind::RingEvents,
+            half + 2 * REGION_ALIGN + stride,
+            ring_size,
+            ring_entries,
+            2 * REGION_ALIGN + 64,
+        );
+        Ok(Layout {
+            total_size,
+            vectors,
+            abi_minor: ABI_MINOR,
+            places,
+        })
+    }
+
+    /// Smallest region (a power of two) that holds the v1 layout with `ring_entries` rings.
+    pub const fn min_size(ring_entries: u32) -> usize {
+        let stride = align_up(ring_entries as usize * ENTRY_SIZE, REGION_ALIGN);
+        let host_half = 3 * REGION_ALIGN + 2 * stride;
+        let ipu_half = 2 * REGION_ALIGN + 2 * stride;
+        let half = if host_half > ipu_half {
+            host_half
+        } else {
+            ipu_half
+        };
+        (align_up(half, REGION_ALIGN)).next_power_of_two() * 2
+    }
+
+    /// Where `kind` lives.
+    pub fn place(&self, kind: Kind) -> Placement {
+        self.places[kind.index()]
+    }
+
+    /// All placements, in table order.
+    pub fn places(&self) -> &[Placement] {
+        &self.places
+    }
+
+    /// Host side: zeroes the region, writes the layout table and header, and stores the magic
+    /// last (release). Call only while the IPU cannot be using the region.
+    pub fn write(&self, region: &SharedRegion<'_>) -> Result<(), LayoutError> {
+        if region.len() < self.total_size {
+            return Err(LayoutError::Region(RegionError::TooSmall {
+                have: region.len(),
+                need: self.total_size,
+            }));
+        }
+        region.zero(0, self.total_size)?;
+        let mut table = [0u8; KINDS.len() * LAYOUT_ENTRY_SIZE];
+        for (p, out) in self
+            .places
+            .iter()
+            .zip(table.chunks_exact_mut(LAYOUT_ENTRY_SIZE))
+        {
+            let e = RawLayoutEntry {
+                kind: U16::new(p.kind as u16),
+                home: p.kind.home() as u8,
+                writer: p.kind.writer() as u8,
+                vector: U16::new(p.vector),
+                entry_size: U16::new(if p.kind.is_ring() {
+                    ENTRY_SIZE as u16
+                } else {
+                    0
+                }),
+                offset: U32::new(p.offset as u32),
+                size: U32::new(p.size as u32),
+                entries: U32::new(p.entries),
+                credit_offset: U32::new(p.credit_offset as u32),
+                reserved: U64::ZERO,
+            };
+            out.copy_from_slice(e.as_bytes());
+        }
+        region.write_bytes(LAYOUT_TABLE_OFFSET, &table)?;
+        let header = RawHeader {
+            magic: MAGIC,
+            abi_major: U16::new(ABI_MAJOR),
+            abi_minor: U16::new(ABI_MINOR),
+            header_size: U32::new((LAYOUT_TABLE_OFFSET + table.len()) as u32),
+            total_size: U64::new(self.total_size as u64),
+            layout_offset: U32::new(LAYOUT_TABLE_OFFSET as u32),
+            layout_count: U32::new(KINDS.len() as u32),
+            vectors: U32::new(self.vectors),
+            host_peer: U16::new(0),
+            ipu_peer: U16::new(1),
+            flags: U64::ZERO,
+            reserved: [0; 16],
+        };
+        let bytes = header.as_bytes();
+        region.write_bytes(8, &bytes[8..])?;
+        store_le(
+            region.word(0)?,
+            u64::from_le_bytes(MAGIC),
+            Ordering::Release,
+        );
+        Ok(())
+    }
+
+    /// IPU side (and host self-check): reads and validates the header and table. Nothing in
+    /// shared memory is trusted: every offset is bounds-, alignment- and overlap-checked, homes
+    /// and writers must match the kind, rings must have sane geometry and credit words inside
+    /// the producer's credit block. Unknown kinds (from a newer minor) are skipped.
+    pub fn read(region: &SharedRegion<'_>) -> Result<Layout, LayoutError> {
+        let magic = load_le(region.word(0)?, Ordering::Acquire).to_le_bytes();
+        if magic != MAGIC {
+            return Err(LayoutError::BadMagic(magic));
+        }
+        let mut hb = [0u8; LAYOUT_TABLE_OFFSET];
+        region.read_bytes(0, &mut hb)?;
+        let h = RawHeader::read_from_bytes(&hb).map_err(|_| LayoutError::BadTable)?;
+        if h.abi_major.get() != ABI_MAJOR {
+            return Err(LayoutError::Version {
+                major: h.abi_major.get(),
+                minor: h.abi_minor.get(),
+            });
+        }
+        let total = h.total_size.get();
+        if total > region.len() as u64 || total % REGION_ALIGN as u64 != 0 || total == 0 {
+            return Err(LayoutError::TotalSize {
+                claimed: total,
+                mapped: region.len(),
+            });
+        }
+        let total = total as usize;
+        let count = h.layout_count.get() as usize;
+        let toff = h.layout_offset.get() as usize;
+        if count > MAX_LAYOUT_ENTRIES
+            || toff < LAYOUT_TABLE_OFFSET
+            || !toff.is_multiple_of(8)
+            || toff + count * LAYOUT_ENTRY_SIZE > REGION_ALIGN
+        {
+            return Err(LayoutError::BadTable);
+        }
+        if h.vectors.get() < MIN_VECTORS {
+            return Err(LayoutError::TooFewVectors(h.vectors.get()));
+        }
+        let mut places = [Placement::EMPTY; KINDS.len()];
+        let mut seen = [false; KINDS.len()];
+        for index in 0..count {
+            let mut eb = [0u8; LAYOUT_ENTRY_SIZE];
+            region.read_bytes(toff + index * LAYOUT_ENTRY_SIZE, &mut eb)?;
+            let e = RawLayoutEntry::read_from_bytes(&eb).map_err(|_| LayoutError::BadTable)?;
+            let raw_kind = e.kind.get();
+            let Some(kind) = Kind::from_u16(raw_kind) else {
+                continue; // newer minor: not ours to use
+            };
+            let bad = LayoutError::BadEntry {
+                index,
+                kind: raw_kind,
+            };
+            if seen[kind.index()] {
+                return Err(LayoutError::Duplicate(raw_kind));
+            }
+            let offset = e.offset.get() as usize;
+            let size = e.size.get() as usize;
+            let home_ok = Side::from_u8(e.home) == Some(kind.home());
+            let writer_ok = Side::from_u8(e.writer) == Some(kind.writer());
+            let bounds_ok = offset.is_multiple_of(REGION_ALIGN)
+                && size >= REGION_ALIGN.min(64)
+                && size.is_multiple_of(64)
+                && offset.checked_add(size).is_some_and(|end| end <= total);
+            if !(home_ok && writer_ok && bounds_ok) {
+                return Err(bad);
+            }
+            let mut p = Placement {
+                kind,
+                offset,
+                size,
+                entries: 0,
+                credit_offset: 0,
+                vector: VECTOR_NONE,
+            };
+            if (kind == Kind::IpuStatus && offset != IPU_STATUS_OFFSET)
+                || (kind == Kind::Header && offset != 0)
+            {
+                return Err(bad);
+            }
+            if kind.is_ring() {
+                let entries = e.entries.get();
+                let geometry_ok = e.entry_size.get() as usize == ENTRY_SIZE
+                    && ring_words(entries).is_ok()
+                    && entries as usize * ENTRY_SIZE == size
+                    && (e.vector.get() as u32) < h.vectors.get();
+                if !geometry_ok {
+                    return Err(bad);
+                }
+                p.entries = entries;
+                p.credit_offset = e.credit_offset.get() as usize;
+                p.vector = e.vector.get();
+            }
+            places[kind.index()] = p;
+            seen[kind.index()] = true;
+        }
+        for (i, k) in KINDS.iter().enumerate() {
+            if !seen[i] {
+                return Err(LayoutError::Missing(*k as u16));
+            }
+        }
+        for (i, a) in places.iter().enumerate() {
+            for b in places.iter().skip(i + 1) {
+                if a.offset < b.offset + b.size && b.offset < a.offset + a.size {
+                    return Err(LayoutError::Overlap(a.kind as u16, b.kind as u16));
+                }
+            }
+        }
+        // Credit words: 8-aligned, inside the credit block homed on the producer's side, and
+        // distinct between rings.
+        for (i, p) in places.iter().enumerate() {
+            if !p.kind.is_ring() {
+                continue;
+            }
+            let block = match p.kind.writer() {
+                Side::Host => places[Kind::CreditsFromIpu.index()],
+                Side::Ipu => places[Kind::CreditsFromHost.index()],
+            };
+            let inside = p.credit_offset.is_multiple_of(8)
+                && p.credit_offset >= block.offset
+                && p.credit_offset + 8 <= block.offset + block.size;
+            let clash = places
+                .iter()
+                .skip(i + 1)
+                .any(|q| q.kind.is_ring() && q.credit_offset == p.credit_offset);
+            if !inside || clash {
+                return Err(LayoutError::BadEntry {
+                    index: i,
+                    kind: p.kind as u16,
+                });
+            }
+        }
+        Ok(Layout {
+            total_size: total,
+            vectors: h.vectors.get(),
+            abi_minor: h.abi_minor.get(),
+            places,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default layout, exactly as tabulated in `docs/abi.md` ("Layout, v1.0 default").
+    #[test]
+    fn default_layout_matches_the_spec_table() {
+        assert_eq!(Layout::min_size(DEFAULT_RING_ENTRIES), 0x40000);
+        let l = Layout::v1(DEFAULT_RING_ENTRIES, 0x10_0000, 4).unwrap();
+        let expect: [(Kind, usize, usize, usize, u16); 9] = [
+            (Kind::Header, 0x0_0000, 0x1000, 0, VECTOR_NONE),
+            (Kind::IpuStatus, 0x0_1000, 0x1000, 0, VECTOR_NONE),
+            (Kind::CreditsFromIpu, 0x0_2000, 0x1000, 0, VECTOR_NONE),
+            (Kind::RingTestResponse, 0x0_3000, 0x8000, 0x2_1000, 1),
+            (Kind::RingDecisions, 0x0_B000, 0x8000, 0x2_1040, 2),
+            (Kind::HostStatus, 0x2_0000, 0x1000, 0, VECTOR_NONE),
+            (Kind::CreditsFromHost, 0x2_1000, 0x1000, 0, VECTOR_NONE),
+            (Kind::RingTestRequest, 0x2_2000, 0x8000, 0x0_2000, 1),
+            (Kind::RingEvents, 0x2_A000, 0x8000, 0x0_2040, 2),
+        ];
+        for (kind, offset, size, credit, vector) in expect {
+            let p = l.place(kind);
+            assert_eq!(
+                (p.offset, p.size, p.credit_offset, p.vector),
+                (offset, size, credit, vector),
+                "{kind:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The `Link` trait: what the host side needs from a transport (ivshmem today, a VFIO-mapped
+//! BAR with MSI-X eventfds on a real IPU). `no_std`: a kernel could implement it too.
+
+use core::time::Duration;
+
+use wave_abi::SharedRegion;
+
+/// Transport errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkError {
+    /// No peer is connected, so there is nobody to notify.
+    NoPeer,
+    /// The vector is outside the configured range.
+    BadVector(u16),
+    /// An OS call failed (errno).
+    Os(i32),
+}
+
+impl core::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            LinkError::NoPeer => write!(f, "no peer is connected to the link"),
+            LinkError::BadVector(v) => write!(f, "doorbell vector {v} is out of range"),
+            LinkError::Os(e) => write!(f, "OS error {e}"),
+        }
+    }
+}
+
+/// What woke a [`Link::wait`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wake {
+    /// Bit v set: our doorbell vector v fired.
+    pub vectors: u32,
+    /// The transport changed (a peer connected or left, the region was re-initialised): check
+    /// [`Link::generation`].
+    pub changed: bool,
+}
+
+/// One side's access to the link.
+pub trait Link {
+    /// The shared region (valid as long as the link lives).
+    fn region(&self) -> SharedRegion<'_>;
+    /// Doorbell vectors per side.
+    fn vectors(&self) -> u16;
+    /// Rings the peer's doorbell `vector` (an MSI-X on the IPU).
+    fn notify(&self, vector: u16) -> Result<(), LinkError>;
+    /// Waits until one of our vectors in `mask` fires, the transport changes, or `timeout`
+    /// passes. Drains the vectors that fired. Never blocks longer than `timeout`.
+    fn wait(&self, mask: u32, timeout: Duration) -> Result<Wake, LinkError>;
+    /// Changes whenever the transport re-initialised the region (e.g. a new IPU connected):
+    /// build a new `Endpoint` with [`Link::epoch`] when it does.
+    fn generation(&self) -> u64 {
+        0
+    }
+    /// The epoch this side's `Endpoint` must use in the current generation.
+    fn epoch(&self) -> u32;
+    /// False if the transport knows the peer is gone (e.g. QEMU disconnected).
+    fn peer_present(&self) -> bool {
+        true
+    }
+}

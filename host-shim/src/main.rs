@@ -1,0 +1,217 @@
+//! `wave-host`: the host shim binary. `serve` runs the ivshmem server and the host end of the
+//! link on its own (start QEMU by hand with the printed arguments); `link-test` serves, waits
+//! for the IPU and runs the link test against it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use wave_abi::layout::{DEFAULT_RING_ENTRIES, VECTOR_CONTROL, VECTOR_LINK_TEST, VECTOR_SCHED};
+use wave_abi::{Endpoint, Layout, Side};
+use wave_host_shim::ivshmem::{IvshmemServer, ServerConfig};
+use wave_host_shim::link::Link;
+use wave_host_shim::link_test::{self, LinkTestConfig};
+
+#[derive(Parser)]
+#[command(name = "wave-host", version, about = "Wave host shim")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct ServerArgs {
+    /// UNIX socket QEMU's ivshmem-doorbell chardev connects to.
+    #[arg(long)]
+    socket: PathBuf,
+    /// Shared memory size (power of two; suffixes K, M, G).
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    shm_size: usize,
+    /// Doorbell vectors per peer (QEMU's vectors= must match).
+    #[arg(long, default_value_t = 4)]
+    vectors: u16,
+    /// Entries per ring (power of two).
+    #[arg(long, default_value_t = DEFAULT_RING_ENTRIES)]
+    ring_entries: u32,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the ivshmem server and keep the host end of the link alive, printing counters.
+    Serve {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Seconds between counter reports.
+        #[arg(long, default_value_t = 5)]
+        stats_interval: u64,
+    },
+    /// Serve, wait for the IPU, run the link test, print the summary (exit 0 if every message
+    /// came back valid).
+    LinkTest {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Messages to send.
+        #[arg(long, default_value_t = 10_000)]
+        messages: u64,
+        /// Seconds to wait for the IPU to come up.
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+    },
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim().trim_end_matches("iB").trim_end_matches('B');
+    let (num, mul) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1usize << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(|| format!("`{s}` is not a size (examples: 1M, 256K, 1048576)"))
+}
+
+fn bind(a: &ServerArgs) -> Result<IvshmemServer, ExitCode> {
+    let cfg = ServerConfig {
+        socket: a.socket.clone(),
+        shm_size: a.shm_size,
+        vectors: a.vectors,
+        ring_entries: a.ring_entries,
+    };
+    match IvshmemServer::bind(cfg) {
+        Ok(s) => {
+            println!("wave-host: listening on {}", a.socket.display());
+            println!("wave-host: start QEMU with: {}", s.qemu_args());
+            Ok(s)
+        }
+        Err(e) => {
+            eprintln!("wave-host: error: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+fn serve(server: &IvshmemServer, interval: Duration) -> ExitCode {
+    let region = server.region();
+    let layout: Layout = *server.layout();
+    let mut generation = u64::MAX;
+    let mut ep: Option<Endpoint<'_>> = None;
+    let mut last_report = Instant::now();
+    let mut last_state = None;
+    let mask = (1 << VECTOR_CONTROL) | (1 << VECTOR_LINK_TEST) | (1 << VECTOR_SCHED);
+    loop {
+        if server.generation() != generation {
+            generation = server.generation();
+            ep = if server.peer_present() {
+                Endpoint::new(region, &layout, Side::Host, server.epoch()).ok()
+            } else {
+                None
+            };
+        }
+        if let Some(ep) = ep.as_mut() {
+            let p = ep.poll_link();
+            if Some(p.state) != last_state {
+                match p.state {
+                    Ok(session) => println!(
+                        "wave-host: link up (host epoch {}, IPU epoch {}, session {session:#010x})",
+                        ep.epoch(),
+                        ep.peer_epoch()
+                    ),
+                    Err(d) => println!("wave-host: link down: {d:?}"),
+                }
+                last_state = Some(p.state);
+            }
+            if p.resynced {
+                println!(
+                    "wave-host: IPU restarted (epoch {}); link resynchronised",
+                    ep.peer_epoch()
+                );
+            }
+            ep.tick(0, 0);
+            ep.begin_sleep();
+        }
+        let w = server.wait(mask, Duration::from_millis(100));
+        if let Some(ep) = ep.as_mut() {
+            ep.end_sleep();
+        }
+        if let Err(e) = w {
+            eprintln!("wave-host: error: {e}");
+            return ExitCode::FAILURE;
+        }
+        if last_report.elapsed() >= interval {
+            last_report = Instant::now();
+            let c = server.counters();
+            let peer = ep.as_ref().map(|e| e.peer_status());
+            println!(
+                "wave-host: clients={} refused={} disconnects={} doorbells_in={} doorbells_out={} \
+                 ipu={}",
+                c.clients_accepted,
+                c.clients_refused,
+                c.disconnects,
+                c.doorbells_in,
+                c.doorbells_out,
+                match peer {
+                    Some(s) => format!(
+                        "{:?} epoch={} heartbeat={} counters={:?}",
+                        s.state, s.epoch, s.heartbeat, s.counters
+                    ),
+                    None => "not connected".into(),
+                }
+            );
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Serve {
+            server,
+            stats_interval,
+        } => match bind(&server) {
+            Ok(s) => serve(&s, Duration::from_secs(stats_interval.max(1))),
+            Err(c) => c,
+        },
+        Cmd::LinkTest {
+            server,
+            messages,
+            wait,
+        } => {
+            let mut s = match bind(&server) {
+                Ok(s) => s,
+                Err(c) => return c,
+            };
+            println!("wave-host: waiting up to {wait}s for the IPU");
+            let deadline = Instant::now() + Duration::from_secs(wait);
+            while !s.peer_present() {
+                if Instant::now() > deadline {
+                    eprintln!("wave-host: error: no ivshmem client connected within {wait}s");
+                    return ExitCode::FAILURE;
+                }
+                let _ = s.service(Duration::from_millis(100));
+            }
+            let cfg = LinkTestConfig {
+                messages,
+                link_up_timeout: Duration::from_secs(wait),
+                ..LinkTestConfig::default()
+            };
+            match link_test::run(&mut s, cfg) {
+                Ok(sum) => {
+                    println!("wave-host: link test: {sum}");
+                    if sum.received == messages && sum.corrupt == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("wave-host: link test failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
