@@ -110,7 +110,7 @@ _start:
     bl      wave_set_stacks
     mov     x0, x19
     bl      wave_primary_main
-5:  wfe
+5:  wfi
     b       5b
 
 .section .text.wave_boot, "ax"
@@ -185,7 +185,7 @@ wave_secondary_entry:
     bl      wave_mmu_enable
     mov     x0, x19
     bl      wave_secondary_main
-1:  wfe
+1:  wfi
     b       1b
 
 // x0 = &MmuConfig {{ mair, tcr, ttbr0, sctlr }}. Turns the MMU on for this core.

@@ -51,9 +51,9 @@ pub fn system_reset(conduit: Conduit) -> ! {
     park()
 }
 
-/// Waits forever with interrupts masked.
+/// Waits forever. WFI, not WFE: under QEMU TCG a WFE loop spins a host CPU, WFI halts the vCPU.
 pub fn park() -> ! {
     loop {
-        aarch64_cpu::asm::wfe();
+        aarch64_cpu::asm::wfi();
     }
 }

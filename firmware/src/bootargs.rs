@@ -22,6 +22,13 @@ pub enum Inject {
     StackOverflow,
 }
 
+/// What the firmware does with the link after booting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkMode {
+    /// Attach to the host's region and echo link-test requests until the host stops.
+    Echo,
+}
+
 /// Parsed boot arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BootArgs {
@@ -29,6 +36,8 @@ pub struct BootArgs {
     pub exit: ExitMethod,
     /// Failure to inject after the boot report, if any.
     pub inject: Option<Inject>,
+    /// Link service to run after the boot report, if any.
+    pub link: Option<LinkMode>,
 }
 
 impl BootArgs {
@@ -37,11 +46,13 @@ impl BootArgs {
         let mut args = BootArgs {
             exit: ExitMethod::Psci,
             inject: None,
+            link: None,
         };
         for word in bootargs.split_ascii_whitespace() {
             match word.split_once('=') {
                 Some(("wave.exit", "semihosting")) => args.exit = ExitMethod::Semihosting,
                 Some(("wave.exit", "psci")) => args.exit = ExitMethod::Psci,
+                Some(("wave.link", "echo")) => args.link = Some(LinkMode::Echo),
                 Some(("wave.test", "fault")) => args.inject = Some(Inject::Fault),
                 Some(("wave.test", "panic")) => args.inject = Some(Inject::Panic),
                 Some(("wave.test", "hang")) => args.inject = Some(Inject::Hang),
@@ -73,22 +84,16 @@ mod tests {
 
     #[test]
     fn defaults_to_psci_without_injection() {
-        let a = BootArgs::parse("");
-        assert_eq!(
-            a,
-            BootArgs {
-                exit: ExitMethod::Psci,
-                inject: None
-            }
-        );
-        let a = BootArgs::parse("console=ttyAMA0 root=/dev/vda wave.bogus=1 wave.test=");
-        assert_eq!(
-            a,
-            BootArgs {
-                exit: ExitMethod::Psci,
-                inject: None
-            }
-        );
+        let none = BootArgs {
+            exit: ExitMethod::Psci,
+            inject: None,
+            link: None,
+        };
+        assert_eq!(BootArgs::parse(""), none);
+        let a =
+            BootArgs::parse("console=ttyAMA0 root=/dev/vda wave.bogus=1 wave.test= wave.link=x");
+        assert_eq!(a, none);
+        assert_eq!(BootArgs::parse("wave.link=echo").link, Some(LinkMode::Echo));
     }
 
     #[test]

@@ -346,6 +346,32 @@ pub fn enable_cpu() {
     unsafe { core::arch::asm!("msr daifclr, #2", options(nostack)) };
 }
 
+/// Enables the virtual timer's PPI for the calling core (used as a bounded-sleep wake-up).
+/// Call on the core itself, after [`init`].
+pub fn enable_timer(slot: usize) {
+    let intid = crate::time::VIRTUAL_TIMER_INTID;
+    if VERSION.load(Ordering::Relaxed) == 3 {
+        let sgi = GICR_OF_SLOT[slot].load(Ordering::Relaxed) + 0x1_0000;
+        if sgi == 0x1_0000 {
+            return;
+        }
+        wr32(sgi + 0x80, rd32(sgi + 0x80) | 1 << intid); // GICR_IGROUPR0: group 1
+        let prio = sgi + 0x400 + (intid as u64 & !3); // GICR_IPRIORITYR
+        let shift = (intid % 4) * 8;
+        wr32(prio, (rd32(prio) & !(0xff << shift)) | 0xa0 << shift);
+        wr32(sgi + 0x100, 1 << intid); // GICR_ISENABLER0
+    } else {
+        let d = GICD.load(Ordering::Relaxed);
+        let prio = d + 0x400 + (intid as u64 & !3); // banked per core for PPIs
+        let shift = (intid % 4) * 8;
+        wr32(prio, (rd32(prio) & !(0xff << shift)) | 0xa0 << shift);
+        wr32(d + 0x100, 1 << intid);
+    }
+}
+
+/// Timer interrupts taken.
+pub static TIMER_COUNT: AtomicU64 = AtomicU64::new(0);
+
 /// Called for every IRQ exception: acknowledges and completes everything pending, counting
 /// MSI vectors. The work itself happens in the polling loop the interrupt woke.
 pub fn handle_irq() {
@@ -364,7 +390,11 @@ pub fn handle_irq() {
         if (1020..1024).contains(&intid) {
             return;
         }
-        let vector = if v3 {
+        let vector = if intid == crate::time::VIRTUAL_TIMER_INTID {
+            crate::time::disarm();
+            TIMER_COUNT.fetch_add(1, Ordering::Relaxed);
+            None
+        } else if v3 {
             intid.checked_sub(LPI_BASE)
         } else {
             intid.checked_sub(V2M_BASE_SPI.load(Ordering::Relaxed))
@@ -373,6 +403,7 @@ pub fn handle_irq() {
             Some(v) => {
                 MSI_COUNT[v as usize].fetch_add(1, Ordering::Relaxed);
             }
+            None if intid == crate::time::VIRTUAL_TIMER_INTID => {}
             None => {
                 SPURIOUS.fetch_add(1, Ordering::Relaxed);
             }

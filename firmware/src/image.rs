@@ -11,10 +11,10 @@ use wave_boot::pagetable::Attrs;
 use wave_boot::psci::Conduit;
 use wave_boot::vectors::{ExceptionKind, Frame};
 use wave_firmware::board::{Board, Early, PsciMethod, Region};
-use wave_firmware::bootargs::{exit_code, BootArgs, Inject};
+use wave_firmware::bootargs::{exit_code, BootArgs, Inject, LinkMode};
 use wave_firmware::cpus::{self, StartResult};
 use wave_firmware::pci::{self, Ecam};
-use wave_firmware::{console, fault, gic, ivshmem, memory, power, println, time};
+use wave_firmware::{console, fault, gic, ivshmem, link, memory, power, println, time};
 
 /// How long secondaries get to report in.
 const BRINGUP_TIMEOUT_US: u64 = 5_000_000;
@@ -128,6 +128,9 @@ extern "C" fn wave_primary_main(dtb: usize) -> ! {
     };
     let mut extra = heapless::Vec::<(Region, Attrs), 4>::new();
     if let Some(d) = &link_dev {
+        // As early as possible: a doorbell before MSI-X is enabled is lost; one while its
+        // vector is masked latches and fires when the vector is routed.
+        d.enable_msix_masked(&ecam);
         for r in d.register_regions() {
             let _ = extra.push((r, Attrs::DEVICE));
         }
@@ -183,6 +186,27 @@ extern "C" fn wave_primary_main(dtb: usize) -> ! {
     );
     if online.count_ones() as usize != n {
         power::end(exit_code::CORES_MISSING);
+    }
+
+    if let Some(LinkMode::Echo) = args.link {
+        let Some(dev) = &link_dev else {
+            boot_error(format_args!(
+                "wave.link=echo needs the ivshmem-doorbell device (QEMU: -device ivshmem-doorbell,chardev=…)"
+            ));
+        };
+        if let Err(e) = link::route_doorbells(dev, 0) {
+            boot_error(format_args!("link: {e}"));
+        }
+        match link::serve_echo(dev, &ecam) {
+            Ok(s) => {
+                println!(
+                    "link: host stopped; echoed {} invalid {} resyncs {} doorbells {} sleeps {} doorbell-irqs {} timer-wakeups {}",
+                    s.echoed, s.invalid, s.resyncs, s.doorbells, s.sleeps, s.irqs, s.timer_wakeups
+                );
+                power::end(exit_code::PASS)
+            }
+            Err(e) => boot_error(format_args!("link: {e}")),
+        }
     }
 
     match args.inject {
@@ -367,7 +391,7 @@ extern "C" fn wave_secondary_main(slot: usize) -> ! {
     gic::enable_cpu();
     cpus::report_in(slot);
     loop {
-        aarch64_cpu::asm::wfe();
+        aarch64_cpu::asm::wfi();
     }
 }
 

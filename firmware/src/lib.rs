@@ -11,6 +11,7 @@
 //! - [`memory`]: the page tables built from the board description;
 //! - [`gic`]: the interrupt controller and MSI routing (GICv3 + ITS, or GICv2m);
 //! - [`ivshmem`]: the ivshmem-doorbell device that stands in for the PCIe link;
+//! - [`link`]: the IPU end of the link protocol and its agent loop;
 //! - [`cpus`]: secondary-core bring-up and the online roll call;
 //! - [`power`]: ending the run (semihosting or PSCI) with a pass/fail result;
 //! - [`fault`]: reporting CPU exceptions and panics;
@@ -35,6 +36,8 @@ pub mod fault;
 pub mod gic;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod ivshmem;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod link;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod memory;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]

@@ -27,3 +27,36 @@ pub fn micros() -> u64 {
 pub fn deadline_after_micros(micros: u64) -> u64 {
     ticks() + (micros as u128 * frequency() as u128 / 1_000_000) as u64
 }
+
+/// INTID of the EL1 virtual timer (a PPI).
+pub const VIRTUAL_TIMER_INTID: u32 = 27;
+
+/// Arms the virtual timer to interrupt this core in `micros` microseconds (a bounded sleep:
+/// a lost doorbell costs at most this long).
+pub fn arm_wakeup(micros: u64) {
+    let ticks =
+        (micros as u128 * frequency() as u128 / 1_000_000).clamp(1, u32::MAX as u128) as u64;
+    // SAFETY: programming this core's own virtual timer has no memory effects.
+    unsafe {
+        core::arch::asm!(
+            "msr cntv_tval_el0, {t}",
+            "msr cntv_ctl_el0, {on}",
+            "isb",
+            t = in(reg) ticks,
+            on = in(reg) 1u64,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// Stops this core's virtual timer (called when its interrupt is taken).
+pub fn disarm() {
+    // SAFETY: as for `arm_wakeup`.
+    unsafe {
+        core::arch::asm!(
+            "msr cntv_ctl_el0, xzr",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
+}

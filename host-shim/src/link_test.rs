@@ -36,6 +36,33 @@ pub struct LinkTestConfig {
     pub sleep: Duration,
     /// Seed of the request payloads.
     pub seed: u64,
+    /// At the end, publish this side as STOPPED and ring the control vector, so the IPU's
+    /// agent knows the test is over (the firmware's `wave.link=echo` then powers off).
+    pub stop_at_end: bool,
+    /// Hostile-host mode: after every this many valid requests, also send one malformed
+    /// request (cycling through [`malformed_request`]'s kinds). The IPU must count and skip
+    /// them and keep answering the valid ones; see [`LinkTestSummary::ipu_invalid`].
+    pub malformed_every: Option<u64>,
+}
+
+/// Kinds of malformed request the hostile-host mode sends, in order.
+pub const MALFORMED_KINDS: u64 = 6;
+
+/// Malformed request number `k` (cycling through [`MALFORMED_KINDS`] kinds): bad tag, bad
+/// length, reserved field set, checksum mismatch, the all-zero entry, and a response tag sent
+/// as a request. Each is based on a well-formed request so that only one thing is wrong.
+pub fn malformed_request(k: u64, seed: u64) -> EntryBody {
+    let seq = 1 << 40; // never a real sequence number
+    let mut b = encode_test(TAG_TEST_REQUEST, seq, &request_words(seed, seq));
+    match k % MALFORMED_KINDS {
+        0 => b.tag = 0x7777.into(),
+        1 => b.len = 47.into(),
+        2 => b.aux = 9.into(),
+        3 => b.payload[12] ^= 0x40,
+        4 => b = EntryBody::ZERO,
+        _ => b = encode_test(TAG_TEST_RESPONSE, seq, &request_words(seed, seq)),
+    }
+    b
 }
 
 impl Default for LinkTestConfig {
@@ -48,6 +75,8 @@ impl Default for LinkTestConfig {
             spin: 2_000,
             sleep: Duration::from_millis(2),
             seed: 0x5eed,
+            stop_at_end: true,
+            malformed_every: None,
         }
     }
 }
@@ -97,6 +126,11 @@ pub struct LinkTestSummary {
     pub wakeups: u64,
     /// True if the run ended by timeout.
     pub timed_out: bool,
+    /// Malformed requests sent (hostile-host mode).
+    pub injected: u64,
+    /// Invalid requests the IPU reports having counted and skipped (its published counter),
+    /// read at the end of the run.
+    pub ipu_invalid: u64,
     /// Wall time.
     pub elapsed: Duration,
     /// Received messages per second.
@@ -237,6 +271,23 @@ pub fn run<L: Link>(link: &mut L, cfg: LinkTestConfig) -> Result<LinkTestSummary
                     &request_words(cfg.seed, seq),
                 ));
             }
+            if let Some(every) = cfg.malformed_every.filter(|&e| e > 0) {
+                // One malformed request ahead of the batch whenever the valid count crosses a
+                // multiple of `every` (while there are still valid requests to send after it).
+                if !batch.is_empty() && next_seq / every > s.injected {
+                    let (n, ring) = ep.send(
+                        Channel::LinkTest,
+                        &[malformed_request(s.injected, cfg.seed)],
+                    );
+                    if n == 1 {
+                        s.injected += 1;
+                    }
+                    if let Some(v) = ring {
+                        link.notify(v).map_err(LinkTestError::Link)?;
+                        s.doorbells_sent += 1;
+                    }
+                }
+            }
             if !batch.is_empty() {
                 let (n, ring) = ep.send(Channel::LinkTest, &batch);
                 let now = Instant::now();
@@ -337,6 +388,21 @@ pub fn run<L: Link>(link: &mut L, cfg: LinkTestConfig) -> Result<LinkTestSummary
     s.rtt_p50 = pct(0.50);
     s.rtt_p99 = pct(0.99);
     ep.tick(s.corrupt, s.received);
+    // The IPU publishes its invalid-request count with its heartbeat; give it a moment to
+    // publish the final value (bounded; the count is only reported, the caller judges it).
+    let settle = Instant::now();
+    loop {
+        s.ipu_invalid = ep.peer_status().counters[6];
+        if s.ipu_invalid >= s.injected || settle.elapsed() > Duration::from_millis(500) {
+            break;
+        }
+        let _ = link.wait(mask, Duration::from_millis(5));
+    }
+    if cfg.stop_at_end {
+        ep.stop();
+        // Best effort: a sleeping IPU also notices within its bounded sleep.
+        let _ = link.notify(VECTOR_CONTROL);
+    }
     Ok(s)
 }
 
@@ -352,7 +418,8 @@ impl std::fmt::Display for LinkTestSummary {
             f,
             "sent={} received={} corrupt={} lost={} (unexpected={} duplicate={} mismatched={} \
              bad_tag={} bad_len={} reserved={} checksum={} bad_stamps={}) resyncs={} \
-             doorbells_sent={} sleeps={} wakeups={} msgs/s={:.0} rtt_p50={:?} rtt_p99={:?}{}",
+             doorbells_sent={} sleeps={} wakeups={} injected={} ipu_invalid={} msgs/s={:.0} \
+             rtt_p50={:?} rtt_p99={:?}{}",
             self.sent,
             self.received,
             self.corrupt,
@@ -369,6 +436,8 @@ impl std::fmt::Display for LinkTestSummary {
             self.doorbells_sent,
             self.sleeps,
             self.wakeups,
+            self.injected,
+            self.ipu_invalid,
             self.msgs_per_sec,
             self.rtt_p50,
             self.rtt_p99,

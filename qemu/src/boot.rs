@@ -58,6 +58,8 @@ pub struct BootConfig {
     pub append: Vec<String>,
     /// Print the decoded console live (with `println!`, so test harnesses capture it).
     pub echo: bool,
+    /// Extra QEMU arguments (devices such as the ivshmem link), appended last.
+    pub extra_args: Vec<String>,
 }
 
 impl Default for BootConfig {
@@ -71,6 +73,7 @@ impl Default for BootConfig {
             inject: None,
             append: Vec::new(),
             echo: true,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -339,6 +342,7 @@ mod tests {
         let cfg = BootConfig {
             timeout: Duration::from_millis(timeout_ms),
             echo: false,
+            extra_args: Vec::new(),
             ..Default::default()
         };
         run_qemu(

@@ -105,7 +105,9 @@ pub fn qemu_args(cfg: &BootConfig, kernel: &Path) -> Result<Vec<String>> {
         "-append",
         &bootargs(cfg),
     ];
-    Ok(args.iter().map(|s| s.to_string()).collect())
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    args.extend(cfg.extra_args.iter().cloned());
+    Ok(args)
 }
 
 /// Renders a command line for humans to copy into a shell (POSIX single quotes where needed).
@@ -165,6 +167,7 @@ mod tests {
             inject: Some(Inject::Fault),
             append: vec!["foo=1 bar".into(), "baz".into()],
             echo: false,
+            extra_args: Vec::new(),
         };
         let args = qemu_args(&cfg, Path::new("img.bin")).unwrap();
         assert_eq!(arg_after(&args, "-machine"), "virt,gic-version=2");

@@ -24,6 +24,7 @@ pub mod error;
 pub mod firmware;
 pub mod image;
 pub mod install;
+pub mod link_test;
 pub mod size;
 pub mod verdict;
 pub mod workspace;
@@ -32,4 +33,5 @@ pub use boot::{run_boot, run_boot_with_image, BootConfig, BootOutcome, BootStatu
 pub use console::cores_online;
 pub use error::{Error, Result};
 pub use image::{build_image, image, Image};
+pub use link_test::{run_link_test, LinkTestOptions, LinkTestOutcome};
 pub use verdict::{ExitCode, Verdict};

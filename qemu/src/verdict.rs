@@ -26,6 +26,8 @@ pub enum ExitCode {
     CoresMissing = 4,
     NoBootReport = 5,
     QemuFailed = 6,
+    /// `link-test`: messages lost or corrupt, or not all answered.
+    LinkFailed = 7,
     TimedOut = 124,
     RunnerError = 125,
 }

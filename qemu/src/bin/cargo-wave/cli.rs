@@ -12,7 +12,7 @@ use wave_qemu::Inject;
     bin_name = "cargo wave",
     after_help = "Exit codes of `boot`: 0 pass; 1 boot error, 2 panic, 3 CPU exception, 4 cores \
                   missing (the firmware's own codes); 5 no/incomplete boot report; 6 QEMU failed; \
-                  124 timeout; 125 the runner could not run (build failed, QEMU missing, bad \
+                  7 link test lost or corrupted messages; 124 timeout; 125 the runner could not run (build failed, QEMU missing, bad \
                   option).\nEnvironment: WAVE_QEMU (QEMU binary), WAVE_WORKSPACE (repository \
                   root), CARGO_TARGET_DIR."
 )]
@@ -30,6 +30,31 @@ pub enum Cmd {
     Image(ImageArgs),
     /// Run every test: host unit tests, then the image build, then the QEMU end-to-end tests.
     Test(TestArgs),
+    /// Boot the firmware against the host shim over the emulated PCIe link (ivshmem-doorbell)
+    /// and exchange messages both ways; passes only if none is lost or corrupt.
+    LinkTest(LinkTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LinkTestArgs {
+    /// Messages to send each way.
+    #[arg(long, default_value_t = 10_000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub messages: u64,
+    /// IPU cores (-smp).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub smp: u32,
+    /// GIC version of the virt board.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub gic: u8,
+    /// Kill QEMU after this many seconds of wall-clock time (exit code 124).
+    #[arg(long, default_value_t = 300, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+    /// Hostile host: also send one malformed request (bad tag, length, reserved field,
+    /// checksum, ...) after every K valid ones; the IPU must skip exactly those.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+    pub malformed_every: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use wave_qemu::{BootConfig, ExitCode};
 
-use cli::{BootArgs, Cli, Cmd, ImageArgs};
+use cli::{BootArgs, Cli, Cmd, ImageArgs, LinkTestArgs};
 
 fn exit(code: ExitCode) -> ProcessExit {
     ProcessExit::from(code as u8)
@@ -26,6 +26,7 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
         inject: args.inject,
         append: args.append,
         echo: true,
+        extra_args: Vec::new(),
     };
     wave_qemu::cmdline::validate(&cfg)?;
     // QEMU first: if it is missing, say so before spending time on a build.
@@ -41,6 +42,47 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
     println!("{}", verdict.explain());
     println!("wave: {how} after {:.2} s", outcome.wall.as_secs_f64());
     Ok(verdict.exit_code())
+}
+
+fn link_test(args: LinkTestArgs) -> anyhow::Result<ExitCode> {
+    let opts = wave_qemu::LinkTestOptions {
+        messages: args.messages,
+        smp: args.smp,
+        gic: args.gic,
+        timeout: Duration::from_secs(args.timeout),
+        malformed_every: args.malformed_every,
+        ..Default::default()
+    };
+    wave_qemu::install::qemu()?;
+    let image = wave_qemu::build_image(None)?;
+    let outcome = wave_qemu::run_link_test(&opts, &image)?;
+    println!("{}", outcome.line());
+    if outcome.boot.status == wave_qemu::BootStatus::TimedOut {
+        println!("wave: FAIL: timed out after {} s", args.timeout);
+        return Ok(ExitCode::TimedOut);
+    }
+    if outcome.passed(&opts) {
+        println!(
+            "wave: PASS: {} messages each way, none lost or corrupt",
+            opts.messages
+        );
+        Ok(ExitCode::Pass)
+    } else {
+        let cfg = BootConfig {
+            smp: opts.smp,
+            ..BootConfig::default()
+        };
+        let v = outcome.boot.verdict(&cfg);
+        if v.exit_code() != ExitCode::Pass {
+            println!("{}", v.explain());
+            return Ok(v.exit_code());
+        }
+        println!(
+            "wave: FAIL: the link lost or corrupted messages, or the IPU skipped {} malformed requests of {} sent",
+            outcome.summary.ipu_invalid, outcome.summary.injected
+        );
+        Ok(ExitCode::LinkFailed)
+    }
 }
 
 fn image(args: ImageArgs) -> anyhow::Result<ExitCode> {
@@ -87,6 +129,7 @@ fn main() -> ProcessExit {
         Cmd::Boot(args) => boot(args).map(|c| c as u8),
         Cmd::Image(args) => image(args).map(|c| c as u8),
         Cmd::Test(args) => test_cmd::run(args),
+        Cmd::LinkTest(args) => link_test(args).map(|c| c as u8),
     };
     match result {
         Ok(code) => ProcessExit::from(code),
