@@ -80,6 +80,12 @@ pub enum Kind {
     CreditsFromIpu = 4,
     /// Credit words for IPU→host rings. Home IPU, written by host.
     CreditsFromHost = 5,
+    /// Scheduling session configuration (CPU and thread counts). Home IPU, written by host.
+    /// Optional (added in 1.1).
+    SchedConfig = 6,
+    /// Per-CPU transaction slots: prestaged decisions, aborts, preempt requests. Home host,
+    /// written by IPU. Optional (added in 1.1).
+    CpuSlots = 7,
     /// Link-test requests, host→IPU. Home IPU, written by host.
     RingTestRequest = 0x10,
     /// Link-test responses, IPU→host. Home host, written by IPU.
@@ -90,17 +96,19 @@ pub enum Kind {
     RingDecisions = 0x13,
 }
 
-/// Every kind, in v1.0 table order.
-pub const KINDS: [Kind; 9] = [
+/// Every kind, in v1.1 table order.
+pub const KINDS: [Kind; 11] = [
     Kind::Header,
     Kind::IpuStatus,
     Kind::CreditsFromIpu,
     Kind::RingTestResponse,
     Kind::RingDecisions,
+    Kind::CpuSlots,
     Kind::HostStatus,
     Kind::CreditsFromHost,
     Kind::RingTestRequest,
     Kind::RingEvents,
+    Kind::SchedConfig,
 ];
 
 impl Kind {
@@ -115,10 +123,13 @@ impl Kind {
             | Kind::IpuStatus
             | Kind::CreditsFromIpu
             | Kind::RingTestResponse
-            | Kind::RingDecisions => Side::Host,
-            Kind::HostStatus | Kind::CreditsFromHost | Kind::RingTestRequest | Kind::RingEvents => {
-                Side::Ipu
-            }
+            | Kind::RingDecisions
+            | Kind::CpuSlots => Side::Host,
+            Kind::HostStatus
+            | Kind::CreditsFromHost
+            | Kind::RingTestRequest
+            | Kind::RingEvents
+            | Kind::SchedConfig => Side::Ipu,
         }
     }
     /// The only side that writes it.
@@ -127,6 +138,11 @@ impl Kind {
             Kind::Header => Side::Host,
             k => k.home().peer(),
         }
+    }
+    /// Kinds a reader accepts a table without (added by a minor version after 1.0); their
+    /// [`Layout::place`] then has size 0.
+    pub const fn optional(self) -> bool {
+        matches!(self, Kind::SchedConfig | Kind::CpuSlots)
     }
     /// True for rings.
     pub const fn is_ring(self) -> bool {
@@ -422,6 +438,14 @@ impl Layout {
             ring_entries,
             2 * REGION_ALIGN + 64,
         );
+        put(Kind::CpuSlots, ring_base + 2 * stride, REGION_ALIGN, 0, 0);
+        put(
+            Kind::SchedConfig,
+            half + 2 * REGION_ALIGN + 2 * stride,
+            REGION_ALIGN,
+            0,
+            0,
+        );
         Ok(Layout {
             total_size,
             vectors,
@@ -433,8 +457,8 @@ impl Layout {
     /// Smallest region (a power of two) that holds the v1 layout with `ring_entries` rings.
     pub const fn min_size(ring_entries: u32) -> usize {
         let stride = align_up(ring_entries as usize * ENTRY_SIZE, REGION_ALIGN);
-        let host_half = 3 * REGION_ALIGN + 2 * stride;
-        let ipu_half = 2 * REGION_ALIGN + 2 * stride;
+        let host_half = 4 * REGION_ALIGN + 2 * stride;
+        let ipu_half = 3 * REGION_ALIGN + 2 * stride;
         let half = if host_half > ipu_half {
             host_half
         } else {
@@ -608,7 +632,7 @@ impl Layout {
             seen[kind.index()] = true;
         }
         for (i, k) in KINDS.iter().enumerate() {
-            if !seen[i] {
+            if !seen[i] && !k.optional() {
                 return Err(LayoutError::Missing(*k as u16));
             }
         }
@@ -656,12 +680,12 @@ impl Layout {
 mod tests {
     use super::*;
 
-    /// The default layout, exactly as tabulated in `docs/abi.md` ("Layout, v1.0 default").
+    /// The default layout, exactly as tabulated in `docs/abi.md` ("Layout, v1.1 default").
     #[test]
     fn default_layout_matches_the_spec_table() {
         assert_eq!(Layout::min_size(DEFAULT_RING_ENTRIES), 0x40000);
         let l = Layout::v1(DEFAULT_RING_ENTRIES, 0x10_0000, 4).unwrap();
-        let expect: [(Kind, usize, usize, usize, u16); 9] = [
+        let expect: [(Kind, usize, usize, usize, u16); 11] = [
             (Kind::Header, 0x0_0000, 0x1000, 0, VECTOR_NONE),
             (Kind::IpuStatus, 0x0_1000, 0x1000, 0, VECTOR_NONE),
             (Kind::CreditsFromIpu, 0x0_2000, 0x1000, 0, VECTOR_NONE),
@@ -671,6 +695,8 @@ mod tests {
             (Kind::CreditsFromHost, 0x2_1000, 0x1000, 0, VECTOR_NONE),
             (Kind::RingTestRequest, 0x2_2000, 0x8000, 0x0_2000, 1),
             (Kind::RingEvents, 0x2_A000, 0x8000, 0x0_2040, 2),
+            (Kind::CpuSlots, 0x1_3000, 0x1000, 0, VECTOR_NONE),
+            (Kind::SchedConfig, 0x3_2000, 0x1000, 0, VECTOR_NONE),
         ];
         for (kind, offset, size, credit, vector) in expect {
             let p = l.place(kind);

@@ -11,6 +11,7 @@
 //! - [`ring`]: the consumer-homed SPSC ring with stamps and batched credits.
 //! - [`endpoint`]: one side of the link; attach, restart/resync, wake-ups.
 //! - [`msg`]: link-test messages, decoders with counters, the IPU echo agent.
+//! - [`sched`]: scheduling: session config, event messages, per-CPU transaction slots.
 //! - [`sync`]: the atomics shim (`core` normally, `loom` under `--cfg loom`).
 //!
 //! `no_std`, no allocation, no panics on the data path.
@@ -26,6 +27,7 @@ pub mod layout;
 pub mod msg;
 pub mod region;
 pub mod ring;
+pub mod sched;
 pub mod status;
 pub mod sync;
 
@@ -35,7 +37,7 @@ mod loom_tests;
 /// ABI major version: a reader refuses any other major.
 pub const ABI_MAJOR: u16 = 1;
 /// ABI minor version: additions only; readers accept any minor of their major.
-pub const ABI_MINOR: u16 = 0;
+pub const ABI_MINOR: u16 = 1;
 
 pub use endpoint::{Channel, Down, Endpoint, LinkPoll};
 pub use layout::{Kind, Layout, LayoutError, Side};

@@ -105,6 +105,12 @@ fn version_mismatch_is_reported() {
     let v = u64::from_le(w.load(Ordering::Relaxed));
     w.store(((v & !0xFFFF) | 2).to_le(), Ordering::Relaxed);
     let err = Layout::read(&region).unwrap_err();
-    assert_eq!(err, LayoutError::Version { major: 2, minor: 0 });
+    assert_eq!(
+        err,
+        LayoutError::Version {
+            major: 2,
+            minor: wave_abi::ABI_MINOR
+        }
+    );
     assert!(format!("{err}").contains("ABI version mismatch"));
 }
