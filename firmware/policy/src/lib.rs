@@ -34,6 +34,7 @@
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![deny(unsafe_code)]
 
+pub mod agent;
 pub mod fifo;
 pub mod sched;
 pub mod shinjuku;

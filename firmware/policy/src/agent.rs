@@ -1,0 +1,426 @@
+//! The scheduling agent loop, shared by the IPU firmware and the host shim's on-host mode
+//! (`--agent host`): events in from the link's `Sched` ring, the [`Policy`] in the middle,
+//! decisions out into the per-CPU transaction slots in host memory (`docs/abi.md` §8).
+//!
+//! The agent only reads memory homed on its own side (the events ring and the session
+//! configuration) and only writes the host's (the CPU slots and its credits), so it runs
+//! unchanged on either side of the link.
+
+use crate::fifo::{CentralizedFifo, FifoConfig};
+use crate::shinjuku::{Shinjuku, ShinjukuConfig};
+use crate::types::{
+    ConfigError, CpuId, Decision, DecisionSink, Event, FailReason, PolicyStats, Seq, Tid, TxnId,
+};
+use crate::{Policy, MAX_CPUS, MAX_THREADS};
+use wave_abi::sched::{
+    EventDecoder, EventKind, EventStats, PolicyKind, SchedConfig, SchedError, SchedEvent,
+    SlotWriter, NO_CPU,
+};
+use wave_abi::{Channel, Endpoint, Layout, SharedRegion};
+
+/// Events taken off the ring per [`SchedAgent::step`] (bounds the work of one step).
+pub const EVENTS_PER_STEP: usize = 64;
+/// Decisions emitted per step.
+pub const DECISIONS_PER_STEP: usize = 64;
+
+/// Either policy, chosen by the session configuration at run time.
+#[allow(clippy::large_enum_variant)]
+pub enum AnyPolicy<const C: usize, const T: usize> {
+    /// Centralized FIFO.
+    Fifo(CentralizedFifo<C, T>),
+    /// Shinjuku (preemptive FIFO).
+    Shinjuku(Shinjuku<C, T>),
+}
+
+impl<const C: usize, const T: usize> AnyPolicy<C, T> {
+    fn inner(&self) -> &dyn Policy {
+        match self {
+            AnyPolicy::Fifo(p) => p,
+            AnyPolicy::Shinjuku(p) => p,
+        }
+    }
+    fn inner_mut(&mut self) -> &mut dyn Policy {
+        match self {
+            AnyPolicy::Fifo(p) => p,
+            AnyPolicy::Shinjuku(p) => p,
+        }
+    }
+}
+
+impl<const C: usize, const T: usize> Policy for AnyPolicy<C, T> {
+    fn name(&self) -> &'static str {
+        self.inner().name()
+    }
+    fn on_event(&mut self, ev: Event, now_ns: u64) {
+        self.inner_mut().on_event(ev, now_ns)
+    }
+    fn poll(&mut self, now_ns: u64, out: &mut dyn DecisionSink) -> usize {
+        self.inner_mut().poll(now_ns, out)
+    }
+    fn next_deadline(&self, now_ns: u64) -> Option<u64> {
+        self.inner().next_deadline(now_ns)
+    }
+    fn stats(&self) -> &PolicyStats {
+        self.inner().stats()
+    }
+    fn check_invariants(&self) -> Result<(), &'static str> {
+        self.inner().check_invariants()
+    }
+}
+
+/// Why an agent could not start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentError {
+    /// The session configuration or slots are unusable.
+    Sched(SchedError),
+    /// The policy refused the configuration.
+    Policy(ConfigError),
+    /// More CPUs or threads than this agent was built for.
+    TooBig {
+        /// CPUs asked for.
+        cpus: u32,
+        /// Threads asked for.
+        threads: u32,
+    },
+}
+
+impl core::fmt::Display for AgentError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            AgentError::Sched(e) => write!(f, "{e}"),
+            AgentError::Policy(e) => write!(f, "policy configuration: {e:?}"),
+            AgentError::TooBig { cpus, threads } => write!(
+                f,
+                "session asks for {cpus} CPUs and {threads} threads, more than this agent holds"
+            ),
+        }
+    }
+}
+
+impl From<SchedError> for AgentError {
+    fn from(e: SchedError) -> Self {
+        AgentError::Sched(e)
+    }
+}
+
+/// What one step did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepResult {
+    /// Valid events applied.
+    pub events: usize,
+    /// Entries rejected by the decoder.
+    pub invalid: usize,
+    /// Decisions written into the slots.
+    pub decisions: usize,
+    /// Bit `c`: ring host CPU `c`'s doorbell (vector `CPU_VECTOR_BASE + c`).
+    pub ring_cpus: u64,
+}
+
+/// Agent counters.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AgentStats {
+    /// Event decoder counters (accepted and rejected by reason).
+    pub decode: EventStats,
+    /// Prestages written.
+    pub prestages: u64,
+    /// Aborts written.
+    pub aborts: u64,
+    /// Preempt requests written.
+    pub preempts: u64,
+    /// CPU doorbells asked for.
+    pub doorbells: u64,
+    /// Steps that did any work.
+    pub busy_steps: u64,
+}
+
+/// The agent: one per link session.
+pub struct SchedAgent<'a, const C: usize = MAX_CPUS, const T: usize = MAX_THREADS> {
+    config: SchedConfig,
+    generation: u64,
+    session: u32,
+    policy: AnyPolicy<C, T>,
+    decoder: EventDecoder,
+    slots: SlotWriter<'a>,
+    stats: AgentStats,
+}
+
+fn to_policy_event(e: &SchedEvent) -> Option<Event> {
+    let tid = Tid(e.tid);
+    let seq = Seq(e.seq);
+    let cpu = CpuId(e.cpu);
+    let txn = TxnId(e.txn);
+    Some(match e.kind {
+        EventKind::ThreadNew => Event::ThreadNew {
+            tid,
+            seq,
+            runnable: e.arg == 1,
+        },
+        EventKind::Wakeup => Event::Wakeup { tid, seq },
+        EventKind::Blocked => Event::Blocked { tid, seq, cpu },
+        EventKind::Yield => Event::Yield { tid, seq, cpu },
+        EventKind::Preempted => Event::Preempted { tid, seq, cpu },
+        EventKind::Dead => Event::Dead {
+            tid,
+            seq,
+            cpu: (e.cpu != NO_CPU).then_some(cpu),
+        },
+        EventKind::Affinity => Event::Affinity {
+            tid,
+            seq,
+            mask: e.mask,
+        },
+        EventKind::TxnCommitted => Event::TxnCommitted { txn, tid, cpu },
+        EventKind::TxnFailed => Event::TxnFailed {
+            txn,
+            tid,
+            cpu,
+            reason: match e.arg {
+                1 => FailReason::Stale,
+                2 => FailReason::NotRunnable,
+                3 => FailReason::NotFound,
+                4 => FailReason::Invalid,
+                _ => return None,
+            },
+        },
+        EventKind::TxnAborted => Event::TxnAborted { txn, cpu },
+        EventKind::CpuIdle => Event::CpuIdle { cpu },
+    })
+}
+
+impl<'a, const C: usize, const T: usize> SchedAgent<'a, C, T> {
+    /// Reads and validates the host's session configuration, clears the CPU slots and builds
+    /// the policy it names. `session` is the link session (`Endpoint::session`).
+    pub fn new(
+        region: &SharedRegion<'a>,
+        layout: &Layout,
+        session: u32,
+    ) -> Result<Self, AgentError> {
+        let (generation, config) = SchedConfig::read(region, layout)?;
+        if config.n_cpus as usize > C || config.n_threads as usize > T {
+            return Err(AgentError::TooBig {
+                cpus: config.n_cpus,
+                threads: config.n_threads,
+            });
+        }
+        let n = config.n_cpus as usize;
+        let policy = match config.policy {
+            PolicyKind::Fifo => AnyPolicy::Fifo(
+                CentralizedFifo::with_config(FifoConfig::new(n)).map_err(AgentError::Policy)?,
+            ),
+            PolicyKind::Shinjuku => {
+                let mut c = ShinjukuConfig::new(n);
+                c.time_slice_ns = config.slice_ns;
+                AnyPolicy::Shinjuku(Shinjuku::with_config(c).map_err(AgentError::Policy)?)
+            }
+        };
+        let slots = SlotWriter::new(region, layout, config.n_cpus, session)?;
+        Ok(SchedAgent {
+            decoder: EventDecoder::new(&config),
+            config,
+            generation,
+            session,
+            policy,
+            slots,
+            stats: AgentStats::default(),
+        })
+    }
+
+    /// The session configuration in force.
+    pub fn config(&self) -> &SchedConfig {
+        &self.config
+    }
+
+    /// The configuration generation (host epoch) this agent was built for.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The link session this agent writes slots for.
+    pub fn session(&self) -> u32 {
+        self.session
+    }
+
+    /// The policy (for its name and counters).
+    pub fn policy(&self) -> &dyn Policy {
+        &self.policy
+    }
+
+    /// Agent counters.
+    pub fn stats(&self) -> AgentStats {
+        AgentStats {
+            decode: self.decoder.stats,
+            ..self.stats
+        }
+    }
+
+    /// When the policy next wants a step without a new event (slice expiry), if ever.
+    pub fn next_deadline(&self, now_ns: u64) -> Option<u64> {
+        self.policy.next_deadline(now_ns)
+    }
+
+    /// One bounded step: up to [`EVENTS_PER_STEP`] events, one policy poll, the decisions
+    /// written into the slots. Does nothing while the link is down.
+    pub fn step(&mut self, ep: &mut Endpoint<'a>, now_ns: u64) -> StepResult {
+        let mut r = StepResult::default();
+        if !ep.is_up() {
+            return r;
+        }
+        for _ in 0..EVENTS_PER_STEP {
+            let Some(body) = ep.rx(Channel::Sched).poll() else {
+                break;
+            };
+            match self
+                .decoder
+                .decode(&body)
+                .ok()
+                .and_then(|e| to_policy_event(&e))
+            {
+                Some(ev) => {
+                    self.policy.on_event(ev, now_ns);
+                    r.events += 1;
+                }
+                None => r.invalid += 1,
+            }
+        }
+        let mut batch: heapless::Vec<Decision, DECISIONS_PER_STEP> = heapless::Vec::new();
+        self.policy.poll(now_ns, &mut batch);
+        for d in &batch {
+            match *d {
+                Decision::Prestage {
+                    cpu,
+                    txn,
+                    tid,
+                    seq,
+                    wake,
+                } => {
+                    if self.slots.prestage(cpu.0, txn.0, tid.0, seq.0) {
+                        self.stats.prestages += 1;
+                        if wake {
+                            r.ring_cpus |= 1 << (cpu.0 & 63);
+                        }
+                    }
+                }
+                Decision::Abort { cpu, txn } => {
+                    if self.slots.abort(cpu.0, txn.0) {
+                        self.stats.aborts += 1;
+                    }
+                }
+                Decision::Preempt { cpu, tid, seq } => {
+                    if self.slots.preempt(cpu.0, tid.0, seq.0) {
+                        self.stats.preempts += 1;
+                    }
+                }
+                Decision::Wake { cpu } => r.ring_cpus |= 1 << (cpu.0 & 63),
+            }
+        }
+        r.decisions = batch.len();
+        self.stats.doorbells += r.ring_cpus.count_ones() as u64;
+        if r.events + r.invalid + r.decisions > 0 {
+            self.stats.busy_steps += 1;
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::sync::atomic::AtomicU64;
+    use wave_abi::layout::{Side, DEFAULT_RING_ENTRIES};
+    use wave_abi::sched::{SlotReader, CPU_VECTOR_BASE};
+
+    const SIZE: usize = 0x40000;
+
+    fn up<'a>(region: SharedRegion<'a>, layout: &Layout) -> (Endpoint<'a>, Endpoint<'a>) {
+        let mut host = Endpoint::new(region, layout, Side::Host, 2).unwrap();
+        let mut ipu = Endpoint::new(region, layout, Side::Ipu, 1).unwrap();
+        for _ in 0..8 {
+            host.poll_link();
+            ipu.poll_link();
+        }
+        assert!(host.is_up() && ipu.is_up());
+        (host, ipu)
+    }
+
+    #[test]
+    fn events_in_decisions_out_through_the_slots() {
+        let mem: std::vec::Vec<AtomicU64> = (0..SIZE / 8).map(|_| AtomicU64::new(0)).collect();
+        let region = SharedRegion::from_words(&mem);
+        let layout = Layout::v1(DEFAULT_RING_ENTRIES, SIZE, CPU_VECTOR_BASE as u32 + 2).unwrap();
+        layout.write(&region).unwrap();
+        let cfg = SchedConfig {
+            n_cpus: 2,
+            n_threads: 4,
+            policy: PolicyKind::Fifo,
+            slice_ns: 30_000,
+        };
+        cfg.publish(&region, &layout, 2).unwrap();
+        let (mut host, mut ipu) = up(region, &layout);
+        let session = ipu.session();
+        let mut agent: SchedAgent<'_, 4, 16> = SchedAgent::new(&region, &layout, session).unwrap();
+        let reader = SlotReader::new(&region, &layout, 2, host.session()).unwrap();
+
+        // Both CPUs report idle; thread 1 is born runnable; one garbage entry.
+        let mut evs = std::vec::Vec::new();
+        for cpu in 0..2 {
+            let mut e = SchedEvent::new(EventKind::CpuIdle);
+            e.cpu = cpu;
+            evs.push(e.encode());
+        }
+        let mut born = SchedEvent::new(EventKind::ThreadNew);
+        born.tid = 1;
+        born.seq = 1;
+        born.arg = 1;
+        evs.push(born.encode());
+        let mut bad = born;
+        bad.tid = 99;
+        evs.push(bad.encode());
+        assert_eq!(host.send(Channel::Sched, &evs).0, 4);
+
+        let r = agent.step(&mut ipu, 1_000);
+        assert_eq!((r.events, r.invalid), (3, 1));
+        assert_eq!(r.decisions, 1);
+        assert_eq!(r.ring_cpus.count_ones(), 1, "the chosen idle CPU is rung");
+        let cpu = r.ring_cpus.trailing_zeros();
+        let p = reader.prestaged(cpu, 0).expect("prestaged on the rung CPU");
+        assert_eq!((p.tid, p.seq), (1, 1));
+        assert_eq!(agent.stats().decode.bad_tid, 1);
+
+        // The host commits it; nothing more to do.
+        let mut c = SchedEvent::new(EventKind::TxnCommitted);
+        c.tid = 1;
+        c.cpu = cpu;
+        c.txn = p.txn;
+        host.send(Channel::Sched, &[c.encode()]);
+        let r = agent.step(&mut ipu, 2_000);
+        assert_eq!((r.events, r.decisions, r.ring_cpus), (1, 0, 0));
+        assert_eq!(agent.policy().stats().txn_committed, 1);
+    }
+
+    #[test]
+    fn refuses_a_session_larger_than_its_capacity() {
+        let mem: std::vec::Vec<AtomicU64> = (0..SIZE / 8).map(|_| AtomicU64::new(0)).collect();
+        let region = SharedRegion::from_words(&mem);
+        let layout = Layout::v1(DEFAULT_RING_ENTRIES, SIZE, 8).unwrap();
+        layout.write(&region).unwrap();
+        assert!(matches!(
+            SchedAgent::<'_, 4, 16>::new(&region, &layout, 1),
+            Err(AgentError::Sched(SchedError::NoConfig))
+        ));
+        let cfg = SchedConfig {
+            n_cpus: 2,
+            n_threads: 100,
+            policy: PolicyKind::Shinjuku,
+            slice_ns: 30_000,
+        };
+        cfg.publish(&region, &layout, 1).unwrap();
+        assert!(matches!(
+            SchedAgent::<'_, 4, 16>::new(&region, &layout, 1),
+            Err(AgentError::TooBig {
+                cpus: 2,
+                threads: 100
+            })
+        ));
+        assert!(SchedAgent::<'_, 4, 128>::new(&region, &layout, 1).is_ok());
+    }
+}
