@@ -6,7 +6,7 @@ pub const MAX_CORES: usize = 16;
 /// Bytes of one page (the granule of guard pages).
 pub const PAGE_SIZE: usize = 4096;
 /// Main (thread) stack per core: `SP_EL0`, used by all normal code.
-pub const MAIN_STACK_SIZE: usize = 64 * 1024;
+pub const MAIN_STACK_SIZE: usize = 256 * 1024;
 /// Exception stack per core: `SP_EL1`, used by the vectors, so that a main-stack overflow
 /// into its guard page can still be reported.
 pub const EXCEPTION_STACK_SIZE: usize = 16 * 1024;

@@ -27,6 +27,8 @@ pub enum Inject {
 pub enum LinkMode {
     /// Attach to the host's region and echo link-test requests until the host stops.
     Echo,
+    /// Attach to the host's region and run the scheduling agent until the host stops.
+    Sched,
 }
 
 /// Parsed boot arguments.
@@ -53,6 +55,7 @@ impl BootArgs {
                 Some(("wave.exit", "semihosting")) => args.exit = ExitMethod::Semihosting,
                 Some(("wave.exit", "psci")) => args.exit = ExitMethod::Psci,
                 Some(("wave.link", "echo")) => args.link = Some(LinkMode::Echo),
+                Some(("wave.link", "sched")) => args.link = Some(LinkMode::Sched),
                 Some(("wave.test", "fault")) => args.inject = Some(Inject::Fault),
                 Some(("wave.test", "panic")) => args.inject = Some(Inject::Panic),
                 Some(("wave.test", "hang")) => args.inject = Some(Inject::Hang),
@@ -94,6 +97,10 @@ mod tests {
             BootArgs::parse("console=ttyAMA0 root=/dev/vda wave.bogus=1 wave.test= wave.link=x");
         assert_eq!(a, none);
         assert_eq!(BootArgs::parse("wave.link=echo").link, Some(LinkMode::Echo));
+        assert_eq!(
+            BootArgs::parse("wave.link=sched").link,
+            Some(LinkMode::Sched)
+        );
     }
 
     #[test]

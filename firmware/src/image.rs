@@ -188,25 +188,32 @@ extern "C" fn wave_primary_main(dtb: usize) -> ! {
         power::end(exit_code::CORES_MISSING);
     }
 
-    if let Some(LinkMode::Echo) = args.link {
+    if let Some(mode) = args.link {
         let Some(dev) = &link_dev else {
             boot_error(format_args!(
-                "wave.link=echo needs the ivshmem-doorbell device (QEMU: -device ivshmem-doorbell,chardev=…)"
+                "wave.link needs the ivshmem-doorbell device (QEMU: -device ivshmem-doorbell,chardev=…)"
             ));
         };
         if let Err(e) = link::route_doorbells(dev, 0) {
             boot_error(format_args!("link: {e}"));
         }
-        match link::serve_echo(dev, &ecam) {
-            Ok(s) => {
-                println!(
+        match mode {
+            LinkMode::Echo => match link::serve_echo(dev) {
+                Ok(s) => println!(
                     "link: host stopped; echoed {} invalid {} resyncs {} doorbells {} sleeps {} doorbell-irqs {} timer-wakeups {}",
                     s.echoed, s.invalid, s.resyncs, s.doorbells, s.sleeps, s.irqs, s.timer_wakeups
-                );
-                power::end(exit_code::PASS)
-            }
-            Err(e) => boot_error(format_args!("link: {e}")),
+                ),
+                Err(e) => boot_error(format_args!("link: {e}")),
+            },
+            LinkMode::Sched => match link::serve_sched(dev) {
+                Ok(s) => println!(
+                    "sched: host stopped; events {} invalid {} decisions {} sessions {} doorbell-irqs {}",
+                    s.events, s.invalid, s.decisions, s.sessions, s.irqs
+                ),
+                Err(e) => boot_error(format_args!("link: {e}")),
+            },
         }
+        power::end(exit_code::PASS)
     }
 
     match args.inject {

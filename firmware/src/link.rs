@@ -3,18 +3,19 @@
 //! loop that polls its rings and sleeps on a doorbell (or a bounded timer) only after
 //! announcing it in shared memory.
 //!
-//! Today's agent is the link-test echo (`wave.link=echo`); the scheduling agent plugs into the
-//! same loop.
+//! Two services run in that loop: the link-test echo (`wave.link=echo`) and the scheduling
+//! agent (`wave.link=sched`, the policy from `wave-policy`).
 
 use crate::gic;
 use crate::ivshmem::Ivshmem;
-use crate::pci::ConfigSpace;
 use crate::println;
 use crate::time;
 use wave_abi::layout::{LayoutError, Side};
 use wave_abi::msg::EchoAgent;
+use wave_abi::sched::{SchedError, CPU_VECTOR_BASE};
 use wave_abi::status::next_epoch;
-use wave_abi::{Down, Endpoint, Layout, SharedRegion};
+use wave_abi::{Channel, Down, Endpoint, Layout, SharedRegion};
+use wave_policy::agent::{AgentError, SchedAgent};
 
 /// How long to wait for the host to initialise the region.
 const ATTACH_TIMEOUT_US: u64 = 30_000_000;
@@ -127,8 +128,119 @@ fn sleep_us(us: u64) {
     unsafe { core::arch::asm!("wfi", options(nomem, nostack, preserves_flags)) };
 }
 
-/// Runs the echo agent on this core until the host stops its end of the link.
-pub fn serve_echo(dev: &Ivshmem, _cs: &impl ConfigSpace) -> Result<EchoSummary, LinkFailure> {
+/// A service the agent loop runs over the link: link test echo, or the scheduling agent.
+trait Service<'a> {
+    /// One bounded step. Returns the work done (0 = idle) and a bitmask of host doorbell
+    /// vectors to ring.
+    fn step(&mut self, ep: &mut Endpoint<'a>, now_ns: u64) -> (usize, u64);
+    /// Counters to publish: (invalid entries, service-specific count).
+    fn counters(&self) -> (u64, u64);
+    /// When the service next needs a step without any doorbell (ns, same clock as `step`).
+    fn deadline_ns(&self, now_ns: u64) -> Option<u64>;
+}
+
+struct Echo(EchoAgent);
+
+impl<'a> Service<'a> for Echo {
+    fn step(&mut self, ep: &mut Endpoint<'a>, _now: u64) -> (usize, u64) {
+        let (taken, ring) = self.0.step(ep);
+        (taken, ring.map_or(0, |v| 1u64 << (v & 63)))
+    }
+    fn counters(&self) -> (u64, u64) {
+        let st = self.0.stats();
+        (st.invalid, st.echoed)
+    }
+    fn deadline_ns(&self, _now: u64) -> Option<u64> {
+        None
+    }
+}
+
+/// The scheduling agent, rebuilt whenever the link session or the host's configuration
+/// changes (a restarted host starts from scratch: its threads and transactions are gone).
+struct Sched<'a> {
+    region: SharedRegion<'a>,
+    layout: Layout,
+    agent: Option<SchedAgent<'a, AGENT_CPUS, AGENT_THREADS>>,
+    refused: Option<AgentError>,
+    /// Totals over all sessions.
+    events: u64,
+    invalid: u64,
+    decisions: u64,
+    sessions: u64,
+}
+
+/// Host CPUs and threads one firmware agent schedules.
+pub const AGENT_CPUS: usize = 16;
+/// See [`AGENT_CPUS`].
+pub const AGENT_THREADS: usize = 1024;
+
+impl<'a> Service<'a> for Sched<'a> {
+    fn step(&mut self, ep: &mut Endpoint<'a>, now_ns: u64) -> (usize, u64) {
+        let session = ep.session();
+        let stale = self.agent.as_ref().is_some_and(|a| a.session() != session);
+        if stale {
+            self.agent = None;
+        }
+        if self.agent.is_none() {
+            match SchedAgent::new(&self.region, &self.layout, session) {
+                Ok(a) => {
+                    println!(
+                        "sched: session {session:#010x}: {} policy, {} host CPUs, {} threads",
+                        a.policy().name(),
+                        a.config().n_cpus,
+                        a.config().n_threads
+                    );
+                    self.agent = Some(a);
+                    self.refused = None;
+                    self.sessions += 1;
+                }
+                Err(AgentError::Sched(SchedError::NoConfig)) => return (0, 0),
+                Err(e) => {
+                    if self.refused != Some(e) {
+                        println!("sched: refusing the host's configuration: {e}");
+                        self.refused = Some(e);
+                    }
+                    // Drain (and count) events so the host is not blocked by a full ring.
+                    let mut n = 0;
+                    while ep.rx(Channel::Sched).poll().is_some() {
+                        n += 1;
+                        self.invalid += 1;
+                    }
+                    return (n, 0);
+                }
+            }
+        }
+        let Some(agent) = self.agent.as_mut() else {
+            return (0, 0);
+        };
+        let r = agent.step(ep, now_ns);
+        self.events += r.events as u64;
+        self.invalid += r.invalid as u64;
+        self.decisions += r.decisions as u64;
+        let mut vectors = 0u64;
+        let mut cpus = r.ring_cpus;
+        while cpus != 0 {
+            let c = cpus.trailing_zeros() as u64;
+            cpus &= cpus - 1;
+            let v = CPU_VECTOR_BASE as u64 + c;
+            if v < 64 {
+                vectors |= 1 << v;
+            }
+        }
+        (r.events + r.invalid + r.decisions, vectors)
+    }
+    fn counters(&self) -> (u64, u64) {
+        (self.invalid, self.decisions)
+    }
+    fn deadline_ns(&self, now_ns: u64) -> Option<u64> {
+        self.agent.as_ref().and_then(|a| a.next_deadline(now_ns))
+    }
+}
+
+/// Attaches to the host's region and builds this side's endpoint.
+fn connect<'a>(
+    dev: &Ivshmem,
+) -> Result<(SharedRegion<'a>, Layout, Endpoint<'a>, u32), LinkFailure> {
     // SAFETY: the BAR is mapped normal non-cacheable for the rest of the run (memory.rs), is
     // used only through this region's atomic accesses, and stays live: it is never unmapped.
     let region = unsafe { SharedRegion::from_raw(dev.shm.base as *mut u8, dev.shm.size as usize) }
@@ -139,15 +251,13 @@ pub fn serve_echo(dev: &Ivshmem, _cs: &impl ConfigSpace) -> Result<EchoSummary, 
         &layout,
         Side::Ipu,
     ));
-    let mut ep =
-        Endpoint::new(region, &layout, Side::Ipu, epoch).map_err(|_| LinkFailure::Endpoint)?;
-    println!(
-        "link: attached to ABI {}.{} region of {} KiB as epoch {epoch}; echo agent running",
-        wave_abi::ABI_MAJOR,
-        wave_abi::ABI_MINOR,
-        dev.shm.size >> 10
-    );
-    let mut echo = EchoAgent::new();
+    let ep = Endpoint::new(region, &layout, Side::Ipu, epoch).map_err(|_| LinkFailure::Endpoint)?;
+    Ok((region, layout, ep, epoch))
+}
+
+/// Polls `service` over the link until the host stops its end: spins while there is work,
+/// publishes counters, announces sleep and waits for a doorbell or the next deadline.
+fn serve<'a>(dev: &Ivshmem, ep: &mut Endpoint<'a>, service: &mut dyn Service<'a>) {
     let mut was_up = false;
     let mut last_state = None;
     let mut idle_since = time::ticks();
@@ -176,17 +286,19 @@ pub fn serve_echo(dev: &Ivshmem, _cs: &impl ConfigSpace) -> Result<EchoSummary, 
                 ep.peer_epoch()
             );
         }
-        let (taken, ring) = echo.step(&mut ep);
-        if let Some(v) = ring {
-            dev.ring(0, v);
-        }
         let now = time::ticks();
+        let (work, ring) = service.step(ep, time::ticks_to_nanos(now));
+        let mut bits = ring;
+        while bits != 0 {
+            dev.ring(0, bits.trailing_zeros() as u16);
+            bits &= bits - 1;
+        }
         if now.wrapping_sub(last_tick) >= tick_every {
-            let st = echo.stats();
-            ep.tick(st.invalid, st.echoed);
+            let (invalid, other) = service.counters();
+            ep.tick(invalid, other);
             last_tick = now;
         }
-        if taken > 0 {
+        if work > 0 {
             idle_since = now;
             continue;
         }
@@ -194,28 +306,55 @@ pub fn serve_echo(dev: &Ivshmem, _cs: &impl ConfigSpace) -> Result<EchoSummary, 
             core::hint::spin_loop();
             continue;
         }
-        // Idle: publish counters, announce sleep, re-check, then wait for a doorbell or the
-        // bounded timer.
-        let st = echo.stats();
-        ep.tick(st.invalid, st.echoed);
+        // Idle: publish counters, announce sleep, re-check, then wait for a doorbell, the
+        // service's next deadline or the bounded timer.
+        let (invalid, other) = service.counters();
+        ep.tick(invalid, other);
+        let mut sleep = SLEEP_US;
+        let now_ns = time::ticks_to_nanos(time::ticks());
+        if let Some(d) = service.deadline_ns(now_ns) {
+            sleep = sleep.min(d.saturating_sub(now_ns) / 1000).max(1);
+        }
         ep.begin_sleep();
         // SAFETY: masking IRQs on this core only; unmasked again below.
         unsafe { core::arch::asm!("msr daifset, #2", options(nomem, nostack)) };
         if !ep.has_work() && ep.poll_link().state == p.state {
-            sleep_us(SLEEP_US);
+            sleep_us(sleep);
         }
         // SAFETY: unmasking IRQs on this core; a pending doorbell or timer IRQ is taken here.
         unsafe { core::arch::asm!("msr daifclr, #2", options(nomem, nostack)) };
         ep.end_sleep();
         idle_since = time::ticks();
     }
-    let st = echo.stats();
-    ep.tick(st.invalid, st.echoed);
-    let ls = ep.stats();
+    let (invalid, other) = service.counters();
+    ep.tick(invalid, other);
+}
+
+fn irq_counts() -> (u64, u64) {
     let irqs = gic::MSI_COUNT
         .iter()
         .map(|c| c.load(core::sync::atomic::Ordering::Relaxed))
         .sum();
+    (
+        irqs,
+        gic::TIMER_COUNT.load(core::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+/// Runs the echo agent on this core until the host stops its end of the link.
+pub fn serve_echo(dev: &Ivshmem) -> Result<EchoSummary, LinkFailure> {
+    let (_region, _layout, mut ep, epoch) = connect(dev)?;
+    println!(
+        "link: attached to ABI {}.{} region of {} KiB as epoch {epoch}; echo agent running",
+        wave_abi::ABI_MAJOR,
+        wave_abi::ABI_MINOR,
+        dev.shm.size >> 10
+    );
+    let mut echo = Echo(EchoAgent::new());
+    serve(dev, &mut ep, &mut echo);
+    let st = echo.0.stats();
+    let ls = ep.stats();
+    let (irqs, timer_wakeups) = irq_counts();
     Ok(EchoSummary {
         echoed: st.echoed,
         invalid: st.invalid,
@@ -223,7 +362,63 @@ pub fn serve_echo(dev: &Ivshmem, _cs: &impl ConfigSpace) -> Result<EchoSummary, 
         doorbells: ls.doorbells,
         sleeps: ls.sleeps,
         irqs,
-        timer_wakeups: gic::TIMER_COUNT.load(core::sync::atomic::Ordering::Relaxed),
+        timer_wakeups,
         epoch,
+    })
+}
+
+/// What the scheduling agent did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SchedSummary {
+    /// Valid events applied.
+    pub events: u64,
+    /// Invalid events counted and skipped.
+    pub invalid: u64,
+    /// Decisions written.
+    pub decisions: u64,
+    /// Sessions served.
+    pub sessions: u64,
+    /// Doorbell interrupts taken.
+    pub irqs: u64,
+}
+
+/// Runs the scheduling agent on this core until the host stops its end of the link.
+pub fn serve_sched(dev: &Ivshmem) -> Result<SchedSummary, LinkFailure> {
+    let (region, layout, mut ep, epoch) = connect(dev)?;
+    println!(
+        "link: attached to ABI {}.{} region as epoch {epoch}; scheduling agent running",
+        wave_abi::ABI_MAJOR,
+        wave_abi::ABI_MINOR
+    );
+    let mut sched = Sched {
+        region,
+        layout,
+        agent: None,
+        refused: None,
+        events: 0,
+        invalid: 0,
+        decisions: 0,
+        sessions: 0,
+    };
+    serve(dev, &mut ep, &mut sched);
+    if let Some(a) = &sched.agent {
+        let ps = a.policy().stats();
+        println!(
+            "sched: policy {}: committed {} stale {} not-runnable {} aborts {} (won {}) preempts {}",
+            a.policy().name(),
+            ps.txn_committed,
+            ps.txn_failed_stale,
+            ps.txn_failed_not_runnable,
+            ps.aborts,
+            ps.abort_won,
+            ps.preempts
+        );
+    }
+    Ok(SchedSummary {
+        events: sched.events,
+        invalid: sched.invalid,
+        decisions: sched.decisions,
+        sessions: sched.sessions,
+        irqs: irq_counts().0,
     })
 }

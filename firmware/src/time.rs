@@ -18,6 +18,11 @@ pub fn ticks_to_micros(ticks: u64) -> u64 {
     (ticks as u128 * 1_000_000 / frequency() as u128) as u64
 }
 
+/// Ticks to nanoseconds.
+pub fn ticks_to_nanos(ticks: u64) -> u64 {
+    (ticks as u128 * 1_000_000_000 / frequency() as u128) as u64
+}
+
 /// Microseconds since the counter started.
 pub fn micros() -> u64 {
     ticks_to_micros(ticks())
