@@ -251,6 +251,15 @@ pub fn run_qemu(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // If the runner itself dies (even by SIGKILL), QEMU must not outlive it.
+    // SAFETY: the closure runs in the forked child before exec and only makes one
+    // async-signal-safe system call (prctl).
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
     let start = Instant::now();
     let mut child = cmd.spawn().map_err(|source| Error::Spawn {
         program: program.display().to_string(),
