@@ -452,6 +452,7 @@ const W_ABORT: usize = 3;
 const W_PREEMPT_GEN: usize = 4;
 const W_PREEMPT_TARGET: usize = 5;
 const W_PREEMPT_SESSION: usize = 6;
+const W_TXN_BEGIN: usize = 7;
 const WORDS_PER_SLOT: usize = SLOT_SIZE / 8;
 
 fn slots<'a>(
@@ -480,10 +481,12 @@ impl<'a> SlotWriter<'a> {
         session: u32,
     ) -> Result<Self, SchedError> {
         let words = slots(region, layout, n_cpus.min(MAX_CPUS))?;
+        // Preempt generations start from the session, so a host that remembers a generation
+        // of an earlier session can never mistake a new request for an old one.
         let w = SlotWriter {
             words,
             session,
-            preempt_gen: [0; MAX_CPUS as usize],
+            preempt_gen: [(session as u64) << 32; MAX_CPUS as usize],
         };
         for x in w.words {
             store_le(x, 0, Ordering::Relaxed);
@@ -503,6 +506,10 @@ impl<'a> SlotWriter<'a> {
         let Some(s) = self.slot(cpu) else {
             return false;
         };
+        // Seqlock-style: the id goes into word 7 first and word 0 last, so a reader that saw
+        // the old id in word 0 and a new target finds a different id in word 7.
+        store_le(&s[W_TXN_BEGIN], txn, Ordering::Relaxed);
+        crate::sync::fence(Ordering::Release);
         store_le(
             &s[W_TARGET],
             tid as u64 | (seq as u64) << 32,
@@ -580,7 +587,7 @@ impl<'a> SlotReader<'a> {
         let target = load_le(&s[W_TARGET], Ordering::Relaxed);
         let session = load_le(&s[W_SESSION], Ordering::Relaxed);
         crate::sync::fence(Ordering::Acquire);
-        if load_le(&s[W_TXN], Ordering::Relaxed) != txn || session != self.session as u64 {
+        if load_le(&s[W_TXN_BEGIN], Ordering::Relaxed) != txn || session != self.session as u64 {
             return None;
         }
         Some(Prestaged {
@@ -701,7 +708,27 @@ mod tests {
         w.preempt(0, 3, 9);
         let p = r.preempt(0, 0).unwrap();
         assert_eq!((p.tid, p.seq), (3, 9));
+        assert_eq!(
+            p.generation,
+            (0x0002_0001u64 << 32) + 1,
+            "generations start at the session"
+        );
         assert_eq!(r.preempt(0, p.generation), None);
+        // A slot caught mid-rewrite (word 7 already holds the next id) is not taken.
+        let s7 = region
+            .word(layout.place(Kind::CpuSlots).offset + 64 + 56)
+            .unwrap();
+        store_le(s7, 11, Ordering::Relaxed);
+        assert_eq!(r.prestaged(1, 0), None);
+        w.prestage(1, 11, 6, 43);
+        assert_eq!(
+            r.prestaged(1, 10),
+            Some(Prestaged {
+                txn: 11,
+                tid: 6,
+                seq: 43
+            })
+        );
         // Entries of another session are ignored.
         let other = SlotReader::new(&region, &layout, 2, 0x0003_0001).unwrap();
         assert_eq!(other.prestaged(1, 0), None);

@@ -19,6 +19,7 @@ use std::io::{IoSlice, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -29,7 +30,7 @@ use wave_abi::status::{next_epoch, State, StatusView};
 use wave_abi::{Kind, SharedRegion};
 
 use crate::error::ShimError;
-use crate::link::{Link, LinkError, Wake};
+use crate::link::{wait_eventfds, Doorbells, Link, LinkError, Wake};
 use crate::shm::SharedMemory;
 
 /// ivshmem peer id of the host (this server).
@@ -82,9 +83,37 @@ pub struct ServerCounters {
 struct Client {
     stream: UnixStream,
     /// Peer 0's eventfds: QEMU writes them when the guest rings us.
-    host_vec: Vec<EventFd>,
+    host_vec: Arc<Vec<EventFd>>,
     /// The client's eventfds: we write them to interrupt the guest.
-    ipu_vec: Vec<EventFd>,
+    ipu_vec: Arc<Vec<EventFd>>,
+}
+
+/// A `Send + Sync` handle on the current client's doorbell eventfds (see
+/// [`Link::doorbells`]): [`IvshmemServer`] itself is single-threaded (its socket servicing
+/// uses a `RefCell`), so a multi-threaded runtime waits and notifies through this handle while
+/// one thread keeps calling [`Link::wait`] to service the socket. The handle stays valid (the
+/// fds stay open) after the client leaves; it is simply never rung again.
+pub struct IvshmemDoorbells {
+    host_vec: Arc<Vec<EventFd>>,
+    ipu_vec: Arc<Vec<EventFd>>,
+}
+
+impl Doorbells for IvshmemDoorbells {
+    fn notify(&self, vector: u16) -> Result<(), LinkError> {
+        let fd = self
+            .ipu_vec
+            .get(vector as usize)
+            .ok_or(LinkError::BadVector(vector))?;
+        match fd.write(1) {
+            Ok(_) | Err(nix::Error::EAGAIN) => Ok(()),
+            Err(e) => Err(errno(e)),
+        }
+    }
+
+    fn wait(&self, mask: u32, timeout: Duration) -> Result<u32, LinkError> {
+        let refs: Vec<&EventFd> = self.host_vec.iter().collect();
+        wait_eventfds(&refs, mask, timeout)
+    }
 }
 
 struct Inner {
@@ -226,16 +255,16 @@ impl IvshmemServer {
     fn handshake(&self, stream: &UnixStream) -> std::io::Result<Client> {
         let n = self.cfg.vectors as usize;
         let mk = || EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC);
-        let host_vec = (0..n).map(|_| mk()).collect::<Result<Vec<_>, _>>()?;
-        let ipu_vec = (0..n).map(|_| mk()).collect::<Result<Vec<_>, _>>()?;
+        let host_vec = Arc::new((0..n).map(|_| mk()).collect::<Result<Vec<_>, _>>()?);
+        let ipu_vec = Arc::new((0..n).map(|_| mk()).collect::<Result<Vec<_>, _>>()?);
         stream.set_nonblocking(false)?;
         Self::send(stream, 0, None)?; // protocol version
         Self::send(stream, IPU_PEER, None)?; // the client's id
         Self::send(stream, -1, Some(self.shm.fd()))?; // shared memory
-        for fd in &host_vec {
+        for fd in host_vec.iter() {
             Self::send(stream, HOST_PEER, Some(fd.as_fd()))?; // the other peer (us)
         }
-        for fd in &ipu_vec {
+        for fd in ipu_vec.iter() {
             Self::send(stream, IPU_PEER, Some(fd.as_fd()))?; // the client's own vectors
         }
         stream.set_nonblocking(true)?;
@@ -419,6 +448,15 @@ impl Link for IvshmemServer {
 
     fn peer_present(&self) -> bool {
         self.inner.borrow().client.is_some()
+    }
+
+    fn doorbells(&self) -> Option<Arc<dyn Doorbells>> {
+        let inner = self.inner.borrow();
+        let c = inner.client.as_ref()?;
+        Some(Arc::new(IvshmemDoorbells {
+            host_vec: c.host_vec.clone(),
+            ipu_vec: c.ipu_vec.clone(),
+        }))
     }
 }
 

@@ -1,10 +1,14 @@
 //! `wave-host-shim`: the host side of Wave (mechanism only).
 //!
+//! - [`sched`]: the scheduling mechanism core (`no_std`): thread status words, state changes
+//!   and their events, the per-CPU claim of prestaged transactions, preempt checks.
 //! - [`link`]: the `Link` trait every transport implements (`no_std`: shared region access,
 //!   notify the peer, wait for our own doorbells).
 //! - With the `std` feature (default): [`shm`] (memfd-backed shared memory), [`ivshmem`] (the
 //!   ivshmem server transport QEMU connects to), [`local`] (an in-process link pair, used by the
-//!   on-host mode and tests), [`link_test`] (the host-side link-test driver), [`error`].
+//!   on-host mode and tests), [`link_test`] (the host-side link-test driver), [`engine`] (the
+//!   scheduling engine: pinned CPUs, handler fibers, workload, the ipu/host/linux modes),
+//!   [`error`].
 //!
 //! The link protocol itself (layout, rings, epochs, wake-ups) lives in `wave-abi`; this crate
 //! moves bytes and doorbells and drives the host end of it.
@@ -12,7 +16,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod link;
+pub mod sched;
 
+#[cfg(feature = "std")]
+pub mod engine;
 #[cfg(feature = "std")]
 pub mod error;
 #[cfg(feature = "std")]

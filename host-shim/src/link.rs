@@ -58,4 +58,56 @@ pub trait Link {
     fn peer_present(&self) -> bool {
         true
     }
+    /// A thread-safe handle on this link's doorbells in the current generation, for runtimes
+    /// that wait and notify from several threads at once (the scheduling engine: one waiter
+    /// per host CPU vector). `None` if the transport has none (no peer yet).
+    #[cfg(feature = "std")]
+    fn doorbells(&self) -> Option<std::sync::Arc<dyn Doorbells>> {
+        None
+    }
+}
+
+/// Doorbells that several threads may use concurrently: `notify` from any thread, and
+/// `wait` from several threads at once as long as their masks are disjoint (each waiter drains
+/// only the vectors in its own mask; with overlapping masks one waiter may consume the other's
+/// wake-up, which then costs it its timeout, never a hang).
+#[cfg(feature = "std")]
+pub trait Doorbells: Send + Sync {
+    /// Rings the peer's doorbell `vector`.
+    fn notify(&self, vector: u16) -> Result<(), LinkError>;
+    /// Waits (with µs precision) until one of our vectors in `mask` fires or `timeout`
+    /// passes; drains and returns the vectors that fired.
+    fn wait(&self, mask: u32, timeout: Duration) -> Result<u32, LinkError>;
+}
+
+/// Shared implementation of [`Doorbells::wait`] over non-blocking eventfds: `ppoll` with a
+/// nanosecond timeout on the fds of `mask`, then a non-blocking read of each that fired.
+#[cfg(feature = "std")]
+pub(crate) fn wait_eventfds<E: core::ops::Deref<Target = nix::sys::eventfd::EventFd>>(
+    fds: &[E],
+    mask: u32,
+    timeout: Duration,
+) -> Result<u32, LinkError> {
+    use nix::poll::{ppoll, PollFd, PollFlags};
+    use std::os::fd::AsFd;
+    let picked: std::vec::Vec<usize> = (0..fds.len().min(32))
+        .filter(|v| mask & (1 << v) != 0)
+        .collect();
+    let mut pfds: std::vec::Vec<PollFd<'_>> = picked
+        .iter()
+        .map(|v| PollFd::new(fds[*v].as_fd(), PollFlags::POLLIN))
+        .collect();
+    let ts = nix::sys::time::TimeSpec::from_duration(timeout);
+    match ppoll(&mut pfds, Some(ts), None) {
+        Ok(_) | Err(nix::Error::EINTR) => {}
+        Err(e) => return Err(LinkError::Os(e as i32)),
+    }
+    let mut fired = 0u32;
+    for (p, v) in pfds.iter().zip(&picked) {
+        if p.revents().is_some_and(|r| !r.is_empty()) {
+            let _ = fds[*v].read();
+            fired |= 1 << v;
+        }
+    }
+    Ok(fired)
 }

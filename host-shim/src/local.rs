@@ -1,6 +1,11 @@
 //! An in-process link: two `Link` ends over one memfd mapping with eventfd doorbells. The
 //! on-host mode and the tests use it to run the IPU agent in a thread against the real host
 //! code, with the same layout, rings and wake-up protocol as over ivshmem.
+//!
+//! Concurrency: `LocalLink` is `Sync`, and [`Link::wait`] may be called from several threads
+//! at once; each call polls and drains only the eventfds of its own mask, so waiters with
+//! disjoint masks never steal each other's wake-ups. [`Link::doorbells`] gives the same
+//! eventfds as a `Send + Sync` handle with sub-millisecond waits.
 
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -14,7 +19,7 @@ use wave_abi::status::next_epoch;
 use wave_abi::{SharedRegion, Side};
 
 use crate::error::ShimError;
-use crate::link::{Link, LinkError, Wake};
+use crate::link::{wait_eventfds, Doorbells, Link, LinkError, Wake};
 use crate::shm::SharedMemory;
 
 /// One end of an in-process link.
@@ -128,5 +133,36 @@ impl Link for LocalLink {
 
     fn epoch(&self) -> u32 {
         next_epoch(previous_epoch(&self.shm.region(), &self.layout, self.side))
+    }
+
+    fn doorbells(&self) -> Option<Arc<dyn Doorbells>> {
+        Some(Arc::new(LocalDoorbells {
+            own: self.own.clone(),
+            peer: self.peer.clone(),
+        }))
+    }
+}
+
+/// The thread-safe doorbells of one end of a [`LocalLink`] (the same eventfds).
+pub struct LocalDoorbells {
+    own: Arc<Vec<EventFd>>,
+    peer: Arc<Vec<EventFd>>,
+}
+
+impl Doorbells for LocalDoorbells {
+    fn notify(&self, vector: u16) -> Result<(), LinkError> {
+        let fd = self
+            .peer
+            .get(vector as usize)
+            .ok_or(LinkError::BadVector(vector))?;
+        match fd.write(1) {
+            Ok(_) | Err(nix::Error::EAGAIN) => Ok(()),
+            Err(e) => Err(LinkError::Os(e as i32)),
+        }
+    }
+
+    fn wait(&self, mask: u32, timeout: Duration) -> Result<u32, LinkError> {
+        let refs: Vec<&EventFd> = self.own.iter().collect();
+        wait_eventfds(&refs, mask, timeout)
     }
 }

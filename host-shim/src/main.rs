@@ -1,6 +1,7 @@
 //! `wave-host`: the host shim binary. `serve` runs the ivshmem server and the host end of the
 //! link on its own (start QEMU by hand with the printed arguments); `link-test` serves, waits
-//! for the IPU and runs the link test against it.
+//! for the IPU and runs the link test against it; `sched` runs the scheduling engine with the
+//! on-host agent or under Linux.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,104 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         wait: u64,
     },
+    /// Run the scheduling engine standalone: a RocksDB-like GET/RANGE workload on host CPUs
+    /// scheduled by the on-host agent (`--agent host`) or by Linux (`--agent linux`). The
+    /// offloaded mode (`ipu`) needs QEMU and is driven by the runner.
+    Sched(SchedArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AgentArg {
+    Host,
+    Linux,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PolicyArg {
+    Fifo,
+    Shinjuku,
+}
+
+#[derive(clap::Args)]
+struct SchedArgs {
+    /// Who schedules: the policy agent in a host thread, or Linux.
+    #[arg(long, value_enum, default_value = "host")]
+    agent: AgentArg,
+    /// Policy the agent runs.
+    #[arg(long, value_enum, default_value = "shinjuku")]
+    policy: PolicyArg,
+    /// Shinjuku time slice (µs).
+    #[arg(long, default_value_t = 30)]
+    slice_us: u64,
+    /// Offered load (requests/s, Poisson arrivals).
+    #[arg(long, default_value_t = 10_000.0)]
+    rate: f64,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Host CPUs (worker threads pinned round-robin to the machine's cores).
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Request handler threads.
+    #[arg(long, default_value_t = 64)]
+    handlers: u32,
+    /// GET service time (µs).
+    #[arg(long, default_value_t = 10.0)]
+    get_us: f64,
+    /// RANGE service time (ms).
+    #[arg(long, default_value_t = 5.0)]
+    range_ms: f64,
+    /// Share of RANGE requests (%).
+    #[arg(long, default_value_t = 0.5)]
+    range_pct: f64,
+    /// Print the results as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Show the live progress line even when stdout is not a terminal.
+    #[arg(long)]
+    progress: bool,
+}
+
+fn sched(a: SchedArgs) -> ExitCode {
+    use wave_host_shim::engine::{self, AgentMode, EngineConfig};
+    let cfg = EngineConfig {
+        policy: match a.policy {
+            PolicyArg::Fifo => wave_abi::sched::PolicyKind::Fifo,
+            PolicyArg::Shinjuku => wave_abi::sched::PolicyKind::Shinjuku,
+        },
+        slice_us: a.slice_us,
+        rate: a.rate,
+        duration: Duration::from_secs_f64(a.duration.max(0.001)),
+        cpus: a.cpus,
+        handlers: a.handlers,
+        get_us: a.get_us,
+        range_ms: a.range_ms,
+        range_pct: a.range_pct,
+        progress: a.progress,
+        ..EngineConfig::default()
+    };
+    let mode = match a.agent {
+        AgentArg::Host => AgentMode::Host,
+        AgentArg::Linux => AgentMode::Linux,
+    };
+    match engine::run(mode, &cfg) {
+        Ok(r) => {
+            if a.json {
+                println!("{}", r.to_json());
+            } else {
+                println!("{r}");
+            }
+            if r.invariant_violations == 0 && r.completed == r.offered {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("wave-host: sched: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -168,6 +267,7 @@ fn serve(server: &IvshmemServer, interval: Duration) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Sched(a) => sched(a),
         Cmd::Serve {
             server,
             stats_interval,

@@ -19,6 +19,7 @@ pub mod boot;
 pub mod cmdline;
 pub mod console;
 pub mod defmt;
+pub mod demo;
 pub mod elf;
 pub mod error;
 pub mod firmware;

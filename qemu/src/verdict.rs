@@ -28,6 +28,8 @@ pub enum ExitCode {
     QemuFailed = 6,
     /// `link-test`: messages lost or corrupt, or not all answered.
     LinkFailed = 7,
+    /// `demo`: a run lost requests, violated an invariant, or the firmware failed.
+    DemoFailed = 8,
     TimedOut = 124,
     RunnerError = 125,
 }

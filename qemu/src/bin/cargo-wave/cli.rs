@@ -12,7 +12,7 @@ use wave_qemu::Inject;
     bin_name = "cargo wave",
     after_help = "Exit codes of `boot`: 0 pass; 1 boot error, 2 panic, 3 CPU exception, 4 cores \
                   missing (the firmware's own codes); 5 no/incomplete boot report; 6 QEMU failed; \
-                  7 link test lost or corrupted messages; 124 timeout; 125 the runner could not run (build failed, QEMU missing, bad \
+                  7 link test lost or corrupted messages; 8 demo run lost requests or broke an invariant; 124 timeout; 125 the runner could not run (build failed, QEMU missing, bad \
                   option).\nEnvironment: WAVE_QEMU (QEMU binary), WAVE_WORKSPACE (repository \
                   root), CARGO_TARGET_DIR."
 )]
@@ -33,6 +33,76 @@ pub enum Cmd {
     /// Boot the firmware against the host shim over the emulated PCIe link (ivshmem-doorbell)
     /// and exchange messages both ways; passes only if none is lost or corrupt.
     LinkTest(LinkTestArgs),
+    /// Offloaded scheduling end to end: a RocksDB-like workload with the policy on the IPU,
+    /// then on a host core, then under Linux, at the same load; prints a side-by-side table.
+    Demo(DemoArgs),
+}
+
+/// Which agents `demo` compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Agent {
+    /// The policy in the firmware on the IPU (QEMU), over the emulated PCIe link.
+    Ipu,
+    /// The same policy code in a host thread (the on-host baseline; costs a host core).
+    Host,
+    /// No Wave: the kernel's scheduler.
+    Linux,
+}
+
+/// Scheduling policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyArg {
+    /// Centralized FIFO (no preemption).
+    Fifo,
+    /// Shinjuku: centralized FIFO with time-slice preemption.
+    Shinjuku,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Agents to run, in order (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Agent::Ipu, Agent::Host, Agent::Linux])]
+    pub agent: Vec<Agent>,
+    /// Scheduling policy.
+    #[arg(long, value_enum, default_value_t = PolicyArg::Shinjuku)]
+    pub policy: PolicyArg,
+    /// Shinjuku time slice in microseconds.
+    #[arg(long, default_value_t = 30, value_name = "US",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub slice_us: u64,
+    /// Offered load in requests per second (open-loop Poisson arrivals).
+    #[arg(long, default_value_t = 10_000.0, value_name = "REQ/S")]
+    pub rate: f64,
+    /// Seconds of load per agent.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub duration: f64,
+    /// Host CPUs (worker threads pinned to this machine's cores).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub cpus: u32,
+    /// Request handler threads.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub handlers: u32,
+    /// GET service time in microseconds.
+    #[arg(long, default_value_t = 10.0, value_name = "US")]
+    pub get_us: f64,
+    /// RANGE service time in milliseconds.
+    #[arg(long, default_value_t = 5.0, value_name = "MS")]
+    pub range_ms: f64,
+    /// Share of RANGE requests in percent.
+    #[arg(long, default_value_t = 0.5, value_name = "PCT")]
+    pub range_pct: f64,
+    /// IPU cores (-smp); the agent runs on core 0.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub ipu_cores: u32,
+    /// GIC version of the virt board.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub gic: u8,
+    /// Also write all results as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Show the firmware console during the ipu run.
+    #[arg(long)]
+    pub console: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use wave_qemu::{BootConfig, ExitCode};
 
-use cli::{BootArgs, Cli, Cmd, ImageArgs, LinkTestArgs};
+use cli::{Agent, BootArgs, Cli, Cmd, DemoArgs, ImageArgs, LinkTestArgs, PolicyArg};
 
 fn exit(code: ExitCode) -> ProcessExit {
     ProcessExit::from(code as u8)
@@ -85,6 +85,70 @@ fn link_test(args: LinkTestArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    use wave_host_shim::engine::{AgentMode, EngineConfig};
+    if !(args.duration > 0.0 && args.duration <= 3600.0) {
+        anyhow::bail!("--duration must be between 0 and 3600 seconds");
+    }
+    let agents: Vec<AgentMode> = args
+        .agent
+        .iter()
+        .map(|a| match a {
+            Agent::Ipu => AgentMode::Ipu,
+            Agent::Host => AgentMode::Host,
+            Agent::Linux => AgentMode::Linux,
+        })
+        .collect();
+    let engine = EngineConfig {
+        policy: match args.policy {
+            PolicyArg::Fifo => wave_abi::sched::PolicyKind::Fifo,
+            PolicyArg::Shinjuku => wave_abi::sched::PolicyKind::Shinjuku,
+        },
+        slice_us: args.slice_us,
+        rate: args.rate,
+        duration: Duration::from_secs_f64(args.duration),
+        cpus: args.cpus,
+        handlers: args.handlers,
+        get_us: args.get_us,
+        range_ms: args.range_ms,
+        range_pct: args.range_pct,
+        progress: true,
+        ..EngineConfig::default()
+    };
+    engine.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let opts = wave_qemu::demo::DemoOptions {
+        agents,
+        engine,
+        ipu_cores: args.ipu_cores,
+        gic: args.gic,
+        echo: args.console,
+        ..Default::default()
+    };
+    let image = if opts.agents.contains(&AgentMode::Ipu) {
+        wave_qemu::install::qemu()?;
+        Some(wave_qemu::build_image(None)?)
+    } else {
+        None
+    };
+    let runs = wave_qemu::demo::run_demo(&opts, image.as_ref())?;
+    println!();
+    print!("{}", wave_qemu::demo::table(&runs));
+    if let Some(first) = runs.first() {
+        println!("work: {}", first.results.work);
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, wave_qemu::demo::json(&opts, &runs))
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        println!("wave: results written to {}", path.display());
+    }
+    if runs.iter().all(|r| r.ok()) {
+        Ok(ExitCode::Pass)
+    } else {
+        println!("wave: FAIL: a run lost requests, broke an invariant, or the firmware failed");
+        Ok(ExitCode::DemoFailed)
+    }
+}
+
 fn image(args: ImageArgs) -> anyhow::Result<ExitCode> {
     let img = wave_qemu::build_image(args.out.as_deref())?;
     let kib = |n: u64| n as f64 / 1024.0;
@@ -130,6 +194,7 @@ fn main() -> ProcessExit {
         Cmd::Image(args) => image(args).map(|c| c as u8),
         Cmd::Test(args) => test_cmd::run(args),
         Cmd::LinkTest(args) => link_test(args).map(|c| c as u8),
+        Cmd::Demo(args) => demo(args).map(|c| c as u8),
     };
     match result {
         Ok(code) => ProcessExit::from(code),

@@ -1,0 +1,322 @@
+//! The host scheduling engine (Linux runtime, `std`): host CPUs are pinned worker threads,
+//! schedulable threads are fibers running real request handlers, and every scheduling
+//! decision comes from an agent over the link, validated by the [`crate::sched`] mechanism.
+//!
+//! Three agent modes share one workload and one offered load (see `docs/engine.md`):
+//! - [`run_ipu`]: the agent runs on the IPU (firmware in QEMU) at the other end of `link`;
+//! - [`run_host`]: the same agent code (`wave_policy::agent::SchedAgent`) in a host thread over
+//!   an in-process [`crate::local::LocalLink`]; its CPU time is reported;
+//! - [`run_linux`]: no shim, the handlers are plain OS threads scheduled by Linux.
+//!
+//! Modules: [`hist`] (lock-free latency histogram), [`workload`] (table, requests, arrivals),
+//! `runtime` (CPUs, fibers, event funnel, invariants), `host_agent`, `linux`, [`results`].
+
+pub mod hist;
+mod host_agent;
+mod linux;
+pub mod results;
+mod runtime;
+pub mod workload;
+
+use std::time::Duration;
+
+use wave_abi::sched::PolicyKind;
+
+use crate::link::Link;
+use crate::local::LocalLink;
+
+pub use results::EngineResults;
+
+/// Which agent schedules the host CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentMode {
+    /// Firmware on the IPU, over the real link.
+    Ipu,
+    /// `SchedAgent` in a host thread over an in-process link.
+    Host,
+    /// Linux itself (no shim).
+    Linux,
+}
+
+impl AgentMode {
+    /// Name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            AgentMode::Ipu => "ipu",
+            AgentMode::Host => "host",
+            AgentMode::Linux => "linux",
+        }
+    }
+}
+
+/// Extra churn for the storm tests: makes the engine produce stale transactions on purpose.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Storm {
+    /// Every this many µs, a churn thread changes the affinity of a random handler (bumping
+    /// its sequence number, so a transaction prestaged for it at the old one fails as stale).
+    pub affinity_every_us: u64,
+    /// Every n-th request yields once halfway through (a Yield event), 0 = never.
+    pub yield_every: u32,
+}
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Policy the agent runs.
+    pub policy: PolicyKind,
+    /// Shinjuku time slice (µs).
+    pub slice_us: u64,
+    /// Offered load, requests per second (Poisson).
+    pub rate: f64,
+    /// How long the generator offers load.
+    pub duration: Duration,
+    /// Host CPUs (worker threads, pinned round-robin to the machine's cores).
+    pub cpus: u32,
+    /// Handler threads.
+    pub handlers: u32,
+    /// GET service time target (µs).
+    pub get_us: f64,
+    /// RANGE service time target (ms).
+    pub range_ms: f64,
+    /// Share of RANGE requests (percent).
+    pub range_pct: f64,
+    /// Keys in the table.
+    pub table_keys: usize,
+    /// PRNG seed.
+    pub seed: u64,
+    /// Print a live progress line on stderr.
+    pub progress: bool,
+    /// Churn for tests.
+    pub storm: Storm,
+    /// After the load ends, how long to wait for queued requests to finish.
+    pub drain_timeout: Duration,
+    /// How long to wait for the link to come up.
+    pub link_up_timeout: Duration,
+    /// Fiber stack size (bytes).
+    pub stack_size: usize,
+    /// At the end (ipu mode), publish the host STOPPED and ring the IPU's control vector.
+    pub stop_link_at_end: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            policy: PolicyKind::Shinjuku,
+            slice_us: 30,
+            rate: 10_000.0,
+            duration: Duration::from_secs(5),
+            cpus: 2,
+            handlers: 64,
+            get_us: 10.0,
+            range_ms: 5.0,
+            range_pct: 0.5,
+            table_keys: 1 << 20,
+            seed: 42,
+            progress: false,
+            storm: Storm::default(),
+            drain_timeout: Duration::from_secs(30),
+            link_up_timeout: Duration::from_secs(60),
+            stack_size: 256 * 1024,
+            stop_link_at_end: true,
+        }
+    }
+}
+
+/// Why a run could not start or finish.
+#[derive(Debug)]
+pub enum EngineError {
+    /// A setting is out of range.
+    Config(String),
+    /// The link (layout, endpoint, transport) failed.
+    Link(String),
+    /// The link did not come up in time.
+    NeverUp(String),
+    /// The host agent failed to start.
+    Agent(String),
+    /// An OS resource (thread, stack, memory) could not be created.
+    Os(String),
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::Config(s) => write!(f, "configuration: {s}"),
+            EngineError::Link(s) => write!(f, "link: {s}"),
+            EngineError::NeverUp(s) => write!(f, "the link did not come up: {s}"),
+            EngineError::Agent(s) => write!(f, "host agent: {s}"),
+            EngineError::Os(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+impl EngineConfig {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        let bad = |s: &str| Err(EngineError::Config(s.into()));
+        if self.cpus == 0 || self.cpus > wave_abi::sched::MAX_CPUS {
+            return bad("cpus must be 1..=64");
+        }
+        if self.handlers == 0 || self.handlers as usize > wave_policy::MAX_THREADS {
+            return bad("handlers must be 1..=1024");
+        }
+        if !(self.rate > 0.0 && self.rate.is_finite()) {
+            return bad("rate must be > 0");
+        }
+        if !(0.0..=100.0).contains(&self.range_pct) {
+            return bad("range-pct must be 0..=100");
+        }
+        if !(1..=1_000_000).contains(&self.slice_us) {
+            return bad("slice-us must be 1..=1000000");
+        }
+        if self.get_us <= 0.0 || self.range_ms <= 0.0 {
+            return bad("service times must be > 0");
+        }
+        if self.table_keys < SCAN_MIN_KEYS {
+            return bad("table must hold at least 4096 keys");
+        }
+        Ok(())
+    }
+}
+
+const SCAN_MIN_KEYS: usize = 4096;
+
+/// Runs the engine against an agent at the other end of `link` (the IPU: pass the
+/// `IvshmemServer` once QEMU is connected). The link needs `3 + cfg.cpus` doorbell vectors;
+/// the caller's thread services the link (it calls `link.wait` on the control vector) while
+/// worker threads use [`Link::doorbells`].
+pub fn run_ipu<L: Link>(link: &L, cfg: &EngineConfig) -> Result<EngineResults, EngineError> {
+    cfg.validate()?;
+    runtime::run_shim(link, cfg, AgentMode::Ipu, None)
+}
+
+/// Runs the engine with the agent in a host thread (same policy code as the firmware) over an
+/// in-process link.
+pub fn run_host(cfg: &EngineConfig) -> Result<EngineResults, EngineError> {
+    cfg.validate()?;
+    let vectors = wave_abi::sched::CPU_VECTOR_BASE + cfg.cpus as u16;
+    let (host, ipu) = LocalLink::pair(1 << 20, vectors.max(4), 512)
+        .map_err(|e| EngineError::Link(e.to_string()))?;
+    runtime::run_shim(&host, cfg, AgentMode::Host, Some(ipu))
+}
+
+/// Runs the same workload on plain OS threads scheduled by Linux.
+pub fn run_linux(cfg: &EngineConfig) -> Result<EngineResults, EngineError> {
+    cfg.validate()?;
+    linux::run(cfg)
+}
+
+/// Runs `mode` (host or linux; ipu needs a link, see [`run_ipu`]).
+pub fn run(mode: AgentMode, cfg: &EngineConfig) -> Result<EngineResults, EngineError> {
+    match mode {
+        AgentMode::Host => run_host(cfg),
+        AgentMode::Linux => run_linux(cfg),
+        AgentMode::Ipu => Err(EngineError::Config(
+            "ipu mode needs the IPU link: call engine::run_ipu(&server, cfg)".into(),
+        )),
+    }
+}
+
+/// Cores this process may use.
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Pins the calling thread to `core` (modulo the machine's cores). Best effort.
+pub(crate) fn pin_to(cores_set: &[usize]) {
+    let mut set = nix::sched::CpuSet::new();
+    for c in cores_set {
+        let _ = set.set(*c);
+    }
+    let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+}
+
+/// Asks for 1 µs timer slack on the calling thread, so short sleeps end on time.
+pub(crate) fn fine_timer_slack() {
+    // SAFETY: PR_SET_TIMERSLACK takes an integer argument and only changes this thread's
+    // timer slack; no memory is passed to the kernel.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+/// CPU time the calling thread has used (ns).
+pub(crate) fn thread_cpu_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// Sleeps until `deadline_ns` of `clock` (coarse sleep, then a short spin for the rest).
+pub(crate) fn sleep_until(clock: &Clock, deadline_ns: u64) {
+    loop {
+        let now = clock.now_ns();
+        if now >= deadline_ns {
+            return;
+        }
+        let left = deadline_ns - now;
+        if left > 30_000 {
+            std::thread::sleep(Duration::from_nanos(left - 20_000));
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// The engine's monotonic clock: ns since the run started (the events' `time_ns`).
+#[derive(Clone, Copy)]
+pub(crate) struct Clock(std::time::Instant);
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        Clock(std::time::Instant::now())
+    }
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
+    }
+}
+
+/// The open-loop load generator shared by all modes: Poisson arrivals at `cfg.rate` for
+/// `cfg.duration`, each handed to `dispatch` (stamped with its *scheduled* arrival time, so a
+/// late generator still charges the delay to the request's latency). Returns requests offered.
+pub(crate) fn generate(
+    cfg: &EngineConfig,
+    clock: &Clock,
+    stop: &std::sync::atomic::AtomicBool,
+    mut dispatch: impl FnMut(workload::Request, u64),
+) -> u64 {
+    use workload::{Kind, Request, Rng};
+    fine_timer_slack();
+    let mut rng = Rng::new(cfg.seed);
+    let mean_gap = 1e9 / cfg.rate;
+    let start = clock.now_ns();
+    let end = start + cfg.duration.as_nanos() as u64;
+    let mut next = start as f64 + rng.exp(mean_gap);
+    let mut offered = 0u64;
+    while (next as u64) < end {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        sleep_until(clock, next as u64);
+        let now = clock.now_ns();
+        while (next as u64) <= now && (next as u64) < end {
+            let kind = if rng.unit() * 100.0 < cfg.range_pct {
+                Kind::Range
+            } else {
+                Kind::Get
+            };
+            let req = Request {
+                kind,
+                arrival_ns: next as u64,
+                seed: rng.next_u64(),
+            };
+            dispatch(req, now);
+            offered += 1;
+            next += rng.exp(mean_gap);
+        }
+    }
+    offered
+}

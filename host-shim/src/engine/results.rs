@@ -1,0 +1,257 @@
+//! What a run measured, with a hand-written JSON encoder (no serde) and a one-screen text form.
+
+use std::fmt::Write as _;
+
+use super::hist::Latency;
+
+/// Results of one engine run.
+#[derive(Clone, Debug, Default)]
+pub struct EngineResults {
+    /// `ipu`, `host` or `linux`.
+    pub mode: String,
+    /// Policy name (`fifo`, `shinjuku`; `linux` in linux mode).
+    pub policy: String,
+    /// Host CPUs.
+    pub cpus: u32,
+    /// Handler threads.
+    pub handlers: u32,
+    /// Offered rate (req/s).
+    pub rate: f64,
+    /// Load duration (s).
+    pub duration_s: f64,
+    /// How requests do their work.
+    pub work: String,
+    /// Measured GET / RANGE chunk cost (ns) and chunks per request.
+    pub get_chunks: u32,
+    /// Chunks per RANGE.
+    pub range_chunks: u32,
+    /// Requests offered.
+    pub offered: u64,
+    /// Requests completed.
+    pub completed: u64,
+    /// Completed requests per second of load.
+    pub throughput_rps: f64,
+    /// GET latency (arrival → completion).
+    pub get: Latency,
+    /// RANGE latency.
+    pub range: Latency,
+    /// Transactions committed.
+    pub txn_committed: u64,
+    /// Failed: stale.
+    pub txn_failed_stale: u64,
+    /// Failed: not runnable.
+    pub txn_failed_not_runnable: u64,
+    /// Failed: not found.
+    pub txn_failed_not_found: u64,
+    /// Failed: invalid (affinity, bad tid).
+    pub txn_failed_invalid: u64,
+    /// Aborts that won.
+    pub txn_aborted: u64,
+    /// Transactions taken from slots (= outcomes posted).
+    pub txn_taken: u64,
+    /// Preemptions honoured (Preempted events).
+    pub preemptions: u64,
+    /// Preempt request first seen at a safe point → thread off the CPU (µs).
+    pub preempt_seen_to_yield: Latency,
+    /// Preempt request written by the agent → thread off the CPU (µs; host mode only, where
+    /// both ends share a clock).
+    pub preempt_request_to_yield: Latency,
+    /// Thread became runnable (event time) → a commit made it run (µs).
+    pub decision_latency: Latency,
+    /// Host CPU time spent in the agent thread (ns): host mode only; 0 for ipu; None for linux.
+    pub agent_cpu_ns: Option<u64>,
+    /// Agent CPU time as a share of one core over the run.
+    pub agent_cpu_share: Option<f64>,
+    /// Events posted on the events ring.
+    pub events_sent: u64,
+    /// Doorbells the host rang at the agent (it said it sleeps).
+    pub doorbells_to_agent: u64,
+    /// CPU doorbells that woke a sleeping host CPU.
+    pub doorbells_to_cpus: u64,
+    /// CpuIdle events.
+    pub cpu_idle: u64,
+    /// Yield events.
+    pub yields: u64,
+    /// Affinity changes (storm).
+    pub affinity_changes: u64,
+    /// Requests that had to queue for a free handler.
+    pub queued: u64,
+    /// Invariant violations (must be 0).
+    pub invariant_violations: u64,
+    /// The first violation, described.
+    pub first_violation: Option<String>,
+    /// The agent's own counters, if it ran in this process (host mode).
+    pub agent: Option<String>,
+    /// Wall time of the whole run including drain (s).
+    pub wall_s: f64,
+}
+
+fn lat(out: &mut String, name: &str, l: &Latency) {
+    let _ = write!(
+        out,
+        "\"{name}\":{{\"count\":{},\"mean_us\":{:.3},\"p50_us\":{:.3},\"p99_us\":{:.3},\"p999_us\":{:.3},\"max_us\":{:.3}}}",
+        l.count, l.mean_us, l.p50_us, l.p99_us, l.p999_us, l.max_us
+    );
+}
+
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+impl EngineResults {
+    /// Sum of failed transactions.
+    pub fn txn_failed(&self) -> u64 {
+        self.txn_failed_stale
+            + self.txn_failed_not_runnable
+            + self.txn_failed_not_found
+            + self.txn_failed_invalid
+    }
+
+    /// JSON object (one line).
+    pub fn to_json(&self) -> String {
+        let mut o = String::from("{");
+        let _ = write!(
+            o,
+            "\"mode\":{},\"policy\":{},\"cpus\":{},\"handlers\":{},\"rate\":{},\"duration_s\":{:.3},\"work\":{},\"get_chunks\":{},\"range_chunks\":{},",
+            esc(&self.mode),
+            esc(&self.policy),
+            self.cpus,
+            self.handlers,
+            self.rate,
+            self.duration_s,
+            esc(&self.work),
+            self.get_chunks,
+            self.range_chunks
+        );
+        let _ = write!(
+            o,
+            "\"offered\":{},\"completed\":{},\"throughput_rps\":{:.1},",
+            self.offered, self.completed, self.throughput_rps
+        );
+        lat(&mut o, "get", &self.get);
+        o.push(',');
+        lat(&mut o, "range", &self.range);
+        let _ = write!(
+            o,
+            ",\"txn\":{{\"taken\":{},\"committed\":{},\"failed\":{{\"stale\":{},\"not_runnable\":{},\"not_found\":{},\"invalid\":{}}},\"aborted\":{}}},",
+            self.txn_taken,
+            self.txn_committed,
+            self.txn_failed_stale,
+            self.txn_failed_not_runnable,
+            self.txn_failed_not_found,
+            self.txn_failed_invalid,
+            self.txn_aborted
+        );
+        let _ = write!(o, "\"preemptions\":{},", self.preemptions);
+        lat(&mut o, "preempt_seen_to_yield", &self.preempt_seen_to_yield);
+        o.push(',');
+        lat(
+            &mut o,
+            "preempt_request_to_yield",
+            &self.preempt_request_to_yield,
+        );
+        o.push(',');
+        lat(&mut o, "decision_latency", &self.decision_latency);
+        let opt = |v: Option<u64>| v.map_or("null".to_string(), |x| x.to_string());
+        let optf = |v: Option<f64>| v.map_or("null".to_string(), |x| format!("{x:.4}"));
+        let _ = write!(
+            o,
+            ",\"agent_cpu_ns\":{},\"agent_cpu_share\":{},\"events_sent\":{},\"doorbells_to_agent\":{},\"doorbells_to_cpus\":{},\"cpu_idle\":{},\"yields\":{},\"affinity_changes\":{},\"queued\":{},\"invariant_violations\":{},\"first_violation\":{},\"agent\":{},\"wall_s\":{:.3}}}",
+            opt(self.agent_cpu_ns),
+            optf(self.agent_cpu_share),
+            self.events_sent,
+            self.doorbells_to_agent,
+            self.doorbells_to_cpus,
+            self.cpu_idle,
+            self.yields,
+            self.affinity_changes,
+            self.queued,
+            self.invariant_violations,
+            self.first_violation.as_deref().map_or("null".into(), esc),
+            self.agent.as_deref().map_or("null".into(), esc),
+            self.wall_s
+        );
+        o
+    }
+}
+
+impl std::fmt::Display for EngineResults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let l = |x: &Latency| {
+            format!(
+                "p50 {:.1} p99 {:.1} p99.9 {:.1} µs (n={})",
+                x.p50_us, x.p99_us, x.p999_us, x.count
+            )
+        };
+        writeln!(
+            f,
+            "mode {} policy {} cpus {} handlers {} rate {}/s for {:.1}s; work: {}",
+            self.mode, self.policy, self.cpus, self.handlers, self.rate, self.duration_s, self.work
+        )?;
+        writeln!(
+            f,
+            "completed {}/{} ({:.0} req/s)",
+            self.completed, self.offered, self.throughput_rps
+        )?;
+        writeln!(f, "GET   {}", l(&self.get))?;
+        writeln!(f, "RANGE {}", l(&self.range))?;
+        if self.mode != "linux" {
+            writeln!(
+                f,
+                "txns taken {} committed {} failed {} (stale {} not-runnable {} not-found {} invalid {}) aborted {}",
+                self.txn_taken,
+                self.txn_committed,
+                self.txn_failed(),
+                self.txn_failed_stale,
+                self.txn_failed_not_runnable,
+                self.txn_failed_not_found,
+                self.txn_failed_invalid,
+                self.txn_aborted
+            )?;
+            writeln!(
+                f,
+                "preemptions {}; seen→yield {}; request→yield {}",
+                self.preemptions,
+                l(&self.preempt_seen_to_yield),
+                l(&self.preempt_request_to_yield)
+            )?;
+            writeln!(f, "decision latency {}", l(&self.decision_latency))?;
+            writeln!(
+                f,
+                "events {} doorbells host→agent {} agent→cpus {} cpu-idle {} yields {} queued {}",
+                self.events_sent,
+                self.doorbells_to_agent,
+                self.doorbells_to_cpus,
+                self.cpu_idle,
+                self.yields,
+                self.queued
+            )?;
+        }
+        if let Some(ns) = self.agent_cpu_ns {
+            writeln!(
+                f,
+                "agent CPU time {:.1} ms ({:.1}% of one core)",
+                ns as f64 / 1e6,
+                self.agent_cpu_share.unwrap_or(0.0) * 100.0
+            )?;
+        }
+        write!(f, "invariant violations {}", self.invariant_violations)?;
+        if let Some(v) = &self.first_violation {
+            write!(f, " (first: {v})")?;
+        }
+        Ok(())
+    }
+}

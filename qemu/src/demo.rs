@@ -1,0 +1,307 @@
+//! `cargo wave demo`: offloaded thread scheduling end to end, against its baselines.
+//!
+//! The same RocksDB-like workload (open-loop Poisson arrivals of ~10 µs GETs and 0.5% ~5 ms
+//! RANGEs, served by handler threads on pinned host CPUs) runs three times at the same offered
+//! load: with the policy on the IPU (`ipu`: the firmware in QEMU runs `wave-policy` over the
+//! ivshmem link; the runner is the ivshmem server and the host shim), with the same policy code
+//! in a host thread (`host`, the on-host baseline, which costs a host core), and with no shim
+//! at all (`linux`, the kernel's scheduler). It then prints the results side by side.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use wave_host_shim::engine::{self, AgentMode, EngineConfig, EngineResults};
+use wave_host_shim::ivshmem::{IvshmemServer, ServerConfig};
+use wave_host_shim::Link;
+
+use crate::boot::{run_boot_with_image, BootConfig, BootOutcome, BootStatus};
+use crate::error::{Error, Result};
+use crate::image::Image;
+
+/// Settings of a demo run.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Agents to compare, in order.
+    pub agents: Vec<AgentMode>,
+    /// Workload and policy settings (shared by every agent).
+    pub engine: EngineConfig,
+    /// IPU cores (`-smp`); the agent runs on core 0.
+    pub ipu_cores: u32,
+    /// GIC version of the board.
+    pub gic: u8,
+    /// Wall-clock limit for the IPU run (QEMU is killed after it).
+    pub timeout: Duration,
+    /// Show the firmware console.
+    pub echo: bool,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            agents: vec![AgentMode::Ipu, AgentMode::Host, AgentMode::Linux],
+            engine: EngineConfig {
+                progress: true,
+                ..EngineConfig::default()
+            },
+            ipu_cores: 1,
+            gic: 3,
+            timeout: Duration::from_secs(180),
+            echo: false,
+        }
+    }
+}
+
+/// One agent's run.
+#[derive(Debug)]
+pub struct DemoRun {
+    /// The engine's measurements.
+    pub results: EngineResults,
+    /// For `ipu`: how the firmware run ended.
+    pub firmware: Option<BootOutcome>,
+}
+
+impl DemoRun {
+    /// True if the run completed every request with no invariant violation (and, for `ipu`,
+    /// the firmware exited cleanly).
+    pub fn ok(&self) -> bool {
+        self.results.invariant_violations == 0
+            && self.results.completed == self.results.offered
+            && self
+                .firmware
+                .as_ref()
+                .is_none_or(|f| f.status == BootStatus::Exited(0))
+    }
+}
+
+fn socket_path() -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("wave-demo-{}-{n}.sock", std::process::id()))
+}
+
+/// Runs the engine with the agent on the IPU: the firmware in QEMU with `wave.link=sched`.
+pub fn run_ipu(opts: &DemoOptions, image: &Image) -> Result<DemoRun> {
+    let cfg = &opts.engine;
+    let socket = socket_path();
+    let vectors = (wave_abi::sched::CPU_VECTOR_BASE as u32 + cfg.cpus).max(4) as u16;
+    let server = IvshmemServer::bind(ServerConfig {
+        socket: socket.clone(),
+        shm_size: 1 << 20,
+        vectors,
+        ring_entries: wave_abi::layout::DEFAULT_RING_ENTRIES,
+    })
+    .map_err(|e| Error::Qemu(format!("cannot start the host shim's ivshmem server: {e}")))?;
+    let boot = BootConfig {
+        smp: opts.ipu_cores,
+        gic: opts.gic,
+        timeout: opts.timeout,
+        append: vec!["wave.link=sched".into()],
+        echo: opts.echo,
+        extra_args: server
+            .qemu_args()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+        ..BootConfig::default()
+    };
+    let started = Instant::now();
+    let outcome = std::thread::scope(|scope| {
+        let qemu = scope.spawn(|| run_boot_with_image(&boot, image));
+        while !server.peer_present() {
+            if qemu.is_finished() || started.elapsed() > Duration::from_secs(30) {
+                break;
+            }
+            let _ = server.service(Duration::from_millis(50));
+        }
+        let results = if server.peer_present() {
+            Some(engine::run_ipu(&server, cfg))
+        } else {
+            None
+        };
+        while !qemu.is_finished() {
+            let _ = server.service(Duration::from_millis(20));
+        }
+        let fw = qemu
+            .join()
+            .map_err(|_| Error::Qemu("the QEMU thread panicked".into()))?;
+        Ok::<_, Error>((results, fw?))
+    });
+    let _ = std::fs::remove_file(&socket);
+    let (results, fw) = outcome?;
+    match results {
+        Some(Ok(r)) => Ok(DemoRun {
+            results: r,
+            firmware: Some(fw),
+        }),
+        Some(Err(e)) => Err(Error::Qemu(format!(
+            "ipu run failed: {e}\n--- firmware console ---\n{}",
+            fw.console
+        ))),
+        None => Err(Error::Qemu(format!(
+            "QEMU never connected to the ivshmem socket {}:\n{}{}",
+            socket.display(),
+            fw.console,
+            fw.stderr
+        ))),
+    }
+}
+
+/// Runs every agent of `opts` in turn (`image` is needed only for the `ipu` agent).
+pub fn run_demo(opts: &DemoOptions, image: Option<&Image>) -> Result<Vec<DemoRun>> {
+    let mut runs = Vec::new();
+    for &mode in &opts.agents {
+        eprintln!(
+            "wave: demo: agent {} ({} policy, {} req/s for {:.0} s on {} host CPUs)",
+            mode.name(),
+            policy_name(opts),
+            opts.engine.rate,
+            opts.engine.duration.as_secs_f64(),
+            opts.engine.cpus
+        );
+        let run = match mode {
+            AgentMode::Ipu => {
+                let image = image
+                    .ok_or_else(|| Error::Qemu("the ipu agent needs the firmware image".into()))?;
+                run_ipu(opts, image)?
+            }
+            m => DemoRun {
+                results: engine::run(m, &opts.engine)
+                    .map_err(|e| Error::Qemu(format!("{} run failed: {e}", m.name())))?,
+                firmware: None,
+            },
+        };
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+fn policy_name(opts: &DemoOptions) -> &'static str {
+    match opts.engine.policy {
+        wave_abi::sched::PolicyKind::Fifo => "fifo",
+        wave_abi::sched::PolicyKind::Shinjuku => "shinjuku",
+    }
+}
+
+/// The side-by-side table.
+pub fn table(runs: &[DemoRun]) -> String {
+    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    let mut row = |name: &str, f: &dyn Fn(&EngineResults) -> String| {
+        rows.push((
+            name.to_string(),
+            runs.iter().map(|r| f(&r.results)).collect(),
+        ));
+    };
+    let us = |v: f64| {
+        if v >= 10_000.0 {
+            format!("{:.1} ms", v / 1000.0)
+        } else {
+            format!("{v:.0} us")
+        }
+    };
+    row("policy", &|r| r.policy.clone());
+    row("completed / offered", &|r| {
+        format!("{} / {}", r.completed, r.offered)
+    });
+    row("throughput (req/s)", &|r| {
+        format!("{:.0}", r.throughput_rps)
+    });
+    row("GET p50", &|r| us(r.get.p50_us));
+    row("GET p99", &|r| us(r.get.p99_us));
+    row("GET p99.9", &|r| us(r.get.p999_us));
+    row("RANGE p50", &|r| us(r.range.p50_us));
+    row("RANGE p99", &|r| us(r.range.p99_us));
+    row("RANGE p99.9", &|r| us(r.range.p999_us));
+    let shim = |r: &EngineResults, v: String| {
+        if r.mode == "linux" {
+            "-".to_string()
+        } else {
+            v
+        }
+    };
+    row("txns committed", &|r| shim(r, r.txn_committed.to_string()));
+    row("txns stale / failed", &|r| {
+        shim(r, format!("{} / {}", r.txn_failed_stale, r.txn_failed()))
+    });
+    row("txns aborted", &|r| shim(r, r.txn_aborted.to_string()));
+    row("preemptions", &|r| shim(r, r.preemptions.to_string()));
+    row("preempt to yield p50/p99", &|r| {
+        shim(
+            r,
+            format!(
+                "{} / {}",
+                us(r.preempt_seen_to_yield.p50_us),
+                us(r.preempt_seen_to_yield.p99_us)
+            ),
+        )
+    });
+    row("decision latency p50", &|r| {
+        shim(r, us(r.decision_latency.p50_us))
+    });
+    row("decision latency p99", &|r| {
+        shim(r, us(r.decision_latency.p99_us))
+    });
+    row(
+        "host CPU on the policy",
+        &|r| match (r.mode.as_str(), r.agent_cpu_share) {
+            ("linux", _) => "- (in kernel)".into(),
+            ("ipu", _) => "0 (on the IPU)".into(),
+            (_, Some(s)) => format!("{:.1}% of a core", s * 100.0),
+            _ => "?".into(),
+        },
+    );
+    row("invariant violations", &|r| {
+        r.invariant_violations.to_string()
+    });
+    let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(6);
+    let widths: Vec<usize> = (0..runs.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.1[i].chars().count())
+                .chain([runs[i].results.mode.len()])
+                .max()
+                .unwrap_or(4)
+                .max(8)
+        })
+        .collect();
+    let mut out = String::new();
+    let _ = write!(out, "{:w0$}", "agent");
+    for (i, r) in runs.iter().enumerate() {
+        let _ = write!(out, "  {:>w$}", r.results.mode, w = widths[i]);
+    }
+    out.push('\n');
+    for (name, cells) in &rows {
+        let _ = write!(out, "{name:w0$}");
+        for (i, c) in cells.iter().enumerate() {
+            let _ = write!(out, "  {c:>w$}", w = widths[i]);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// All runs as one JSON document.
+pub fn json(opts: &DemoOptions, runs: &[DemoRun]) -> String {
+    let c = &opts.engine;
+    let mut o = format!(
+        "{{\"config\":{{\"policy\":\"{}\",\"slice_us\":{},\"rate\":{},\"duration_s\":{:.3},\"cpus\":{},\"handlers\":{},\"get_us\":{},\"range_ms\":{},\"range_pct\":{},\"ipu_cores\":{}}},\"runs\":[",
+        policy_name(opts),
+        c.slice_us,
+        c.rate,
+        c.duration.as_secs_f64(),
+        c.cpus,
+        c.handlers,
+        c.get_us,
+        c.range_ms,
+        c.range_pct,
+        opts.ipu_cores
+    );
+    for (i, r) in runs.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        o.push_str(&r.results.to_json());
+    }
+    o.push_str("]}");
+    o
+}

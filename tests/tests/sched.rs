@@ -1,0 +1,100 @@
+//! Offloaded scheduling end to end: the real firmware in QEMU runs the policy
+//! (`wave.link=sched`) for the host engine, through `wave_qemu::demo::run_ipu`. Asserts the
+//! scheduling invariants on the engine's own checks and counters: every request completes, no
+//! invariant violation (no thread on two CPUs, no stale decision applied, outcomes exactly once,
+//! no runnable thread lost), the firmware exits cleanly, and each policy shows its behaviour.
+
+use std::time::Duration;
+
+use wave_host_shim::engine::{AgentMode, EngineConfig, Storm};
+use wave_qemu::demo::{run_ipu, DemoOptions, DemoRun};
+
+fn run(engine: EngineConfig) -> DemoRun {
+    let image = wave_qemu::image().expect("firmware image");
+    let opts = DemoOptions {
+        agents: vec![AgentMode::Ipu],
+        engine,
+        timeout: Duration::from_secs(120),
+        echo: true,
+        ..Default::default()
+    };
+    let run = run_ipu(&opts, &image).unwrap_or_else(|e| panic!("ipu run failed: {e}"));
+    println!("{}", run.results);
+    run
+}
+
+fn base(policy: wave_abi::sched::PolicyKind) -> EngineConfig {
+    EngineConfig {
+        policy,
+        rate: 3_000.0,
+        duration: Duration::from_millis(1500),
+        cpus: 2,
+        handlers: 32,
+        table_keys: 1 << 16,
+        progress: false,
+        ..EngineConfig::default()
+    }
+}
+
+fn assert_invariants(run: &DemoRun) {
+    let r = &run.results;
+    let fw = run
+        .firmware
+        .as_ref()
+        .expect("ipu run has a firmware outcome");
+    assert_eq!(
+        fw.status,
+        wave_qemu::BootStatus::Exited(0),
+        "{}",
+        fw.console
+    );
+    assert!(r.offered > 0);
+    assert_eq!(r.completed, r.offered, "every request completes\n{r}");
+    assert_eq!(r.invariant_violations, 0, "{:?}\n{r}", r.first_violation);
+    assert!(r.txn_committed > 0, "{r}");
+    // Every transaction taken got exactly one outcome.
+    assert_eq!(
+        r.txn_taken,
+        r.txn_committed + r.txn_failed() + r.txn_aborted,
+        "{r}"
+    );
+    assert!(fw.console.contains("sched: host stopped"), "{}", fw.console);
+}
+
+#[test]
+fn fifo_on_the_ipu_completes_everything() {
+    let run = run(base(wave_abi::sched::PolicyKind::Fifo));
+    assert_invariants(&run);
+    assert_eq!(run.results.preemptions, 0, "FIFO never preempts");
+}
+
+#[test]
+fn shinjuku_on_the_ipu_preempts_long_requests() {
+    let run = run(EngineConfig {
+        range_pct: 5.0,
+        ..base(wave_abi::sched::PolicyKind::Shinjuku)
+    });
+    assert_invariants(&run);
+    let r = &run.results;
+    assert!(r.preemptions > 0, "{r}");
+    // Preemption keeps short requests well below the long ones' service time.
+    assert!(r.get.p99_us < r.range.p50_us, "{r}");
+}
+
+#[test]
+fn stale_decisions_are_refused_under_a_wake_block_storm() {
+    let run = run(EngineConfig {
+        storm: Storm {
+            affinity_every_us: 200,
+            yield_every: 3,
+        },
+        ..base(wave_abi::sched::PolicyKind::Fifo)
+    });
+    assert_invariants(&run);
+    let r = &run.results;
+    assert!(r.affinity_changes > 0 && r.yields > 0, "{r}");
+    assert!(
+        r.txn_failed_stale + r.txn_aborted > 0,
+        "the storm raced decisions: {r}"
+    );
+}
