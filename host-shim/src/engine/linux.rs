@@ -86,10 +86,12 @@ pub(super) fn run(cfg: &EngineConfig) -> Result<EngineResults, EngineError> {
             if progress && last_print.elapsed() >= Duration::from_millis(500) {
                 last_print = Instant::now();
                 eprint!(
-                    "\r[linux] {:>6.1}s completed {:>9} GET p99 {:>9.1} µs   ",
+                    "{}[linux] {:>6.1}s completed {:>9} GET p99 {:>9.1} µs   {}",
+                    crate::engine::progress_prefix(),
                     wall.elapsed().as_secs_f64(),
                     completed.load(Relaxed),
-                    get.quantile(0.99) as f64 / 1e3
+                    get.quantile(0.99) as f64 / 1e3,
+                    crate::engine::progress_suffix()
                 );
             }
             if gen_done.load(Acquire) {
@@ -103,7 +105,7 @@ pub(super) fn run(cfg: &EngineConfig) -> Result<EngineResults, EngineError> {
                 }
             }
         }
-        if progress {
+        if progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             eprintln!();
         }
         stop_gen.store(true, Release);

@@ -218,6 +218,26 @@ pub fn run(mode: AgentMode, cfg: &EngineConfig) -> Result<EngineResults, EngineE
     }
 }
 
+/// Progress lines rewrite themselves on a terminal and become one line each otherwise.
+pub(crate) fn progress_prefix() -> &'static str {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        "\r"
+    } else {
+        ""
+    }
+}
+
+/// See [`progress_prefix`].
+pub(crate) fn progress_suffix() -> &'static str {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        ""
+    } else {
+        "\n"
+    }
+}
+
 /// Cores this process may use.
 pub(crate) fn cores() -> usize {
     std::thread::available_parallelism()

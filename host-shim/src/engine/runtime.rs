@@ -675,12 +675,14 @@ fn run_session<'a, L: Link>(
                 last_print = Instant::now();
                 let commits = sh.c.committed.load(Relaxed);
                 eprint!(
-                    "\r[{}] {:>6.1}s completed {:>9} GET p99 {:>9.1} µs decisions/s {:>9.0}   ",
+                    "{}[{}] {:>6.1}s completed {:>9} GET p99 {:>9.1} µs decisions/s {:>9.0}   {}",
+                    crate::engine::progress_prefix(),
                     mode.name(),
                     wall.elapsed().as_secs_f64(),
                     sh.c.completed.load(Relaxed),
                     sh.get.quantile(0.99) as f64 / 1e3,
-                    (commits - last_commits) as f64 / dt
+                    (commits - last_commits) as f64 / dt,
+                    crate::engine::progress_suffix()
                 );
                 last_commits = commits;
             }
@@ -695,7 +697,7 @@ fn run_session<'a, L: Link>(
                 }
             }
         }
-        if progress {
+        if progress && std::io::stderr().is_terminal() {
             eprintln!();
         }
         sh.stop_gen.store(true, Release);
