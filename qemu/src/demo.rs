@@ -8,16 +8,14 @@
 //! at all (`linux`, the kernel's scheduler). It then prints the results side by side.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wave_host_shim::engine::{self, AgentMode, EngineConfig, EngineResults};
-use wave_host_shim::ivshmem::{IvshmemServer, ServerConfig};
-use wave_host_shim::Link;
 
-use crate::boot::{run_boot_with_image, BootConfig, BootOutcome, BootStatus};
+use crate::boot::{BootConfig, BootOutcome, BootStatus};
 use crate::error::{Error, Result};
 use crate::image::Image;
+use crate::ipu::with_ipu;
 
 /// Settings of a demo run.
 #[derive(Debug, Clone)]
@@ -74,61 +72,21 @@ impl DemoRun {
     }
 }
 
-fn socket_path() -> PathBuf {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    std::env::temp_dir().join(format!("wave-demo-{}-{n}.sock", std::process::id()))
-}
-
 /// Runs the engine with the agent on the IPU: the firmware in QEMU with `wave.link=sched`.
 pub fn run_ipu(opts: &DemoOptions, image: &Image) -> Result<DemoRun> {
     let cfg = &opts.engine;
-    let socket = socket_path();
     let vectors = (wave_abi::sched::CPU_VECTOR_BASE as u32 + cfg.cpus).max(4) as u16;
-    let server = IvshmemServer::bind(ServerConfig {
-        socket: socket.clone(),
-        shm_size: 1 << 20,
-        vectors,
-        ring_entries: wave_abi::layout::DEFAULT_RING_ENTRIES,
-    })
-    .map_err(|e| Error::Qemu(format!("cannot start the host shim's ivshmem server: {e}")))?;
     let boot = BootConfig {
         smp: opts.ipu_cores,
         gic: opts.gic,
         timeout: opts.timeout,
         append: vec!["wave.link=sched".into()],
         echo: opts.echo,
-        extra_args: server
-            .qemu_args()
-            .split_whitespace()
-            .map(str::to_string)
-            .collect(),
         ..BootConfig::default()
     };
-    let started = Instant::now();
-    let outcome = std::thread::scope(|scope| {
-        let qemu = scope.spawn(|| run_boot_with_image(&boot, image));
-        while !server.peer_present() {
-            if qemu.is_finished() || started.elapsed() > Duration::from_secs(30) {
-                break;
-            }
-            let _ = server.service(Duration::from_millis(50));
-        }
-        let results = if server.peer_present() {
-            Some(engine::run_ipu(&server, cfg))
-        } else {
-            None
-        };
-        while !qemu.is_finished() {
-            let _ = server.service(Duration::from_millis(20));
-        }
-        let fw = qemu
-            .join()
-            .map_err(|_| Error::Qemu("the QEMU thread panicked".into()))?;
-        Ok::<_, Error>((results, fw?))
-    });
-    let _ = std::fs::remove_file(&socket);
-    let (results, fw) = outcome?;
+    let (results, fw) = with_ipu(&boot, image, 1 << 20, vectors, |server, _left| {
+        engine::run_ipu(server, cfg)
+    })?;
     match results {
         Some(Ok(r)) => Ok(DemoRun {
             results: r,
@@ -138,12 +96,7 @@ pub fn run_ipu(opts: &DemoOptions, image: &Image) -> Result<DemoRun> {
             "ipu run failed: {e}\n--- firmware console ---\n{}",
             fw.console
         ))),
-        None => Err(Error::Qemu(format!(
-            "QEMU never connected to the ivshmem socket {}:\n{}{}",
-            socket.display(),
-            fw.console,
-            fw.stderr
-        ))),
+        None => Err(Error::Qemu("QEMU never connected".into())),
     }
 }
 

@@ -25,6 +25,7 @@ pub mod error;
 pub mod firmware;
 pub mod image;
 pub mod install;
+pub mod ipu;
 pub mod link_test;
 pub mod size;
 pub mod verdict;

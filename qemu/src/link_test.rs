@@ -8,16 +8,14 @@
 //! of the link so the firmware powers off. Pass means: nothing lost, nothing corrupt, every
 //! message answered, and the firmware ended cleanly.
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use wave_host_shim::ivshmem::{IvshmemServer, ServerConfig};
 use wave_host_shim::link_test::{self, LinkTestConfig, LinkTestSummary};
-use wave_host_shim::Link;
 
-use crate::boot::{run_boot_with_image, BootConfig, BootOutcome, BootStatus};
+use crate::boot::{BootConfig, BootOutcome, BootStatus};
 use crate::error::{Error, Result};
 use crate::image::Image;
+use crate::ipu::with_ipu;
 
 /// Settings of one link test.
 #[derive(Debug, Clone)]
@@ -96,80 +94,31 @@ impl LinkTestOutcome {
     }
 }
 
-fn socket_path() -> PathBuf {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    std::env::temp_dir().join(format!("wave-link-{}-{n}.sock", std::process::id()))
-}
-
 /// Runs the link test with `image`.
 pub fn run_link_test(opts: &LinkTestOptions, image: &Image) -> Result<LinkTestOutcome> {
-    let socket = socket_path();
-    let mut server = IvshmemServer::bind(ServerConfig {
-        socket: socket.clone(),
-        shm_size: opts.shm_size,
-        vectors: opts.vectors,
-        ring_entries: wave_abi::layout::DEFAULT_RING_ENTRIES,
-    })
-    .map_err(|e| Error::Qemu(format!("cannot start the host shim's ivshmem server: {e}")))?;
     let cfg = BootConfig {
         smp: opts.smp,
         gic: opts.gic,
         timeout: opts.timeout,
         append: vec!["wave.link=echo".into()],
         echo: opts.echo,
-        extra_args: server
-            .qemu_args()
-            .split_whitespace()
-            .map(str::to_string)
-            .collect(),
         ..BootConfig::default()
     };
-    let started = Instant::now();
-    let result = std::thread::scope(|scope| {
-        let qemu = scope.spawn(|| run_boot_with_image(&cfg, image));
-        // QEMU connects while it starts; serve it until it has its memory and doorbells.
-        while !server.peer_present() {
-            if qemu.is_finished() || started.elapsed() > Duration::from_secs(30) {
-                break;
-            }
-            let _ = server.service(Duration::from_millis(50));
-        }
-        let summary = if server.peer_present() {
-            let left = opts.timeout.saturating_sub(started.elapsed());
-            Some(link_test::run(
-                &mut server,
-                LinkTestConfig {
-                    messages: opts.messages,
-                    timeout: left,
-                    link_up_timeout: Duration::from_secs(30).min(left),
-                    malformed_every: opts.malformed_every,
-                    ..LinkTestConfig::default()
-                },
-            ))
-        } else {
-            None
-        };
-        // Keep servicing the socket until QEMU is gone (it may still ring doorbells).
-        while !qemu.is_finished() {
-            let _ = server.service(Duration::from_millis(20));
-        }
-        let boot = qemu
-            .join()
-            .map_err(|_| Error::Qemu("the QEMU thread panicked".into()))?;
-        Ok::<_, Error>((summary, boot?))
-    });
-    let _ = std::fs::remove_file(&socket);
-    let (summary, boot) = result?;
-    let summary = match summary {
-        Some(Ok(s)) => s,
-        Some(Err(e)) => return Err(Error::Qemu(format!("link test: {e}"))),
-        None => {
-            return Err(Error::Qemu(format!(
-                "QEMU never connected to the ivshmem socket {} (see its output above)",
-                socket.display()
-            )))
-        }
-    };
-    Ok(LinkTestOutcome { summary, boot })
+    let (summary, boot) = with_ipu(&cfg, image, opts.shm_size, opts.vectors, |server, left| {
+        link_test::run(
+            server,
+            LinkTestConfig {
+                messages: opts.messages,
+                timeout: left,
+                link_up_timeout: Duration::from_secs(30).min(left),
+                malformed_every: opts.malformed_every,
+                ..LinkTestConfig::default()
+            },
+        )
+    })?;
+    match summary {
+        Some(Ok(summary)) => Ok(LinkTestOutcome { summary, boot }),
+        Some(Err(e)) => Err(Error::Qemu(format!("link test: {e}"))),
+        None => Err(Error::Qemu("QEMU never connected".into())),
+    }
 }

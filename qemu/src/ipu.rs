@@ -1,0 +1,86 @@
+//! The emulated IPU attached to the host: the firmware in QEMU with an `ivshmem-doorbell`
+//! device, next to the host shim's ivshmem server in this process.
+//!
+//! The server must listen before QEMU starts (QEMU blocks until it gets the shared memory), and
+//! must keep being serviced while QEMU runs. [`with_ipu`] does that dance once for every
+//! command that needs the link (`link-test`, `demo`): it binds the server on a fresh socket,
+//! boots the firmware with the given boot arguments, waits until QEMU has connected, hands the
+//! server to the caller's host-side code, and services the socket until QEMU is gone.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use wave_host_shim::ivshmem::{IvshmemServer, ServerConfig};
+use wave_host_shim::Link;
+
+use crate::boot::{run_boot_with_image, BootConfig, BootOutcome};
+use crate::error::{Error, Result};
+use crate::image::Image;
+
+/// How long QEMU may take to connect to the server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn socket_path() -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("wave-ipu-{}-{n}.sock", std::process::id()))
+}
+
+/// Boots the firmware per `boot` (its `extra_args` get the ivshmem device) against a fresh
+/// ivshmem server with `shm_size` bytes and `vectors` doorbells per side, and runs `host` with
+/// the server once QEMU has connected. Returns `host`'s result (`None` if QEMU never
+/// connected) and how the firmware run ended.
+pub fn with_ipu<T>(
+    boot: &BootConfig,
+    image: &Image,
+    shm_size: usize,
+    vectors: u16,
+    host: impl FnOnce(&mut IvshmemServer, Duration) -> T,
+) -> Result<(Option<T>, BootOutcome)> {
+    let socket = socket_path();
+    let mut server = IvshmemServer::bind(ServerConfig {
+        socket: socket.clone(),
+        shm_size,
+        vectors,
+        ring_entries: wave_abi::layout::DEFAULT_RING_ENTRIES,
+    })
+    .map_err(|e| Error::Qemu(format!("cannot start the host shim's ivshmem server: {e}")))?;
+    let mut cfg = boot.clone();
+    cfg.extra_args
+        .extend(server.qemu_args().split_whitespace().map(str::to_string));
+    let started = Instant::now();
+    let result = std::thread::scope(|scope| {
+        let qemu = scope.spawn(|| run_boot_with_image(&cfg, image));
+        while !server.peer_present() {
+            if qemu.is_finished() || started.elapsed() > CONNECT_TIMEOUT {
+                break;
+            }
+            let _ = server.service(Duration::from_millis(50));
+        }
+        let out = if server.peer_present() {
+            let left = cfg.timeout.saturating_sub(started.elapsed());
+            Some(host(&mut server, left))
+        } else {
+            None
+        };
+        // Keep servicing the socket until QEMU is gone (it may still ring doorbells).
+        while !qemu.is_finished() {
+            let _ = server.service(Duration::from_millis(20));
+        }
+        let fw = qemu
+            .join()
+            .map_err(|_| Error::Qemu("the QEMU thread panicked".into()))?;
+        Ok::<_, Error>((out, fw?))
+    });
+    let _ = std::fs::remove_file(&socket);
+    let (out, fw) = result?;
+    if out.is_none() {
+        return Err(Error::Qemu(format!(
+            "QEMU never connected to the ivshmem socket {}:\n{}{}",
+            socket.display(),
+            fw.console,
+            fw.stderr
+        )));
+    }
+    Ok((out, fw))
+}
