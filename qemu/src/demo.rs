@@ -57,6 +57,9 @@ pub struct DemoRun {
     pub results: EngineResults,
     /// For `ipu`: how the firmware run ended.
     pub firmware: Option<BootOutcome>,
+    /// For `ipu`: host CPU seconds QEMU used emulating the IPU (on real hardware this is the
+    /// IPU's own cores, not the host's; on this machine it competes with the host CPUs).
+    pub emulator_cpu_s: Option<f64>,
 }
 
 impl DemoRun {
@@ -72,6 +75,13 @@ impl DemoRun {
     }
 }
 
+/// CPU seconds (user + system) of this process's reaped children.
+fn children_cpu_s() -> Option<f64> {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).ok()?;
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Some(secs(u.user_time()) + secs(u.system_time()))
+}
+
 /// Runs the engine with the agent on the IPU: the firmware in QEMU with `wave.link=sched`.
 pub fn run_ipu(opts: &DemoOptions, image: &Image) -> Result<DemoRun> {
     let cfg = &opts.engine;
@@ -84,13 +94,17 @@ pub fn run_ipu(opts: &DemoOptions, image: &Image) -> Result<DemoRun> {
         echo: opts.echo,
         ..BootConfig::default()
     };
+    let before = children_cpu_s();
     let (results, fw) = with_ipu(&boot, image, 1 << 20, vectors, |server, _left| {
         engine::run_ipu(server, cfg)
     })?;
+    // QEMU is this process's only child during the run, and has been reaped.
+    let emulator_cpu_s = children_cpu_s().map(|after| after - before.unwrap_or(0.0));
     match results {
         Some(Ok(r)) => Ok(DemoRun {
             results: r,
             firmware: Some(fw),
+            emulator_cpu_s,
         }),
         Some(Err(e)) => Err(Error::Qemu(format!(
             "ipu run failed: {e}\n--- firmware console ---\n{}",
@@ -122,6 +136,7 @@ pub fn run_demo(opts: &DemoOptions, image: Option<&Image>) -> Result<Vec<DemoRun
                 results: engine::run(m, &opts.engine)
                     .map_err(|e| Error::Qemu(format!("{} run failed: {e}", m.name())))?,
                 firmware: None,
+                emulator_cpu_s: None,
             },
         };
         runs.push(run);
@@ -206,6 +221,15 @@ pub fn table(runs: &[DemoRun]) -> String {
     row("invariant violations", &|r| {
         r.invariant_violations.to_string()
     });
+    rows.push((
+        "IPU emulation (QEMU CPU)".to_string(),
+        runs.iter()
+            .map(|r| {
+                r.emulator_cpu_s
+                    .map_or("-".to_string(), |s| format!("{s:.1} s"))
+            })
+            .collect(),
+    ));
     let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(6);
     let widths: Vec<usize> = (0..runs.len())
         .map(|i| {
@@ -253,7 +277,14 @@ pub fn json(opts: &DemoOptions, runs: &[DemoRun]) -> String {
         if i > 0 {
             o.push(',');
         }
-        o.push_str(&r.results.to_json());
+        let run = r.results.to_json();
+        match r.emulator_cpu_s {
+            // Splice the emulator's CPU time into the run's object.
+            Some(cpu) => {
+                let _ = write!(o, "{},\"emulator_cpu_s\":{cpu:.3}}}", &run[..run.len() - 1]);
+            }
+            None => o.push_str(&run),
+        }
     }
     o.push_str("]}");
     o
