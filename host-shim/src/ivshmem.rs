@@ -51,16 +51,20 @@ pub struct ServerConfig {
     pub vectors: u16,
     /// Entries per ring.
     pub ring_entries: u32,
+    /// The ABI major version the header announces. Anything but [`wave_abi::ABI_MAJOR`] is
+    /// for testing a peer's version check: the IPU must refuse the region and say why.
+    pub abi_major: u16,
 }
 
 impl ServerConfig {
-    /// Defaults: 1 MiB, 4 vectors, 512-entry rings.
+    /// Defaults: 1 MiB, 4 vectors, 512-entry rings, this build's ABI.
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         Self {
             socket: socket.into(),
             shm_size: 1 << 20,
             vectors: 4,
             ring_entries: DEFAULT_RING_ENTRIES,
+            abi_major: wave_abi::ABI_MAJOR,
         }
     }
 }
@@ -223,6 +227,19 @@ impl IvshmemServer {
         inner.generation += 1;
         if let Err(e) = self.layout.write(&region) {
             log(format_args!("cannot initialise the shared region: {e}"));
+        }
+        if self.cfg.abi_major != wave_abi::ABI_MAJOR {
+            // Header word 1: abi_major (bits 0..16), abi_minor, header_size (docs/abi.md §3).
+            if let Ok(w) = region.word(8) {
+                let v = u64::from_le(w.load(std::sync::atomic::Ordering::Relaxed));
+                let v = (v & !0xffff) | self.cfg.abi_major as u64;
+                w.store(v.to_le(), std::sync::atomic::Ordering::Release);
+            }
+            log(format_args!(
+                "announcing ABI major {} instead of {} (testing the peer's version check)",
+                self.cfg.abi_major,
+                wave_abi::ABI_MAJOR
+            ));
         }
         if let Ok(v) = StatusView::new(&region, self.layout.place(Kind::HostStatus).offset) {
             v.set_state(State::Booting, inner.epoch);

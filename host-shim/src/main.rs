@@ -35,6 +35,9 @@ struct ServerArgs {
     /// Entries per ring (power of two).
     #[arg(long, default_value_t = DEFAULT_RING_ENTRIES)]
     ring_entries: u32,
+    /// Announce this ABI major version instead of the real one, to see the IPU refuse it.
+    #[arg(long, default_value_t = wave_abi::ABI_MAJOR, hide_short_help = true)]
+    abi_major: u16,
 }
 
 #[derive(Subcommand)]
@@ -179,6 +182,7 @@ fn bind(a: &ServerArgs) -> Result<IvshmemServer, ExitCode> {
         shm_size: a.shm_size,
         vectors: a.vectors,
         ring_entries: a.ring_entries,
+        abi_major: a.abi_major,
     };
     match IvshmemServer::bind(cfg) {
         Ok(s) => {

@@ -15,7 +15,7 @@ use wave_host_shim::engine::{self, AgentMode, EngineConfig, EngineResults};
 use crate::boot::{BootConfig, BootOutcome, BootStatus};
 use crate::error::{Error, Result};
 use crate::image::Image;
-use crate::ipu::with_ipu;
+use crate::ipu::{with_ipu, LinkSettings};
 
 /// Settings of a demo run.
 #[derive(Debug, Clone)]
@@ -95,22 +95,25 @@ pub fn run_ipu(opts: &DemoOptions, image: &Image) -> Result<DemoRun> {
         ..BootConfig::default()
     };
     let before = children_cpu_s();
-    let (results, fw) = with_ipu(&boot, image, 1 << 20, vectors, |server, _left| {
+    let link = LinkSettings {
+        vectors,
+        ..LinkSettings::default()
+    };
+    let (results, fw) = with_ipu(&boot, image, link, |server, _left| {
         engine::run_ipu(server, cfg)
     })?;
     // QEMU is this process's only child during the run, and has been reaped.
     let emulator_cpu_s = children_cpu_s().map(|after| after - before.unwrap_or(0.0));
     match results {
-        Some(Ok(r)) => Ok(DemoRun {
+        Ok(r) => Ok(DemoRun {
             results: r,
             firmware: Some(fw),
             emulator_cpu_s,
         }),
-        Some(Err(e)) => Err(Error::Qemu(format!(
+        Err(e) => Err(Error::Qemu(format!(
             "ipu run failed: {e}\n--- firmware console ---\n{}",
             fw.console
         ))),
-        None => Err(Error::Qemu("QEMU never connected".into())),
     }
 }
 

@@ -8,6 +8,7 @@
 //! server to the caller's host-side code, and services the socket until QEMU is gone.
 
 use std::path::PathBuf;
+
 use std::time::{Duration, Instant};
 
 use wave_host_shim::ivshmem::{IvshmemServer, ServerConfig};
@@ -26,25 +27,62 @@ fn socket_path() -> PathBuf {
     std::env::temp_dir().join(format!("wave-ipu-{}-{n}.sock", std::process::id()))
 }
 
+/// The host end of the emulated link.
+#[derive(Clone, Copy, Debug)]
+pub struct LinkSettings {
+    /// Shared memory size (bytes, power of two).
+    pub shm_size: usize,
+    /// Doorbell vectors per side.
+    pub vectors: u16,
+    /// ABI major the host announces (only tests change it).
+    pub abi_major: u16,
+}
+
+impl Default for LinkSettings {
+    fn default() -> Self {
+        LinkSettings {
+            shm_size: 1 << 20,
+            vectors: 4,
+            abi_major: wave_abi::ABI_MAJOR,
+        }
+    }
+}
+
+/// Binds a fresh ivshmem server on a new socket.
+pub fn bind(link: LinkSettings) -> Result<IvshmemServer> {
+    IvshmemServer::bind(ServerConfig {
+        socket: socket_path(),
+        shm_size: link.shm_size,
+        vectors: link.vectors,
+        ring_entries: wave_abi::layout::DEFAULT_RING_ENTRIES,
+        abi_major: link.abi_major,
+    })
+    .map_err(|e| Error::Qemu(format!("cannot start the host shim's ivshmem server: {e}")))
+}
+
 /// Boots the firmware per `boot` (its `extra_args` get the ivshmem device) against a fresh
-/// ivshmem server with `shm_size` bytes and `vectors` doorbells per side, and runs `host` with
-/// the server once QEMU has connected. Returns `host`'s result (`None` if QEMU never
-/// connected) and how the firmware run ended.
+/// ivshmem server, and runs `host` with the server once QEMU has connected. Returns `host`'s
+/// result and how the firmware run ended.
 pub fn with_ipu<T>(
     boot: &BootConfig,
     image: &Image,
-    shm_size: usize,
-    vectors: u16,
+    link: LinkSettings,
     host: impl FnOnce(&mut IvshmemServer, Duration) -> T,
-) -> Result<(Option<T>, BootOutcome)> {
-    let socket = socket_path();
-    let mut server = IvshmemServer::bind(ServerConfig {
-        socket: socket.clone(),
-        shm_size,
-        vectors,
-        ring_entries: wave_abi::layout::DEFAULT_RING_ENTRIES,
-    })
-    .map_err(|e| Error::Qemu(format!("cannot start the host shim's ivshmem server: {e}")))?;
+) -> Result<(T, BootOutcome)> {
+    let mut server = bind(link)?;
+    let r = with_ipu_on(&mut server, boot, image, host);
+    let _ = std::fs::remove_file(&server.config().socket);
+    r
+}
+
+/// As [`with_ipu`], on a server that already runs (so several QEMU runs in turn can connect to
+/// the same host, as after an IPU restart).
+pub fn with_ipu_on<T>(
+    server: &mut IvshmemServer,
+    boot: &BootConfig,
+    image: &Image,
+    host: impl FnOnce(&mut IvshmemServer, Duration) -> T,
+) -> Result<(T, BootOutcome)> {
     let mut cfg = boot.clone();
     cfg.extra_args
         .extend(server.qemu_args().split_whitespace().map(str::to_string));
@@ -59,28 +97,29 @@ pub fn with_ipu<T>(
         }
         let out = if server.peer_present() {
             let left = cfg.timeout.saturating_sub(started.elapsed());
-            Some(host(&mut server, left))
+            Some(host(server, left))
         } else {
             None
         };
-        // Keep servicing the socket until QEMU is gone (it may still ring doorbells).
+        // Keep servicing the socket until QEMU is gone (it may still ring doorbells), and
+        // notice its disconnect.
         while !qemu.is_finished() {
             let _ = server.service(Duration::from_millis(20));
         }
+        let _ = server.service(Duration::from_millis(1));
         let fw = qemu
             .join()
             .map_err(|_| Error::Qemu("the QEMU thread panicked".into()))?;
         Ok::<_, Error>((out, fw?))
     });
-    let _ = std::fs::remove_file(&socket);
     let (out, fw) = result?;
-    if out.is_none() {
-        return Err(Error::Qemu(format!(
+    match out {
+        Some(out) => Ok((out, fw)),
+        None => Err(Error::Qemu(format!(
             "QEMU never connected to the ivshmem socket {}:\n{}{}",
-            socket.display(),
+            server.config().socket.display(),
             fw.console,
             fw.stderr
-        )));
+        ))),
     }
-    Ok((out, fw))
 }

@@ -15,7 +15,7 @@ use wave_host_shim::link_test::{self, LinkTestConfig, LinkTestSummary};
 use crate::boot::{BootConfig, BootOutcome, BootStatus};
 use crate::error::{Error, Result};
 use crate::image::Image;
-use crate::ipu::with_ipu;
+use crate::ipu::{with_ipu, LinkSettings};
 
 /// Settings of one link test.
 #[derive(Debug, Clone)]
@@ -104,7 +104,12 @@ pub fn run_link_test(opts: &LinkTestOptions, image: &Image) -> Result<LinkTestOu
         echo: opts.echo,
         ..BootConfig::default()
     };
-    let (summary, boot) = with_ipu(&cfg, image, opts.shm_size, opts.vectors, |server, left| {
+    let link = LinkSettings {
+        shm_size: opts.shm_size,
+        vectors: opts.vectors,
+        ..LinkSettings::default()
+    };
+    let (summary, boot) = with_ipu(&cfg, image, link, |server, left| {
         link_test::run(
             server,
             LinkTestConfig {
@@ -117,8 +122,10 @@ pub fn run_link_test(opts: &LinkTestOptions, image: &Image) -> Result<LinkTestOu
         )
     })?;
     match summary {
-        Some(Ok(summary)) => Ok(LinkTestOutcome { summary, boot }),
-        Some(Err(e)) => Err(Error::Qemu(format!("link test: {e}"))),
-        None => Err(Error::Qemu("QEMU never connected".into())),
+        Ok(summary) => Ok(LinkTestOutcome { summary, boot }),
+        Err(e) => Err(Error::Qemu(format!(
+            "link test: {e}\n--- firmware console ---\n{}",
+            boot.console
+        ))),
     }
 }

@@ -83,3 +83,92 @@ fn ipu_skips_malformed_requests_and_keeps_serving() {
     assert_eq!(o.summary.ipu_invalid, o.summary.injected, "{}", show(&o));
     assert_clean(&o, &opts);
 }
+
+fn echo_boot(smp: u32) -> wave_qemu::BootConfig {
+    wave_qemu::BootConfig {
+        smp,
+        timeout: Duration::from_secs(120),
+        append: vec!["wave.link=echo".into()],
+        ..Default::default()
+    }
+}
+
+fn link_cfg(messages: u64, left: Duration) -> wave_host_shim::link_test::LinkTestConfig {
+    wave_host_shim::link_test::LinkTestConfig {
+        messages,
+        timeout: left,
+        link_up_timeout: Duration::from_secs(30).min(left),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_new_ipu_connecting_to_the_same_host_gets_a_new_epoch() {
+    use wave_qemu::ipu::{bind, with_ipu_on, LinkSettings};
+    let image = wave_qemu::image().expect("firmware image");
+    let mut server = bind(LinkSettings::default()).expect("server");
+    let mut epochs = Vec::new();
+    for run in 0..2 {
+        let (summary, fw) = with_ipu_on(&mut server, &echo_boot(1), &image, |s, left| {
+            (
+                wave_host_shim::Link::epoch(s),
+                wave_host_shim::link_test::run(s, link_cfg(2_000, left)),
+            )
+        })
+        .unwrap_or_else(|e| panic!("run {run}: {e}"));
+        let (epoch, summary) = summary;
+        let summary = summary.unwrap_or_else(|e| panic!("run {run}: {e}\n{}", fw.console));
+        assert_eq!(
+            (summary.received, summary.lost, summary.corrupt),
+            (2_000, 0, 0),
+            "{summary}"
+        );
+        assert_eq!(fw.status, BootStatus::Exited(0), "{}", fw.console);
+        assert!(
+            fw.console.contains(&format!("host epoch {epoch})")),
+            "the IPU saw host epoch {epoch}\n{}",
+            fw.console
+        );
+        epochs.push(epoch);
+    }
+    assert_ne!(
+        epochs[0], epochs[1],
+        "a new QEMU connection starts a new host epoch"
+    );
+    assert_eq!(server.counters().disconnects, 2);
+}
+
+#[test]
+fn abi_version_mismatch_is_refused_clearly_on_both_sides() {
+    use wave_host_shim::link_test::LinkTestError;
+    use wave_qemu::ipu::{with_ipu, LinkSettings};
+    let image = wave_qemu::image().expect("firmware image");
+    let link = LinkSettings {
+        abi_major: wave_abi::ABI_MAJOR + 1,
+        ..LinkSettings::default()
+    };
+    let (result, fw) = with_ipu(&echo_boot(1), &image, link, |s, left| {
+        wave_host_shim::link_test::run(s, link_cfg(10, left))
+    })
+    .expect("QEMU ran");
+    // The IPU refuses the region, says why, and fails its run (boot error) instead of hanging.
+    assert_eq!(fw.status, BootStatus::Exited(1), "{}", fw.console);
+    assert!(
+        fw.console.contains("ABI version mismatch"),
+        "{}",
+        fw.console
+    );
+    // The host side refuses the mismatched region as well, with a message that says so.
+    match result {
+        Err(
+            e @ (LinkTestError::NeverUp(wave_abi::Down::VersionMismatch { .. })
+            | LinkTestError::Layout(wave_abi::LayoutError::Version { .. })),
+        ) => {
+            assert!(
+                e.to_string().contains("version mismatch") || e.to_string().contains("ABI"),
+                "{e}"
+            );
+        }
+        other => panic!("expected a version mismatch, got {other:?}\n{}", fw.console),
+    }
+}
