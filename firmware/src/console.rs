@@ -70,7 +70,7 @@ pub fn lock(emergency: bool) -> ConsoleGuard {
     // SAFETY: saving DAIF and masking interrupts affects only this core's interrupt state,
     // which the guard restores.
     unsafe {
-        core::arch::asm!("mrs {}, daif", "msr daifset, #0xf", out(reg) daif, options(nomem, nostack));
+        core::arch::asm!("mrs {}, daif", "msr daifset, #0xf", out(reg) daif, options(nostack));
     }
     let me = current_slot() + 1;
     if !LOCKING.load(Ordering::Acquire) || OWNER.load(Ordering::Relaxed) == me {
@@ -124,7 +124,7 @@ impl Drop for ConsoleGuard {
             LOCK.store(false, Ordering::Release);
         }
         // SAFETY: restores the interrupt mask saved in `lock`.
-        unsafe { core::arch::asm!("msr daif, {}", in(reg) self.daif, options(nomem, nostack)) };
+        unsafe { core::arch::asm!("msr daif, {}", in(reg) self.daif, options(nostack)) };
     }
 }
 

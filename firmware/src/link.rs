@@ -123,9 +123,18 @@ fn attach(region: &SharedRegion<'_>) -> Result<Layout, LinkFailure> {
 /// arrives just before: IRQs are masked around the check, and WFI wakes on a pending IRQ even
 /// while masked.
 fn sleep_us(us: u64) {
+    // IRQs masked from before the timer is armed until after WFI: an interrupt (timer or
+    // doorbell) that arrives in between stays pending and makes WFI return at once, instead of
+    // being handled before WFI and leaving it to sleep with nothing to wake it.
+    let daif: u64;
+    // SAFETY: saving DAIF and masking IRQs on this core; restored below. No `nomem`, so the
+    // compiler does not move the caller's shared-memory checks across the mask.
+    unsafe { core::arch::asm!("mrs {}, daif", "msr daifset, #2", out(reg) daif, options(nostack)) };
     time::arm_wakeup(us);
-    // SAFETY: WFI only waits; interrupts stay masked by the caller's state or are unmasked.
-    unsafe { core::arch::asm!("wfi", options(nomem, nostack, preserves_flags)) };
+    // SAFETY: WFI only waits; a pending (even masked) interrupt ends it.
+    unsafe { core::arch::asm!("wfi", options(nostack, preserves_flags)) };
+    // SAFETY: restores this core's interrupt mask; a pending IRQ is taken here if unmasked.
+    unsafe { core::arch::asm!("msr daif, {}", in(reg) daif, options(nostack)) };
 }
 
 /// A service the agent loop runs over the link: link test echo, or the scheduling agent.
@@ -177,12 +186,20 @@ pub const AGENT_THREADS: usize = 1024;
 impl<'a> Service<'a> for Sched<'a> {
     fn step(&mut self, ep: &mut Endpoint<'a>, now_ns: u64) -> (usize, u64) {
         let session = ep.session();
-        let stale = self.agent.as_ref().is_some_and(|a| a.session() != session);
+        // A new link session, or a new host configuration (its generation is the host epoch):
+        // the host's threads and transactions are not the ones this agent knows.
+        let host = ep.peer_epoch() as u64;
+        let stale = self
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.session() != session || a.generation() != host);
         if stale {
             self.agent = None;
         }
         if self.agent.is_none() {
             match SchedAgent::new(&self.region, &self.layout, session) {
+                // Still the previous host's configuration: wait for this host's.
+                Ok(a) if a.generation() != host => return (0, 0),
                 Ok(a) => {
                     println!(
                         "sched: session {session:#010x}: {} policy, {} host CPUs, {} threads",
@@ -202,7 +219,11 @@ impl<'a> Service<'a> for Sched<'a> {
                     }
                     // Drain (and count) events so the host is not blocked by a full ring.
                     let mut n = 0;
-                    while ep.rx(Channel::Sched).poll().is_some() {
+                    // Bounded: a host that keeps producing cannot keep this step busy.
+                    for _ in 0..wave_policy::agent::EVENTS_PER_STEP {
+                        if ep.rx(Channel::Sched).poll().is_none() {
+                            break;
+                        }
                         n += 1;
                         self.invalid += 1;
                     }
@@ -317,12 +338,12 @@ fn serve<'a>(dev: &Ivshmem, ep: &mut Endpoint<'a>, service: &mut dyn Service<'a>
         }
         ep.begin_sleep();
         // SAFETY: masking IRQs on this core only; unmasked again below.
-        unsafe { core::arch::asm!("msr daifset, #2", options(nomem, nostack)) };
+        unsafe { core::arch::asm!("msr daifset, #2", options(nostack)) };
         if !ep.has_work() && ep.poll_link().state == p.state {
             sleep_us(sleep);
         }
         // SAFETY: unmasking IRQs on this core; a pending doorbell or timer IRQ is taken here.
-        unsafe { core::arch::asm!("msr daifclr, #2", options(nomem, nostack)) };
+        unsafe { core::arch::asm!("msr daifclr, #2", options(nostack)) };
         ep.end_sleep();
         idle_since = time::ticks();
     }

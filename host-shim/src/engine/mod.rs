@@ -155,8 +155,10 @@ impl EngineConfig {
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), EngineError> {
         let bad = |s: &str| Err(EngineError::Config(s.into()));
-        if self.cpus == 0 || self.cpus > wave_abi::sched::MAX_CPUS {
-            return bad("cpus must be 1..=64");
+        // Each CPU sleeps on doorbell vector CPU_VECTOR_BASE + cpu, and doorbell masks are u32.
+        let max_cpus = wave_abi::sched::MAX_CPUS.min(32 - wave_abi::sched::CPU_VECTOR_BASE as u32);
+        if self.cpus == 0 || self.cpus > max_cpus {
+            return Err(EngineError::Config(format!("cpus must be 1..={max_cpus}")));
         }
         if self.handlers == 0 || self.handlers as usize > wave_policy::MAX_THREADS {
             return bad("handlers must be 1..=1024");

@@ -555,8 +555,13 @@ pub(super) fn run_shim<L: Link>(
                 return Err(e);
             }
         };
-        let slots = SlotReader::new(&region, &layout, cfg.cpus, session)
-            .map_err(|e| EngineError::Link(e.to_string()))?;
+        let slots = match SlotReader::new(&region, &layout, cfg.cpus, session) {
+            Ok(s) => s,
+            Err(e) => {
+                agent_stop.store(true, Release);
+                return Err(EngineError::Link(e.to_string()));
+            }
+        };
         let sh = Shared {
             cfg: cfg.clone(),
             clock,
@@ -702,9 +707,14 @@ fn run_session<'a, L: Link>(
         }
         sh.stop_gen.store(true, Release);
         if let Some(c) = churn {
-            let _ = c.join();
+            if c.join().is_err() {
+                sh.violation("the churn thread panicked".into());
+            }
         }
-        let offered = generator.join().unwrap_or(0);
+        let offered = generator.join().unwrap_or_else(|_| {
+            sh.violation("the load generator panicked".into());
+            0
+        });
         // Let the CPUs settle (a thread that finished its last request is blocking).
         let settle = Instant::now();
         while settle.elapsed() < Duration::from_millis(200) {
@@ -714,8 +724,10 @@ fn run_session<'a, L: Link>(
             std::thread::sleep(Duration::from_millis(1));
         }
         sh.stop_cpus.store(true, Release);
-        for h in cpu_handles {
-            let _ = h.join();
+        for (cpu, h) in cpu_handles.into_iter().enumerate() {
+            if h.join().is_err() {
+                sh.violation(format!("CPU {cpu}'s thread panicked"));
+            }
         }
         if timed_out {
             sh.violation(format!(
