@@ -60,7 +60,34 @@ pub struct BootConfig {
     pub echo: bool,
     /// Extra QEMU arguments (devices such as the ivshmem link), appended last.
     pub extra_args: Vec<String>,
+    /// Another thread can end the run early (QEMU is killed; the status is `TimedOut`).
+    pub cancel: Cancel,
 }
+
+/// A flag another thread raises to end a QEMU run early (for example when the host side of a
+/// link test gave up, so there is no point waiting for the guest's own timeout).
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancel {
+    /// Asks the run to end.
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether [`Self::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl PartialEq for Cancel {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Cancel {}
 
 impl Default for BootConfig {
     fn default() -> Self {
@@ -74,6 +101,7 @@ impl Default for BootConfig {
             append: Vec::new(),
             echo: true,
             extra_args: Vec::new(),
+            cancel: Cancel::default(),
         }
     }
 }
@@ -304,7 +332,7 @@ pub fn run_qemu(
             .map_err(|e| Error::Qemu(format!("waiting for QEMU failed: {e}")))?
         {
             Some(s) => break (status_of(s), start.elapsed()),
-            None if Instant::now() >= deadline => {
+            None if Instant::now() >= deadline || cfg.cancel.is_cancelled() => {
                 qemu.kill();
                 break (BootStatus::TimedOut, start.elapsed());
             }
@@ -351,7 +379,6 @@ mod tests {
         let cfg = BootConfig {
             timeout: Duration::from_millis(timeout_ms),
             echo: false,
-            extra_args: Vec::new(),
             ..Default::default()
         };
         run_qemu(
@@ -381,6 +408,34 @@ mod tests {
         let o = sh("echo started; exec sleep 30", 300);
         assert_eq!(o.status, BootStatus::TimedOut);
         assert_eq!(o.console, "started\n");
+        assert!(!Path::new(&format!("/proc/{}", o.qemu_pid)).exists());
+    }
+
+    #[test]
+    fn cancel_ends_the_run_early() {
+        let cfg = BootConfig {
+            timeout: Duration::from_secs(60),
+            echo: false,
+            ..Default::default()
+        };
+        let cancel = cfg.cancel.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            cancel.cancel();
+        });
+        let o = run_qemu(
+            &cfg,
+            Path::new("/bin/sh"),
+            &["-c".into(), "exec sleep 30".into()],
+            DefmtDecoder::without_table("test"),
+        )
+        .unwrap();
+        t.join().unwrap();
+        assert_eq!(o.status, BootStatus::TimedOut);
+        assert!(
+            o.wall < Duration::from_secs(30),
+            "cancelled, not waited out"
+        );
         assert!(!Path::new(&format!("/proc/{}", o.qemu_pid)).exists());
     }
 

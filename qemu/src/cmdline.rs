@@ -168,6 +168,7 @@ mod tests {
             append: vec!["foo=1 bar".into(), "baz".into()],
             echo: false,
             extra_args: Vec::new(),
+            cancel: Default::default(),
         };
         let args = qemu_args(&cfg, Path::new("img.bin")).unwrap();
         assert_eq!(arg_after(&args, "-machine"), "virt,gic-version=2");

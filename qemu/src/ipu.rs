@@ -20,6 +20,8 @@ use crate::image::Image;
 
 /// How long QEMU may take to connect to the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the guest may take to end its run after the host side finished.
+const GUEST_GRACE: Duration = Duration::from_secs(15);
 
 fn socket_path() -> PathBuf {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -102,8 +104,13 @@ pub fn with_ipu_on<T>(
             None
         };
         // Keep servicing the socket until QEMU is gone (it may still ring doorbells), and
-        // notice its disconnect.
+        // notice its disconnect. The host side is done: a guest that has not ended its run
+        // within the grace period will not (the host stopped its end, or gave up), so end it.
+        let host_done = Instant::now();
         while !qemu.is_finished() {
+            if host_done.elapsed() > GUEST_GRACE {
+                cfg.cancel.cancel();
+            }
             let _ = server.service(Duration::from_millis(20));
         }
         let _ = server.service(Duration::from_millis(1));

@@ -27,6 +27,7 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
         append: args.append,
         echo: true,
         extra_args: Vec::new(),
+        cancel: Default::default(),
     };
     wave_qemu::cmdline::validate(&cfg)?;
     // QEMU first: if it is missing, say so before spending time on a build.
