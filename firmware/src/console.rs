@@ -145,6 +145,9 @@ struct DefmtLogger;
 struct DefmtState {
     encoder: defmt::Encoder,
     guard: Option<ConsoleGuard>,
+    /// Frames started on this core while one was already open (a log call from an exception
+    /// taken in the middle of a frame): they are dropped whole, so the open frame survives.
+    nested: u32,
 }
 
 struct DefmtCell(UnsafeCell<DefmtState>);
@@ -155,6 +158,7 @@ unsafe impl Sync for DefmtCell {}
 static DEFMT: DefmtCell = DefmtCell(UnsafeCell::new(DefmtState {
     encoder: defmt::Encoder::new(),
     guard: None,
+    nested: 0,
 }));
 
 // SAFETY: acquire takes the console lock (masking interrupts), so frames from different
@@ -162,9 +166,13 @@ static DEFMT: DefmtCell = DefmtCell(UnsafeCell::new(DefmtState {
 unsafe impl defmt::Logger for DefmtLogger {
     fn acquire() {
         let mut guard = lock(false);
-        guard.write_raw(&[0x01]);
-        // SAFETY: we hold the console lock (see the Sync impl).
+        // SAFETY: we hold the console lock (see the Sync impl), or are the core that holds it.
         let state = unsafe { &mut *DEFMT.0.get() };
+        if state.guard.is_some() {
+            state.nested += 1;
+            return;
+        }
+        guard.write_raw(&[0x01]);
         // The encoder's very first frame starts with a 0x00 resynchronisation byte; our framing
         // already starts every frame with 0x01, so drop it.
         state.encoder.start_frame(|b| {
@@ -180,6 +188,10 @@ unsafe impl defmt::Logger for DefmtLogger {
     unsafe fn release() {
         // SAFETY: called after `acquire` on this core, which holds the lock.
         let state = unsafe { &mut *DEFMT.0.get() };
+        if state.nested > 0 {
+            state.nested -= 1;
+            return;
+        }
         if let Some(mut guard) = state.guard.take() {
             state.encoder.end_frame(|b| guard.write_raw(b));
         }
@@ -188,6 +200,9 @@ unsafe impl defmt::Logger for DefmtLogger {
     unsafe fn write(bytes: &[u8]) {
         // SAFETY: called between `acquire` and `release` on this core.
         let state = unsafe { &mut *DEFMT.0.get() };
+        if state.nested > 0 {
+            return;
+        }
         if let Some(guard) = state.guard.as_mut() {
             state.encoder.write(bytes, |b| guard.write_raw(b));
         }
