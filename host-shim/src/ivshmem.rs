@@ -104,14 +104,7 @@ pub struct IvshmemDoorbells {
 
 impl Doorbells for IvshmemDoorbells {
     fn notify(&self, vector: u16) -> Result<(), LinkError> {
-        let fd = self
-            .ipu_vec
-            .get(vector as usize)
-            .ok_or(LinkError::BadVector(vector))?;
-        match fd.write(1) {
-            Ok(_) | Err(nix::Error::EAGAIN) => Ok(()),
-            Err(e) => Err(errno(e)),
-        }
+        crate::link::signal_eventfd(&self.ipu_vec, vector)
     }
 
     fn wait(&self, mask: u32, timeout: Duration) -> Result<u32, LinkError> {
@@ -389,16 +382,7 @@ impl Link for IvshmemServer {
     fn notify(&self, vector: u16) -> Result<(), LinkError> {
         let mut inner = self.inner.borrow_mut();
         let client = inner.client.as_ref().ok_or(LinkError::NoPeer)?;
-        let fd = client
-            .ipu_vec
-            .get(vector as usize)
-            .ok_or(LinkError::BadVector(vector))?;
-        match fd.write(1) {
-            Ok(_) => {}
-            // The counter is saturated: the guest has a wake-up pending anyway.
-            Err(nix::Error::EAGAIN) => {}
-            Err(e) => return Err(errno(e)),
-        }
+        crate::link::signal_eventfd(&client.ipu_vec, vector)?;
         inner.counters.doorbells_out += 1;
         Ok(())
     }

@@ -80,6 +80,22 @@ pub trait Doorbells: Send + Sync {
     fn wait(&self, mask: u32, timeout: Duration) -> Result<u32, LinkError>;
 }
 
+/// Shared implementation of every `notify` over eventfds: adds 1 to the eventfd of `vector`. A
+/// saturated counter (EAGAIN) means the peer has a wake-up pending anyway, so it is success.
+#[cfg(feature = "std")]
+pub(crate) fn signal_eventfd(
+    fds: &[nix::sys::eventfd::EventFd],
+    vector: u16,
+) -> Result<(), LinkError> {
+    let fd = fds
+        .get(vector as usize)
+        .ok_or(LinkError::BadVector(vector))?;
+    match fd.write(1) {
+        Ok(_) | Err(nix::Error::EAGAIN) => Ok(()),
+        Err(e) => Err(LinkError::Os(e as i32)),
+    }
+}
+
 /// Shared implementation of [`Doorbells::wait`] over non-blocking eventfds: `ppoll` with a
 /// nanosecond timeout on the fds of `mask`, then a non-blocking read of each that fired.
 #[cfg(feature = "std")]

@@ -94,14 +94,7 @@ impl Link for LocalLink {
     }
 
     fn notify(&self, vector: u16) -> Result<(), LinkError> {
-        let fd = self
-            .peer
-            .get(vector as usize)
-            .ok_or(LinkError::BadVector(vector))?;
-        match fd.write(1) {
-            Ok(_) | Err(nix::Error::EAGAIN) => Ok(()),
-            Err(e) => Err(LinkError::Os(e as i32)),
-        }
+        crate::link::signal_eventfd(&self.peer, vector)
     }
 
     fn wait(&self, mask: u32, timeout: Duration) -> Result<Wake, LinkError> {
@@ -151,14 +144,7 @@ pub struct LocalDoorbells {
 
 impl Doorbells for LocalDoorbells {
     fn notify(&self, vector: u16) -> Result<(), LinkError> {
-        let fd = self
-            .peer
-            .get(vector as usize)
-            .ok_or(LinkError::BadVector(vector))?;
-        match fd.write(1) {
-            Ok(_) | Err(nix::Error::EAGAIN) => Ok(()),
-            Err(e) => Err(LinkError::Os(e as i32)),
-        }
+        crate::link::signal_eventfd(&self.peer, vector)
     }
 
     fn wait(&self, mask: u32, timeout: Duration) -> Result<u32, LinkError> {
