@@ -811,6 +811,15 @@ impl<'p> Sim<'p> {
         }
     }
 
+    /// A thread's state change to runnable: bumps its sequence number, as the host does.
+    fn make_runnable(&mut self, tid: usize) -> Seq {
+        let th = &mut self.threads[tid];
+        th.seq = th.seq.next();
+        th.st = HState::Runnable;
+        th.runnable_since = self.now;
+        th.seq
+    }
+
     /// The cpu's current thread stopped: claim the slot or sleep.
     fn cpu_next(&mut self, c: usize) {
         self.cpus[c].running = None;
@@ -914,11 +923,7 @@ impl<'p> Sim<'p> {
             Some((pt, pseq, decided)) if pt == tid && pseq == self.threads[tid].seq => {
                 self.report.host.preempts_honoured += 1;
                 self.preempt_lat.push(self.now - decided);
-                let th = &mut self.threads[tid];
-                th.seq = th.seq.next();
-                th.st = HState::Runnable;
-                th.runnable_since = self.now;
-                let seq = th.seq;
+                let seq = self.make_runnable(tid);
                 self.post(Event::Preempted {
                     tid: Tid(tid as u32),
                     seq,
@@ -975,10 +980,7 @@ impl<'p> Sim<'p> {
                     self.report.generated += 1;
                     let th = &mut self.threads[tid];
                     th.work_left = self.rng.range(s.burst_ns.0, s.burst_ns.1).max(1);
-                    th.seq = th.seq.next();
-                    th.st = HState::Runnable;
-                    th.runnable_since = self.now;
-                    let seq = th.seq;
+                    let seq = self.make_runnable(tid);
                     self.post(Event::Yield {
                         tid: Tid(tid as u32),
                         seq,
@@ -1030,10 +1032,7 @@ impl<'p> Sim<'p> {
             let th = &mut self.threads[tid];
             th.req = Some(req);
             th.work_left = classes[class].service_ns.max(1);
-            th.seq = th.seq.next();
-            th.st = HState::Runnable;
-            th.runnable_since = self.now;
-            let seq = th.seq;
+            let seq = self.make_runnable(tid);
             self.post(Event::Wakeup {
                 tid: Tid(tid as u32),
                 seq,
@@ -1063,10 +1062,7 @@ impl<'p> Sim<'p> {
         let burst = self.rng.range(s.burst_ns.0, s.burst_ns.1).max(1);
         let th = &mut self.threads[tid];
         th.work_left = burst;
-        th.seq = th.seq.next();
-        th.st = HState::Runnable;
-        th.runnable_since = self.now;
-        let seq = th.seq;
+        let seq = self.make_runnable(tid);
         self.post(Event::Wakeup {
             tid: Tid(tid as u32),
             seq,

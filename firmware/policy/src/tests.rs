@@ -23,6 +23,19 @@ fn ev(p: &mut dyn Policy, e: Event, now: u64) {
     p.check_invariants().unwrap();
 }
 
+/// The host reports that `cpu` committed transaction `txn` and now runs `tid`.
+fn commit(p: &mut dyn Policy, txn: u64, tid: u32, cpu: u32, now: u64) {
+    ev(
+        p,
+        Event::TxnCommitted {
+            txn: TxnId(txn),
+            tid: Tid(tid),
+            cpu: CpuId(cpu),
+        },
+        now,
+    );
+}
+
 fn new_thread(p: &mut dyn Policy, tid: u32) {
     ev(
         p,
@@ -79,24 +92,8 @@ fn fifo_prestages_in_order_with_wake_and_runs_next_locally() {
     let d = poll(&mut p, 10);
     // Both cpus are asleep at start: the first two threads go there with a doorbell.
     assert_eq!(prestages(&d), vec![(0, 0, 1, 1, true), (1, 1, 2, 1, true)]);
-    ev(
-        &mut p,
-        Event::TxnCommitted {
-            txn: TxnId(1),
-            tid: Tid(0),
-            cpu: CpuId(0),
-        },
-        20,
-    );
-    ev(
-        &mut p,
-        Event::TxnCommitted {
-            txn: TxnId(2),
-            tid: Tid(1),
-            cpu: CpuId(1),
-        },
-        20,
-    );
+    commit(&mut p, 1, 0, 0, 20);
+    commit(&mut p, 2, 1, 1, 20);
     // Slots are empty again: prestage the next threads behind the running ones, no doorbell.
     let d = poll(&mut p, 30);
     let ps = prestages(&d);
@@ -130,15 +127,7 @@ fn invalid_events_are_counted_and_ignored() {
         0,
     );
     ev(&mut p, Event::CpuIdle { cpu: CpuId(7) }, 0);
-    ev(
-        &mut p,
-        Event::TxnCommitted {
-            txn: TxnId(99),
-            tid: Tid(0),
-            cpu: CpuId(0),
-        },
-        0,
-    );
+    commit(&mut p, 99, 0, 0, 0);
     new_thread(&mut p, 3);
     new_thread(&mut p, 3);
     ev(
@@ -262,15 +251,7 @@ fn commit_after_abort_runs_the_thread() {
     new_thread(&mut p, 0);
     new_thread(&mut p, 1);
     poll(&mut p, 0);
-    ev(
-        &mut p,
-        Event::TxnCommitted {
-            txn: TxnId(1),
-            tid: Tid(0),
-            cpu: CpuId(0),
-        },
-        1,
-    );
+    commit(&mut p, 1, 0, 0, 1);
     new_thread(&mut p, 2);
     let d = poll(&mut p, 2);
     assert_eq!(prestages(&d), vec![(0, 2, 3, 1, false)]);
@@ -278,15 +259,7 @@ fn commit_after_abort_runs_the_thread() {
     // doorbell follows the slot write, so no extra Wake.
     ev(&mut p, Event::CpuIdle { cpu: CpuId(1) }, 3);
     assert!(poll(&mut p, 4).is_empty());
-    ev(
-        &mut p,
-        Event::TxnCommitted {
-            txn: TxnId(2),
-            tid: Tid(1),
-            cpu: CpuId(1),
-        },
-        5,
-    );
+    commit(&mut p, 2, 1, 1, 5);
     ev(
         &mut p,
         Event::Blocked {
@@ -316,15 +289,7 @@ fn commit_after_abort_runs_the_thread() {
         },
         50_001,
     );
-    ev(
-        &mut p,
-        Event::TxnCommitted {
-            txn: TxnId(3),
-            tid: Tid(2),
-            cpu: CpuId(0),
-        },
-        50_002,
-    );
+    commit(&mut p, 3, 2, 0, 50_002);
     assert_eq!(p.stats().abort_lost, 1);
     assert_eq!(p.stats().steals, 1);
     assert!(poll(&mut p, 50_003).is_empty());
@@ -336,15 +301,7 @@ fn shinjuku_preempts_after_slice_only_with_a_waiter() {
     let mut p = Shin4::new(1).unwrap();
     new_thread(&mut p, 0);
     poll(&mut p, 0);
-    ev(
-        &mut p,
-        Event::TxnCommitted {
-            txn: TxnId(1),
-            tid: Tid(0),
-            cpu: CpuId(0),
-        },
-        0,
-    );
+    commit(&mut p, 1, 0, 0, 0);
     assert!(poll(&mut p, 100_000).is_empty(), "no waiter, no preemption");
     assert_eq!(p.next_deadline(100_000), None);
     new_thread(&mut p, 1);
@@ -376,15 +333,7 @@ fn shinjuku_preempts_after_slice_only_with_a_waiter() {
         },
         100_500,
     );
-    ev(
-        &mut p,
-        Event::TxnCommitted {
-            txn: TxnId(2),
-            tid: Tid(1),
-            cpu: CpuId(0),
-        },
-        100_500,
-    );
+    commit(&mut p, 2, 1, 0, 100_500);
     // Thread 0 is back in the queue and prestaged behind thread 1; slice deadline is set.
     assert_eq!(prestages(&poll(&mut p, 100_501)), vec![(0, 0, 3, 2, false)]);
     assert_eq!(p.next_deadline(100_501), Some(130_500));
@@ -405,15 +354,7 @@ fn affinity_change_evicts_a_running_thread() {
     let mut p = Fifo4::new(2).unwrap();
     new_thread(&mut p, 0);
     poll(&mut p, 0);
-    ev(
-        &mut p,
-        Event::TxnCommitted {
-            txn: TxnId(1),
-            tid: Tid(0),
-            cpu: CpuId(0),
-        },
-        0,
-    );
+    commit(&mut p, 1, 0, 0, 0);
     ev(
         &mut p,
         Event::Affinity {
