@@ -35,6 +35,7 @@ pub fn elf_path(root: &Path) -> PathBuf {
 /// Builds the firmware (cargo's caching makes an up-to-date build cheap) and returns the ELF path.
 /// `quiet` passes `--quiet` (compiler errors are still shown) and skips the heading.
 pub fn build(root: &Path, quiet: bool) -> Result<PathBuf> {
+    crate::toolchain::ensure_firmware_target(root)?;
     let command = format!("cargo {}", build_args().join(" "));
     if !quiet {
         eprintln!("wave: building the firmware: {command}");

@@ -92,15 +92,49 @@ fn run_apt(args: &[&str]) -> Result<()> {
     }
 }
 
+/// The packages an `apt-get` command would remove, from a simulated run (`-s`): its `Remv NAME
+/// [VERSION]` lines. Empty if the simulation cannot run.
+fn apt_would_remove(args: &[&str]) -> Vec<String> {
+    let out = Command::new("apt-get")
+        .arg("-s")
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output();
+    match out {
+        Ok(out) => removals(&String::from_utf8_lossy(&out.stdout)),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Parses the `Remv NAME …` lines of `apt-get -s` output.
+pub fn removals(simulation: &str) -> Vec<String> {
+    simulation
+        .lines()
+        .filter_map(|l| l.strip_prefix("Remv "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
 fn install_with_apt() -> Result<PathBuf> {
     eprintln!("wave: {QEMU} is not on PATH; installing Debian's qemu-system-arm (running as root)");
     run_apt(&["update"])?;
-    run_apt(&[
+    let install = [
         "install",
         "-y",
         "--no-install-recommends",
         "qemu-system-arm",
-    ])?;
+    ];
+    let removed = apt_would_remove(&install[..]);
+    if !removed.is_empty() {
+        eprintln!(
+            "wave: note: installing qemu-system-arm makes apt remove {} package(s): {} \
+             (apt resolves a version conflict that way; reinstall them afterwards if you need them)",
+            removed.len(),
+            removed.join(", ")
+        );
+    }
+    run_apt(&install)?;
     which(QEMU).ok_or_else(|| {
         Error::Qemu(format!(
             "installed qemu-system-arm but {QEMU} is still not on PATH ({}); {INSTALL_HINT}",
@@ -189,6 +223,16 @@ mod tests {
         assert_eq!(parse_version("nonsense"), None);
         assert!(parse_version("QEMU emulator version 6.2.0").unwrap() < TESTED_VERSION);
         assert!(parse_version("QEMU emulator version 10.0.0").unwrap() > TESTED_VERSION);
+    }
+
+    #[test]
+    fn reads_removals_from_an_apt_simulation() {
+        let sim = "NOTE: This is only a simulation!\n\
+                   Remv qemu-utils [1:10.0.2+ds-2]\n\
+                   Inst qemu-system-arm (1:7.2+dfsg-7 Debian:12)\n\
+                   Conf qemu-system-arm (1:7.2+dfsg-7 Debian:12)\n";
+        assert_eq!(removals(sim), vec!["qemu-utils".to_string()]);
+        assert!(removals("Inst a (1)\nConf a (1)\n").is_empty());
     }
 
     #[test]
