@@ -107,7 +107,8 @@ unsafe fn block<T>(
     r: Region,
     what: &'static str,
 ) -> Result<UniqueMmioPointer<'static, T>, GicError> {
-    let ok = (r.size as usize) >= size_of::<T>() && r.base as usize % align_of::<T>() == 0;
+    let ok =
+        (r.size as usize) >= size_of::<T>() && (r.base as usize).is_multiple_of(align_of::<T>());
     let ptr = NonNull::new(r.base as *mut T).filter(|_| ok);
     // SAFETY: size and alignment checked; the rest is the caller's contract.
     ptr.map(|p| unsafe { UniqueMmioPointer::new(p) })
@@ -128,7 +129,7 @@ impl Redistributors {
     /// As for [`block`], for the whole region.
     unsafe fn new(r: Region) -> Result<Self, GicError> {
         let base = NonNull::new(r.base as *mut GicrSgi)
-            .filter(|_| r.base % 65536 == 0)
+            .filter(|_| r.base.is_multiple_of(65536))
             .ok_or(GicError::Setup("the redistributor region is misaligned"))?;
         Ok(Redistributors {
             base,
@@ -138,7 +139,8 @@ impl Redistributors {
 
     /// The frames at byte `offset`, if a whole frame pair fits there.
     fn frame(&mut self, offset: usize) -> Option<UniqueMmioPointer<'_, GicrSgi>> {
-        let fits = offset % 65536 == 0 && offset.checked_add(size_of::<GicrSgi>())? <= self.len;
+        let fits =
+            offset.is_multiple_of(65536) && offset.checked_add(size_of::<GicrSgi>())? <= self.len;
         // SAFETY: `new`'s contract; the frames are inside the region (checked) and aligned,
         // and the pointer borrows `self` mutably, so it is the only one while it lives.
         fits.then(|| unsafe { UniqueMmioPointer::new(self.base.byte_add(offset)) })
@@ -182,6 +184,7 @@ struct V2 {
     spis: u32,
 }
 
+#[allow(clippy::large_enum_variant, reason = "one instance, in a static")]
 enum Controller {
     V3(V3),
     V2(V2),
@@ -337,13 +340,15 @@ impl V3 {
         };
         let mut sgi = field!(frame, sgi);
         let bit = 1 << intid;
-        field!(sgi, igroupr)
-            .get(0)
-            .map(|mut r| r.modify(|g| g | bit)); // group 1
+        if let Some(mut r) = field!(sgi, igroupr).get(0) {
+            r.modify(|g| g | bit); // group 1
+        }
         if let Some(mut r) = field!(sgi, ipriorityr).get(intid as usize / 4) {
             r.modify(|p| set_byte(p, intid, PRIORITY));
         }
-        field!(sgi, isenabler).get(0).map(|mut r| r.write(bit));
+        if let Some(mut r) = field!(sgi, isenabler).get(0) {
+            r.write(bit);
+        }
     }
 }
 

@@ -402,7 +402,7 @@ impl Ecam<'static> {
         let functions = if base == 0 || bus_end < bus_start {
             0
         } else {
-            (bus_end - bus_start) as usize + 1 << 8
+            ((bus_end - bus_start) as usize + 1) << 8
         };
         let slice = core::ptr::slice_from_raw_parts_mut(base as *mut FunctionConfig, functions);
         let ptr =
@@ -790,7 +790,6 @@ mod tests {
         let (found, _) = enumerate_bus(&ecam, 0);
         assert_eq!(found.len(), 1);
         assert_eq!((found[0].vendor, found[0].device), (0x1af4, 0x1110));
-        drop(ecam);
         let written: std::vec::Vec<_> = functions
             .iter()
             .flat_map(|f| f.dwords.iter().map(|d| d.0))
@@ -837,7 +836,6 @@ mod tests {
             Some((0x1_0809_0040, 8194)),
             "masking keeps the message"
         );
-        drop(table);
         assert_eq!(
             (
                 entries[2].address_lo.0,

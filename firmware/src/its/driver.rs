@@ -55,7 +55,7 @@ impl Its {
     /// `region` must be the ITS's register frames from the device tree, mapped as device
     /// memory for the rest of the run, and nothing else may access them.
     pub unsafe fn new(region: Region) -> Result<Its, &'static str> {
-        if (region.size as usize) < size_of::<GitsRegs>() || region.base % 65536 != 0 {
+        if (region.size as usize) < size_of::<GitsRegs>() || !region.base.is_multiple_of(65536) {
             return Err("the device tree's ITS region is too small or misaligned");
         }
         let ptr = NonNull::new(region.base as *mut GitsRegs).ok_or("the ITS is at address 0")?;
