@@ -45,12 +45,16 @@ fn conduit(m: PsciMethod) -> Conduit {
 }
 
 /// Reads the DTB header at `dtb` and returns the whole blob, or why it is not one.
-fn dtb_blob(dtb: usize) -> Result<&'static [u8], &'static str> {
+///
+/// # Safety
+/// `dtb` must be the boot protocol's `x0` (0, or the address of the DTB in RAM, which stays
+/// untouched for the rest of the run), read with the MMU off.
+unsafe fn dtb_blob(dtb: usize) -> Result<&'static [u8], &'static str> {
     if dtb == 0 || !dtb.is_multiple_of(8) {
         return Err("x0 holds no device-tree address (boot with QEMU -kernel, U-Boot booti, or pass the DTB in x0)");
     }
-    // SAFETY: the boot protocol says x0 points at the DTB in RAM; its first 8 bytes are the
-    // magic and total size. With the MMU off all of RAM is accessible.
+    // SAFETY: the caller's contract: x0 points at the DTB in RAM, whose first 8 bytes are the
+    // magic and total size, and with the MMU off all of RAM is accessible.
     let header = unsafe { core::slice::from_raw_parts(dtb as *const u8, 8) };
     if header[..4] != [0xd0, 0x0d, 0xfe, 0xed] {
         return Err("no device tree at the address in x0 (bad magic)");
@@ -67,7 +71,8 @@ fn dtb_blob(dtb: usize) -> Result<&'static [u8], &'static str> {
 #[unsafe(no_mangle)]
 extern "C" fn wave_primary_main(dtb: usize) -> ! {
     let t0 = time::ticks();
-    let blob = match dtb_blob(dtb) {
+    // SAFETY: `dtb` is `x0` as the boot protocol passed it; the MMU is still off.
+    let blob = match unsafe { dtb_blob(dtb) } {
         Ok(b) => b,
         Err(e) => early_failure(e),
     };

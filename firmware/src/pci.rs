@@ -1,10 +1,13 @@
-//! PCI enumeration over a configuration-space accessor.
+//! PCI enumeration over a configuration-space accessor, and the typed register blocks of PCI
+//! configuration space and MSI-X tables.
 //!
 //! [`enumerate_bus`] walks one bus (with multi-function devices) through the narrow
-//! [`ConfigSpace`] trait; the firmware implements it over ECAM ([`Ecam`]), host tests over a
-//! fake. Under `-kernel` no firmware has assigned BARs, so [`assign_bars`] sizes them and
-//! places them in the host bridge's windows ([`BarAllocator`]); [`find_capability`] and
-//! [`MsixInfo`] locate a function's MSI-X table.
+//! [`ConfigSpace`] trait; the firmware implements it over ECAM ([`Ecam`]: the window as typed
+//! [`FunctionConfig`] blocks, made by an unsafe constructor), host tests over fakes or over
+//! ordinary memory ([`Ecam::over_memory`]). Under `-kernel` no firmware has assigned BARs, so
+//! [`assign_bars`] sizes them and places them in the host bridge's windows ([`BarAllocator`]);
+//! [`find_capability`] and [`MsixInfo`] locate a function's MSI-X table, which a driver then
+//! owns as an [`MsixTable`].
 
 use core::ptr::NonNull;
 use heapless::Vec;
