@@ -2,18 +2,28 @@
 //! as interrupts on a chosen core, which only has to wake up and poll.
 //!
 //! - GICv3: distributor with affinity routing, every core's redistributor (woken, LPIs on,
-//!   one shared LPI configuration table, a pending table per core), and the ITS: each MSI-X
-//!   vector is an ITS event of the device (DeviceID = requester ID) mapped to LPI 8192+v on
-//!   the collection of the target core. `GICR_PROPBASER.IDbits` stays at 13: QEMU rescans the
-//!   whole pending table on every LPI acknowledge (../shared/reference/msi-on-qemu-virt.md).
+//!   one shared LPI configuration table, a pending table per core), and the ITS (`its`): each
+//!   MSI-X vector is an ITS event of the device (DeviceID = requester ID) mapped to LPI 8192+v
+//!   on the collection of the target core. `GICR_PROPBASER.IDbits` stays at 13: QEMU rescans
+//!   the whole pending table on every LPI acknowledge (../shared/reference/msi-on-qemu-virt.md).
 //! - GICv2 with a v2m frame: each vector is an SPI (`MSI_TYPER` base + v) targeted at the core.
 //!
-//! Register access is by offset from the DT-given bases (mapped Device-nGnRE by `memory`).
-//! Tables the GIC reads live in this module's statics.
+//! The register blocks are typed (`arm-gic`'s distributor, redistributor and CPU interface
+//! blocks; this crate's ITS and v2m blocks) and owned by the one driver state behind a lock;
+//! [`init`] is the only place that turns the device tree's addresses into pointers. Routing is
+//! done once per vector and core, from any core. Tables the GIC reads live in statics.
 
 use crate::board::{Gic as GicInfo, Region};
+use crate::its::{self, Its};
+use crate::lock::{self, IrqLock};
+use arm_gic::gicv2::registers::{Gicc, Gicd as GicdV2, GicdCtlr as GicdCtlrV2};
+use arm_gic::gicv3::registers::{Gicd as GicdV3, GicdCtlr, GicrCtlr, GicrSgi, Waker};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::ptr::NonNull;
+use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
+use safe_mmio::fields::{ReadPure, WriteOnly};
+use safe_mmio::{field, field_shared, UniqueMmioPointer};
 use wave_boot::layout::MAX_CORES;
 
 /// First LPI interrupt ID.
@@ -22,8 +32,10 @@ const LPI_BASE: u32 = 8192;
 const LPI_ID_BITS: u64 = 13;
 /// Most MSI vectors this driver routes.
 pub const MAX_VECTORS: usize = 64;
+/// Priority of every interrupt this driver enables.
+const PRIORITY: u32 = 0xa0;
 
-/// Why the controller could not be set up.
+/// Why the controller could not be set up, or a vector not routed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GicError {
     /// No MSI controller (GICv3 without ITS, or GICv2 without v2m).
@@ -34,6 +46,12 @@ pub enum GicError {
     Its(&'static str),
     /// More vectors than [`MAX_VECTORS`] or than the v2m frame has.
     TooManyVectors,
+    /// A device-tree region cannot hold its registers, or [`init`] ran twice.
+    Setup(&'static str),
+    /// Routing was asked for before [`init`] succeeded.
+    NotReady,
+    /// No core is in this stack slot.
+    UnknownSlot(usize),
 }
 
 impl core::fmt::Display for GicError {
@@ -46,347 +64,480 @@ impl core::fmt::Display for GicError {
             GicError::NoRedistributor(m) => write!(f, "no GICv3 redistributor for mpidr {m:#x}"),
             GicError::Its(why) => write!(f, "ITS setup failed: {why}"),
             GicError::TooManyVectors => write!(f, "more MSI vectors than the GIC driver routes"),
+            GicError::Setup(why) => write!(f, "GIC setup failed: {why}"),
+            GicError::NotReady => write!(f, "the GIC is not set up (see the boot log)"),
+            GicError::UnknownSlot(s) => write!(f, "no core in slot {s} to route interrupts to"),
         }
     }
-}
-
-fn rd32(addr: u64) -> u32 {
-    // SAFETY: `addr` is a GIC register inside a region the DT describes and `memory` mapped
-    // as device memory; GIC registers are 4-byte aligned.
-    unsafe { core::ptr::read_volatile(addr as *const u32) }
-}
-fn wr32(addr: u64, v: u32) {
-    // SAFETY: as for `rd32`.
-    unsafe { core::ptr::write_volatile(addr as *mut u32, v) }
-}
-fn rd64(addr: u64) -> u64 {
-    // SAFETY: as for `rd32`; the 64-bit registers used here are 8-byte aligned.
-    unsafe { core::ptr::read_volatile(addr as *const u64) }
-}
-fn wr64(addr: u64, v: u64) {
-    // SAFETY: as for `rd64`.
-    unsafe { core::ptr::write_volatile(addr as *mut u64, v) }
-}
-
-fn spin_until(mut done: impl FnMut() -> bool) -> bool {
-    let deadline = crate::time::deadline_after_micros(100_000);
-    while !done() {
-        if crate::time::ticks() > deadline {
-            return false;
-        }
-        core::hint::spin_loop();
-    }
-    true
 }
 
 #[repr(C, align(65536))]
 struct LpiTables {
     /// One pending table per core (64 KiB aligned as GICR_PENDBASER requires).
     pending: [[u8; 65536]; MAX_CORES],
-}
-#[repr(C, align(65536))]
-struct ItsTables {
     /// LPI configuration: one byte per LPI (priority | enable).
     config: [u8; 8192],
-    _pad: [u8; 8192],
-    device: [u8; 4096],
-    collection: [u8; 4096],
-    commands: [u8; 4096],
-    /// Interrupt translation table of the one device (256-byte aligned).
-    itt: [u8; 4096],
 }
 
-struct Tables(UnsafeCell<ItsTables>, UnsafeCell<LpiTables>);
-// SAFETY: written only by the boot core during setup (before interrupts are unmasked);
-// afterwards read by the GIC.
-unsafe impl Sync for Tables {}
-static TABLES: Tables = Tables(
-    // SAFETY: plain bytes; all-zero is the valid initial state of every table.
-    UnsafeCell::new(unsafe { core::mem::zeroed() }),
-    // SAFETY: as above.
-    UnsafeCell::new(unsafe { core::mem::zeroed() }),
-);
+struct LpiCell(UnsafeCell<LpiTables>);
+// SAFETY: the configuration bytes are written only by the holder of `GIC`; the pending tables
+// only by the GIC.
+unsafe impl Sync for LpiCell {}
+// SAFETY: plain bytes; all-zero is the valid initial state of every table.
+static LPI: LpiCell = LpiCell(UnsafeCell::new(unsafe { core::mem::zeroed() }));
 
+/// The v2m MSI frame (Arm "GICv2m" specification); only what this driver uses.
+#[repr(C)]
+struct V2mRegs {
+    _reserved0: [u32; 2],
+    /// MSI_TYPER: first SPI (bits 25:16) and number of SPIs (bits 9:0).
+    typer: ReadPure<u32>,
+    _reserved1: [u32; 13],
+    /// MSI_SETSPI_NS: devices write the SPI number here; the CPU never does.
+    setspi_ns: WriteOnly<u32>,
+}
+const _: () = assert!(core::mem::offset_of!(V2mRegs, setspi_ns) == 0x40);
+
+/// Turns a device-tree region into the register block it holds, checking size and alignment.
+///
+/// # Safety
+/// `r` must hold a `T` register block, mapped as device memory for the rest of the run, and
+/// nothing else may access it while the pointer lives.
+unsafe fn block<T>(
+    r: Region,
+    what: &'static str,
+) -> Result<UniqueMmioPointer<'static, T>, GicError> {
+    let ok =
+        (r.size as usize) >= size_of::<T>() && (r.base as usize).is_multiple_of(align_of::<T>());
+    let ptr = NonNull::new(r.base as *mut T).filter(|_| ok);
+    // SAFETY: size and alignment checked; the rest is the caller's contract.
+    ptr.map(|p| unsafe { UniqueMmioPointer::new(p) })
+        .ok_or(GicError::Setup(what))
+}
+
+/// The GICv3 redistributor region: one frame pair (RD_base, SGI_base) per core.
+struct Redistributors {
+    base: NonNull<GicrSgi>,
+    len: usize,
+}
+
+// SAFETY: the region is device memory owned by this value (see `new`); any core may access it.
+unsafe impl Send for Redistributors {}
+
+impl Redistributors {
+    /// # Safety
+    /// As for [`block`], for the whole region.
+    unsafe fn new(r: Region) -> Result<Self, GicError> {
+        let base = NonNull::new(r.base as *mut GicrSgi)
+            .filter(|_| r.base.is_multiple_of(65536))
+            .ok_or(GicError::Setup("the redistributor region is misaligned"))?;
+        Ok(Redistributors {
+            base,
+            len: r.size as usize,
+        })
+    }
+
+    /// The frames at byte `offset`, if a whole frame pair fits there.
+    fn frame(&mut self, offset: usize) -> Option<UniqueMmioPointer<'_, GicrSgi>> {
+        let fits =
+            offset.is_multiple_of(65536) && offset.checked_add(size_of::<GicrSgi>())? <= self.len;
+        // SAFETY: `new`'s contract; the frames are inside the region (checked) and aligned,
+        // and the pointer borrows `self` mutably, so it is the only one while it lives.
+        fits.then(|| unsafe { UniqueMmioPointer::new(self.base.byte_add(offset)) })
+    }
+
+    /// Offset of the frames whose affinity is `mpidr`'s.
+    fn find(&mut self, mpidr: u64) -> Result<usize, GicError> {
+        let mut offset = 0;
+        loop {
+            let mut f = self.frame(offset).ok_or(GicError::NoRedistributor(mpidr))?;
+            let typer = field_shared!(*field!(f, gicr), typer).read();
+            if typer.core_mpidr() == mpidr & 0xff_00ff_ffff {
+                return Ok(offset);
+            }
+            if typer.last_redistributor() {
+                return Err(GicError::NoRedistributor(mpidr));
+            }
+            offset += if typer.virtual_lpis_supported() {
+                0x40000
+            } else {
+                0x20000
+            };
+        }
+    }
+}
+
+struct V3 {
+    /// Owned so that nothing else reaches it; set up in `new`, not touched afterwards.
+    _gicd: UniqueMmioPointer<'static, GicdV3>,
+    gicr: Redistributors,
+    /// Frame offset and processor number (the ITS's RDbase) of each slot's redistributor.
+    slots: [Option<(usize, u16)>; MAX_CORES],
+    its: Its,
+}
+
+struct V2 {
+    gicd: UniqueMmioPointer<'static, GicdV2>,
+    /// MSI_SETSPI_NS of the v2m frame.
+    msi_address: u64,
+    base_spi: u32,
+    spis: u32,
+}
+
+#[allow(clippy::large_enum_variant, reason = "one instance, in a static")]
+enum Controller {
+    V3(V3),
+    V2(V2),
+}
+
+struct State {
+    controller: Controller,
+    /// The slot each vector is routed to.
+    routed: [Option<usize>; MAX_VECTORS],
+}
+
+static GIC: IrqLock<Option<State>> = IrqLock::new(None);
+static STARTED: AtomicBool = AtomicBool::new(false);
+/// What the interrupt handler needs without the lock.
 static VERSION: AtomicU8 = AtomicU8::new(0);
-static GICD: AtomicU64 = AtomicU64::new(0);
-static GICC: AtomicU64 = AtomicU64::new(0);
-static ITS: AtomicU64 = AtomicU64::new(0);
-static V2M: AtomicU64 = AtomicU64::new(0);
 static V2M_BASE_SPI: AtomicU32 = AtomicU32::new(0);
-static V2M_SPIS: AtomicU32 = AtomicU32::new(0);
-static ITS_CWRITER: AtomicU64 = AtomicU64::new(0);
-/// Redistributor RD_base of each slot, and its processor number.
-static GICR_OF_SLOT: [AtomicU64; MAX_CORES] = [const { AtomicU64::new(0) }; MAX_CORES];
-static PROC_OF_SLOT: [AtomicU64; MAX_CORES] = [const { AtomicU64::new(0) }; MAX_CORES];
-static READY: AtomicBool = AtomicBool::new(false);
-static MAPPED_COLLECTIONS: AtomicU64 = AtomicU64::new(0);
-static MAPPED_DEVICE: AtomicU32 = AtomicU32::new(0);
+static GICC: AtomicPtr<Gicc> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Interrupts taken per MSI vector.
 pub static MSI_COUNT: [AtomicU64; MAX_VECTORS] = [const { AtomicU64::new(0) }; MAX_VECTORS];
 /// Interrupts whose ID was not an MSI this driver routed.
 pub static SPURIOUS: AtomicUsize = AtomicUsize::new(0);
+/// Timer interrupts taken.
+pub static TIMER_COUNT: AtomicU64 = AtomicU64::new(0);
 
-/// Sets up the distributor, every core's redistributor (GICv3) and the MSI controller.
-/// Boot core only, MMU on, before any core unmasks interrupts.
-pub fn init(info: &GicInfo, cpus: &[(usize, u64)]) -> Result<(), GicError> {
+/// Sets up the distributor, every core's redistributor (GICv3) and the MSI controller for the
+/// cores `cpus` (stack slot, MPIDR). Boot core, MMU on, before any core unmasks interrupts.
+///
+/// # Safety
+/// The regions in `info` must be this board's GIC (from the device tree), mapped as device
+/// memory for the rest of the run, and nothing but this module may access them.
+pub unsafe fn init(info: &GicInfo, cpus: &[(usize, u64)]) -> Result<(), GicError> {
+    if STARTED.swap(true, Ordering::AcqRel) {
+        return Err(GicError::Setup("the GIC is already set up"));
+    }
+    let controller = if info.version == 3 {
+        // SAFETY: the caller's contract.
+        Controller::V3(unsafe { V3::new(info, cpus)? })
+    } else {
+        // SAFETY: the caller's contract.
+        Controller::V2(unsafe { V2::new(info)? })
+    };
     VERSION.store(info.version, Ordering::Relaxed);
-    GICD.store(info.distributor.base, Ordering::Relaxed);
-    if info.version == 3 {
+    *GIC.lock() = Some(State {
+        controller,
+        routed: [None; MAX_VECTORS],
+    });
+    Ok(())
+}
+
+impl V3 {
+    /// # Safety
+    /// As for [`init`].
+    unsafe fn new(info: &GicInfo, cpus: &[(usize, u64)]) -> Result<V3, GicError> {
         let its = info.its.ok_or(GicError::NoMsiController)?;
         let gicr = info.redistributors.ok_or(GicError::NoMsiController)?;
-        // GICD_CTLR: ARE | EnableGrp1 (QEMU's GIC has DS=1: one security state).
-        wr32(info.distributor.base, (1 << 4) | (1 << 1));
-        spin_until(|| rd32(info.distributor.base) & (1 << 31) == 0);
+        // SAFETY: the caller's contract, for the distributor.
+        let mut gicd = unsafe { block::<GicdV3>(info.distributor, "distributor region")? };
+        // ARE | EnableGrp1 (QEMU's GIC has DS=1: one security state, bits 4 and 1).
+        field!(gicd, ctlr).write(GicdCtlr::ARE_S | GicdCtlr::EnableGrp1NS);
+        its::spin_until(|| !field_shared!(*gicd, ctlr).read().contains(GicdCtlr::RWP));
+        let mut v3 = V3 {
+            _gicd: gicd,
+            // SAFETY: the caller's contract, for the redistributors.
+            gicr: unsafe { Redistributors::new(gicr)? },
+            slots: [None; MAX_CORES],
+            // SAFETY: the caller's contract, for the ITS.
+            its: unsafe { Its::new(its) }.map_err(GicError::Its)?,
+        };
         for &(slot, mpidr) in cpus {
-            init_redistributor(gicr, slot, mpidr)?;
+            v3.init_redistributor(slot, mpidr)?;
         }
-        init_its(its.base)?;
-    } else {
-        let v2m = info.v2m.ok_or(GicError::NoMsiController)?;
-        let typer = rd32(v2m.base + 0x8);
-        V2M.store(v2m.base, Ordering::Relaxed);
-        V2M_BASE_SPI.store((typer >> 16) & 0x3ff, Ordering::Relaxed);
-        V2M_SPIS.store(typer & 0x3ff, Ordering::Relaxed);
-        GICC.store(info.cpu_interface.map_or(0, |r| r.base), Ordering::Relaxed);
-        wr32(info.distributor.base, 1); // GICD_CTLR: enable
+        Ok(v3)
     }
-    READY.store(true, Ordering::Release);
-    Ok(())
-}
 
-fn init_redistributor(gicr: Region, slot: usize, mpidr: u64) -> Result<(), GicError> {
-    let aff = ((mpidr >> 8) & 0xff00_0000) | (mpidr & 0xff_ffff);
-    let mut frame = gicr.base;
-    let rd = loop {
-        if frame >= gicr.end() {
-            return Err(GicError::NoRedistributor(mpidr));
-        }
-        let typer = rd64(frame + 0x8);
-        if typer >> 32 == aff {
-            break frame;
-        }
-        if typer & (1 << 4) != 0 {
-            return Err(GicError::NoRedistributor(mpidr)); // Last
-        }
-        frame += if typer & (1 << 1) != 0 {
-            0x40000
+    fn init_redistributor(&mut self, slot: usize, mpidr: u64) -> Result<(), GicError> {
+        let slot_ref = self
+            .slots
+            .get_mut(slot)
+            .ok_or(GicError::UnknownSlot(slot))?;
+        let offset = self.gicr.find(mpidr)?;
+        let mut frame = self
+            .gicr
+            .frame(offset)
+            .ok_or(GicError::NoRedistributor(mpidr))?;
+        let mut rd = field!(frame, gicr);
+        let proc = field_shared!(*rd, typer).read().processor_number();
+        *slot_ref = Some((offset, proc));
+        field!(rd, waker).modify(|w| w - Waker::PROCESSOR_SLEEP);
+        its::spin_until(|| {
+            !field_shared!(*rd, waker)
+                .read()
+                .contains(Waker::CHILDREN_ASLEEP)
+        });
+        let t = LPI.0.get();
+        // SAFETY: addresses of the static's fields only; nothing is dereferenced.
+        let (config, pending) = unsafe {
+            (
+                &raw mut (*t).config as u64,
+                &raw mut (*t).pending[slot] as u64,
+            )
+        };
+        field!(rd, propbaser).write(config | LPI_ID_BITS);
+        field!(rd, pendbaser).write(pending | (1 << 62)); // PTZ
+        field!(rd, ctlr).modify(|c| c | GicrCtlr::EnableLPIs);
+        Ok(())
+    }
+
+    /// Maps event `vector` of `device` to LPI 8192+`vector` on `slot`'s collection, or moves
+    /// it there if it was routed to `from`.
+    fn route(
+        &mut self,
+        device: u32,
+        vector: u32,
+        slot: usize,
+        from: Option<usize>,
+    ) -> Result<(u64, u32), GicError> {
+        let (_, rdbase) = self
+            .slots
+            .get(slot)
+            .copied()
+            .flatten()
+            .ok_or(GicError::UnknownSlot(slot))?;
+        let (rdbase, icid) = (rdbase as u64, slot as u16);
+        let e = GicError::Its;
+        self.its.map_collection(icid, rdbase).map_err(e)?;
+        self.its.map_device(device, 6).map_err(e)?;
+        if from.is_some() {
+            self.its
+                .command(its::movi(device, vector, icid))
+                .map_err(e)?;
         } else {
-            0x20000
-        };
-    };
-    GICR_OF_SLOT[slot].store(rd, Ordering::Relaxed);
-    PROC_OF_SLOT[slot].store((rd64(rd + 0x8) >> 8) & 0xffff, Ordering::Relaxed);
-    // GICR_WAKER: clear ProcessorSleep, wait for ChildrenAsleep to clear.
-    wr32(rd + 0x14, rd32(rd + 0x14) & !(1 << 1));
-    spin_until(|| rd32(rd + 0x14) & (1 << 2) == 0);
-    let t = TABLES.0.get();
-    let p = TABLES.1.get();
-    // SAFETY: taking field addresses of the statics; nothing is dereferenced.
-    let (config, pending) = unsafe {
-        (
-            &raw mut (*t).config as u64,
-            &raw mut (*p).pending[slot] as u64,
-        )
-    };
-    wr64(rd + 0x70, config | LPI_ID_BITS); // PROPBASER
-    wr64(rd + 0x78, pending | (1 << 62)); // PENDBASER, PTZ
-    wr32(rd, rd32(rd) | 1); // GICR_CTLR.EnableLPIs
-    Ok(())
-}
+            // SAFETY: the byte is inside the configuration table (vector < MAX_VECTORS), which
+            // only the holder of `GIC` writes.
+            unsafe {
+                (&raw mut (*LPI.0.get()).config[vector as usize]).write_volatile(PRIORITY as u8 | 1)
+            };
+            self.its
+                .command(its::mapti(device, vector, LPI_BASE + vector, icid))
+                .map_err(e)?;
+            self.its.command(its::inv(device, vector)).map_err(e)?;
+        }
+        self.its.command(its::sync(rdbase)).map_err(e)?;
+        Ok((self.its.doorbell_address(), vector))
+    }
 
-fn init_its(its: u64) -> Result<(), GicError> {
-    ITS.store(its, Ordering::Relaxed);
-    let t = TABLES.0.get();
-    // SAFETY: taking field addresses of the static; nothing is dereferenced.
-    let (device, collection, commands) = unsafe {
-        (
-            &raw mut (*t).device as u64,
-            &raw mut (*t).collection as u64,
-            &raw mut (*t).commands as u64,
-        )
-    };
-    for n in 0..8u64 {
-        let reg = its + 0x100 + 8 * n;
-        let baser = rd64(reg);
-        let pa = match (baser >> 56) & 7 {
-            1 => device,
-            4 => collection,
-            _ => continue,
+    fn enable_ppi(&mut self, slot: usize, intid: u32) {
+        let Some((offset, _)) = self.slots.get(slot).copied().flatten() else {
+            return;
         };
-        // Valid, flat, 4 KiB pages, one page.
-        wr64(
-            reg,
-            (1 << 63) | (baser & (0x1f << 48)) | (baser & (7 << 56)) | pa,
-        );
-        if rd64(reg) & (1 << 63) == 0 {
-            return Err(GicError::Its("GITS_BASER not accepted"));
+        let Some(mut frame) = self.gicr.frame(offset) else {
+            return;
+        };
+        let mut sgi = field!(frame, sgi);
+        let bit = 1 << intid;
+        if let Some(mut r) = field!(sgi, igroupr).get(0) {
+            r.modify(|g| g | bit); // group 1
+        }
+        if let Some(mut r) = field!(sgi, ipriorityr).get(intid as usize / 4) {
+            r.modify(|p| set_byte(p, intid, PRIORITY));
+        }
+        if let Some(mut r) = field!(sgi, isenabler).get(0) {
+            r.write(bit);
         }
     }
-    wr64(its + 0x80, (1 << 63) | commands); // CBASER: valid, one page
-    wr64(its + 0x88, 0); // CWRITER
-    ITS_CWRITER.store(0, Ordering::Relaxed);
-    wr32(its, rd32(its) | 1); // GITS_CTLR.Enabled
-    Ok(())
 }
 
-fn its_command(cmd: crate::its::Command) -> Result<(), GicError> {
-    let its = ITS.load(Ordering::Relaxed);
-    let t = TABLES.0.get();
-    let w = ITS_CWRITER.load(Ordering::Relaxed);
-    // SAFETY: the queue is this module's static, written only by the boot core during setup;
-    // `w` stays inside the 4 KiB page (wrapped below).
-    unsafe {
-        let slot = (&raw mut (*t).commands as *mut u64).add(w as usize / 8);
-        for (i, dw) in cmd.iter().enumerate() {
-            slot.add(i).write_volatile(*dw);
+/// `word` with byte `intid % 4` replaced by `value`.
+fn set_byte(word: u32, intid: u32, value: u32) -> u32 {
+    let shift = (intid % 4) * 8;
+    (word & !(0xff << shift)) | (value << shift)
+}
+
+impl V2 {
+    /// # Safety
+    /// As for [`init`].
+    unsafe fn new(info: &GicInfo) -> Result<V2, GicError> {
+        let v2m = info.v2m.ok_or(GicError::NoMsiController)?;
+        let cpu = info
+            .cpu_interface
+            .ok_or(GicError::Setup("no GICv2 CPU interface"))?;
+        // SAFETY: the caller's contract, for the v2m frame.
+        let mut frame = unsafe { block::<V2mRegs>(v2m, "v2m region")? };
+        // SAFETY: the caller's contract, for the distributor.
+        let mut gicd = unsafe { block::<GicdV2>(info.distributor, "distributor region")? };
+        // SAFETY: the caller's contract, for the CPU interface; checked, then kept as a raw
+        // pointer: its registers are banked per core (see `with_gicc`).
+        let mut gicc = unsafe { block::<Gicc>(cpu, "CPU interface region")? };
+        let typer = field_shared!(*frame, typer).read();
+        let v2 = V2 {
+            msi_address: field!(frame, setspi_ns).ptr_mut() as u64,
+            base_spi: (typer >> 16) & 0x3ff,
+            spis: typer & 0x3ff,
+            gicd: {
+                field!(gicd, ctlr).write(GicdCtlrV2::EnableGrp0);
+                gicd
+            },
+        };
+        V2M_BASE_SPI.store(v2.base_spi, Ordering::Relaxed);
+        GICC.store(gicc.ptr_mut(), Ordering::Release);
+        Ok(v2)
+    }
+
+    /// Targets SPI `base_spi + vector` at `slot`'s core (edge-triggered, enabled).
+    fn route(&mut self, vector: u32, slot: usize) -> Result<(u64, u32), GicError> {
+        if vector >= self.spis {
+            return Err(GicError::TooManyVectors);
+        }
+        let cpu = crate::cpus::cpu_of_slot(slot).ok_or(GicError::UnknownSlot(slot))? as u32;
+        let spi = self.base_spi + vector;
+        let (word, bit) = (spi as usize / 4, spi % 32);
+        if let Some(mut r) = field!(self.gicd, ipriorityr).get(word) {
+            r.modify(|p| set_byte(p, spi, PRIORITY));
+        }
+        if let Some(mut r) = field!(self.gicd, itargetsr).get(word) {
+            // SAFETY: GICD_ITARGETSR<n> for SPIs is read-write without read side effects
+            // (arm-gic declares the array without an access wrapper).
+            unsafe {
+                let targets = r.read_unsafe();
+                r.write_unsafe(set_byte(targets, spi, 1 << (cpu & 7)));
+            }
+        }
+        if let Some(mut r) = field!(self.gicd, icfgr).get(spi as usize / 16) {
+            r.modify(|c| c | 2 << ((spi % 16) * 2)); // edge
+        }
+        if let Some(mut r) = field!(self.gicd, isenabler).get(spi as usize / 32) {
+            r.write(1 << bit);
+        }
+        Ok((self.msi_address, spi))
+    }
+
+    /// Enables PPI `intid` (its registers are banked: this core's copy).
+    fn enable_ppi(&mut self, intid: u32) {
+        if let Some(mut r) = field!(self.gicd, ipriorityr).get(intid as usize / 4) {
+            r.modify(|p| set_byte(p, intid, PRIORITY));
+        }
+        if let Some(mut r) = field!(self.gicd, isenabler).get(0) {
+            r.write(1 << intid);
         }
     }
-    // SAFETY: a barrier has no memory-safety requirements.
-    unsafe { core::arch::asm!("dsb sy", options(nostack, preserves_flags)) };
-    let next = (w + 32) % 4096;
-    ITS_CWRITER.store(next, Ordering::Relaxed);
-    wr64(its + 0x88, next);
-    if !spin_until(|| rd64(its + 0x90) & !0x1f == next) {
-        return Err(GicError::Its("command queue stalled"));
-    }
-    if rd64(its + 0x90) & 1 != 0 {
-        return Err(GicError::Its(
-            "a command was rejected (GITS_CREADR.Stalled)",
-        ));
-    }
-    Ok(())
 }
 
-/// Routes MSI `vector` of PCI device `device_id` (its requester ID) to the core in `slot`.
-/// Returns the MSI-X message (address, data) to program into the device's table.
+/// Routes MSI `vector` of PCI device `device_id` (its requester ID) to the core in `slot`,
+/// from any core. Returns the MSI-X message (address, data) to program into the device's
+/// table. Routing a vector again to the same core issues nothing; to another core moves it.
 pub fn route_msi(device_id: u32, vector: u32, slot: usize) -> Result<(u64, u32), GicError> {
     if vector as usize >= MAX_VECTORS {
         return Err(GicError::TooManyVectors);
     }
-    if VERSION.load(Ordering::Relaxed) == 3 {
-        let its = ITS.load(Ordering::Relaxed);
-        let rdbase = PROC_OF_SLOT[slot].load(Ordering::Relaxed);
-        let t = TABLES.0.get();
-        let intid = LPI_BASE + vector;
-        // SAFETY: boot core only, before interrupts are unmasked; the byte is in the table.
-        unsafe {
-            (&raw mut (*t).config as *mut u8)
-                .add(vector as usize)
-                .write_volatile(0xa0 | 1)
-        };
-        // SAFETY: address of the static's field only.
-        let itt = unsafe { &raw mut (*t).itt as u64 };
-        if MAPPED_COLLECTIONS.fetch_or(1 << slot, Ordering::Relaxed) & (1 << slot) == 0 {
-            its_command(crate::its::mapc(slot as u16, rdbase))?;
-        }
-        // One device (the link) owns the one ITT.
-        match MAPPED_DEVICE.load(Ordering::Relaxed) {
-            0 => {
-                its_command(crate::its::mapd(device_id, 6, itt))?;
-                MAPPED_DEVICE.store(device_id + 1, Ordering::Relaxed);
-            }
-            d if d == device_id + 1 => {}
-            _ => return Err(GicError::Its("only one MSI device is supported")),
-        }
-        its_command(crate::its::mapti(device_id, vector, intid, slot as u16))?;
-        its_command(crate::its::inv(device_id, vector))?;
-        its_command(crate::its::sync(rdbase))?;
-        Ok((its + 0x1_0040, vector))
-    } else {
-        if vector >= V2M_SPIS.load(Ordering::Relaxed) {
-            return Err(GicError::TooManyVectors);
-        }
-        let spi = V2M_BASE_SPI.load(Ordering::Relaxed) + vector;
-        let d = GICD.load(Ordering::Relaxed);
-        let cpu = crate::cpus::cpu_of_slot(slot).unwrap_or(0) as u32;
-        let byte = |base: u64, v: u32| {
-            let reg = base + (spi as u64 & !3);
-            let shift = (spi % 4) * 8;
-            wr32(reg, (rd32(reg) & !(0xff << shift)) | (v << shift));
-        };
-        byte(d + 0x400, 0xa0); // GICD_IPRIORITYR
-        byte(d + 0x800, 1 << (cpu & 7)); // GICD_ITARGETSR
-        let cfg = d + 0xc00 + (spi as u64 / 16) * 4; // GICD_ICFGR: edge
-        wr32(cfg, rd32(cfg) | (2 << ((spi % 16) * 2)));
-        wr32(d + 0x100 + (spi as u64 / 32) * 4, 1 << (spi % 32)); // GICD_ISENABLER
-        Ok((V2M.load(Ordering::Relaxed) + 0x40, spi))
-    }
+    let mut guard = GIC.lock();
+    let state = guard.as_mut().ok_or(GicError::NotReady)?;
+    let from = state.routed[vector as usize];
+    let message = match &mut state.controller {
+        Controller::V3(v3) if from == Some(slot) => (v3.its.doorbell_address(), vector),
+        Controller::V3(v3) => v3.route(device_id, vector, slot, from)?,
+        Controller::V2(v2) => v2.route(vector, slot)?,
+    };
+    state.routed[vector as usize] = Some(slot);
+    Ok(message)
+}
+
+/// Runs `f` on this core's GICv2 CPU interface, IRQs masked. Its registers are banked: every
+/// core reaches its own copy at the same address.
+fn with_gicc<R>(f: impl FnOnce(&mut UniqueMmioPointer<'_, Gicc>) -> R) -> Option<R> {
+    let ptr = NonNull::new(GICC.load(Ordering::Acquire))?;
+    lock::without_irqs(|| {
+        // SAFETY: `init`'s contract makes the CPU interface this module's device memory. Its
+        // registers are banked per core, so this core's accesses alias no other core's, and
+        // with IRQs masked no other use on this core (`enable_cpu`, `handle_irq`) overlaps
+        // this pointer's life.
+        let mut gicc = unsafe { UniqueMmioPointer::new(ptr) };
+        Some(f(&mut gicc))
+    })
 }
 
 /// Turns on this core's CPU interface and unmasks IRQs. Call on each core after [`init`].
 pub fn enable_cpu() {
-    if !READY.load(Ordering::Acquire) {
-        return;
-    }
-    if VERSION.load(Ordering::Relaxed) == 3 {
-        // SAFETY: ICC_* system register writes configure only this core's CPU interface.
-        unsafe {
-            core::arch::asm!(
-                "mrs {t}, S3_0_C12_C12_5", // ICC_SRE_EL1
-                "orr {t}, {t}, #1",
-                "msr S3_0_C12_C12_5, {t}",
-                "isb",
-                "mov {t}, #0xff",
-                "msr S3_0_C4_C6_0, {t}", // ICC_PMR_EL1
-                "msr S3_0_C12_C12_3, xzr", // ICC_BPR1_EL1
-                "mov {t}, #1",
-                "msr S3_0_C12_C12_7, {t}", // ICC_IGRPEN1_EL1
-                "isb",
-                t = out(reg) _,
-                options(nostack),
-            );
+    match VERSION.load(Ordering::Relaxed) {
+        3 => enable_cpu_v3(),
+        2 => {
+            with_gicc(|c| {
+                field!(*c, pmr).write(0xff);
+                field!(*c, ctlr).write(1);
+            });
         }
-    } else {
-        let c = GICC.load(Ordering::Relaxed);
-        wr32(c + 0x4, 0xff); // GICC_PMR
-        wr32(c, 1); // GICC_CTLR
+        _ => return, // not set up
     }
     // SAFETY: unmasking IRQs on this core; the vector table and handler are installed.
     unsafe { core::arch::asm!("msr daifclr, #2", options(nostack)) };
 }
 
-/// Enables the virtual timer's PPI for the calling core (used as a bounded-sleep wake-up).
-/// Call on the core itself, after [`init`].
-pub fn enable_timer(slot: usize) {
-    let intid = crate::time::VIRTUAL_TIMER_INTID;
-    if VERSION.load(Ordering::Relaxed) == 3 {
-        let sgi = GICR_OF_SLOT[slot].load(Ordering::Relaxed) + 0x1_0000;
-        if sgi == 0x1_0000 {
-            return;
-        }
-        wr32(sgi + 0x80, rd32(sgi + 0x80) | 1 << intid); // GICR_IGROUPR0: group 1
-        let prio = sgi + 0x400 + (intid as u64 & !3); // GICR_IPRIORITYR
-        let shift = (intid % 4) * 8;
-        wr32(prio, (rd32(prio) & !(0xff << shift)) | 0xa0 << shift);
-        wr32(sgi + 0x100, 1 << intid); // GICR_ISENABLER0
-    } else {
-        let d = GICD.load(Ordering::Relaxed);
-        let prio = d + 0x400 + (intid as u64 & !3); // banked per core for PPIs
-        let shift = (intid % 4) * 8;
-        wr32(prio, (rd32(prio) & !(0xff << shift)) | 0xa0 << shift);
-        wr32(d + 0x100, 1 << intid);
+fn enable_cpu_v3() {
+    // SAFETY: ICC_* system register writes configure only this core's CPU interface.
+    unsafe {
+        core::arch::asm!(
+            "mrs {t}, S3_0_C12_C12_5", // ICC_SRE_EL1
+            "orr {t}, {t}, #1",
+            "msr S3_0_C12_C12_5, {t}",
+            "isb",
+            "mov {t}, #0xff",
+            "msr S3_0_C4_C6_0, {t}", // ICC_PMR_EL1
+            "msr S3_0_C12_C12_3, xzr", // ICC_BPR1_EL1
+            "mov {t}, #1",
+            "msr S3_0_C12_C12_7, {t}", // ICC_IGRPEN1_EL1
+            "isb",
+            t = out(reg) _,
+            options(nostack),
+        );
     }
 }
 
-/// Timer interrupts taken.
-pub static TIMER_COUNT: AtomicU64 = AtomicU64::new(0);
+/// Enables the virtual timer's PPI for the core in `slot` (used as a bounded-sleep wake-up).
+/// Call on that core itself, after [`init`].
+pub fn enable_timer(slot: usize) {
+    let intid = crate::time::VIRTUAL_TIMER_INTID;
+    let mut guard = GIC.lock();
+    match guard.as_mut().map(|s| &mut s.controller) {
+        Some(Controller::V3(v3)) => v3.enable_ppi(slot, intid),
+        Some(Controller::V2(v2)) => v2.enable_ppi(intid),
+        None => {}
+    }
+}
+
+/// Acknowledges this core's highest-priority pending interrupt: its ID, 1023 when none.
+fn acknowledge(v3: bool) -> u32 {
+    if v3 {
+        let v: u64;
+        // SAFETY: reading ICC_IAR1_EL1 acknowledges the highest-priority interrupt of this
+        // core; `complete` ends it.
+        unsafe { core::arch::asm!("mrs {}, S3_0_C12_C12_0", out(reg) v, options(nostack)) };
+        v as u32 & 0xff_ffff
+    } else {
+        with_gicc(|c| field!(*c, iar).read() & 0x3ff).unwrap_or(1023)
+    }
+}
+
+fn complete(v3: bool, intid: u32) {
+    if v3 {
+        // SAFETY: completes an interrupt acknowledged by `acknowledge` on this core.
+        unsafe {
+            core::arch::asm!("msr S3_0_C12_C12_1, {}", in(reg) intid as u64, options(nostack))
+        };
+    } else {
+        with_gicc(|c| field!(*c, eoir).write(intid));
+    }
+}
 
 /// Called for every IRQ exception: acknowledges and completes everything pending, counting
 /// MSI vectors. The work itself happens in the polling loop the interrupt woke.
 pub fn handle_irq() {
     let v3 = VERSION.load(Ordering::Relaxed) == 3;
-    let gicc = GICC.load(Ordering::Relaxed);
     for _ in 0..64 {
-        let intid: u32 = if v3 {
-            let v: u64;
-            // SAFETY: reading ICC_IAR1_EL1 acknowledges the highest-priority interrupt of
-            // this core; it is completed below.
-            unsafe { core::arch::asm!("mrs {}, S3_0_C12_C12_0", out(reg) v, options(nostack)) };
-            v as u32 & 0xff_ffff
-        } else {
-            rd32(gicc + 0xc) & 0x3ff
-        };
+        let intid = acknowledge(v3);
         if (1020..1024).contains(&intid) {
             return;
         }
@@ -408,13 +559,6 @@ pub fn handle_irq() {
                 SPURIOUS.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if v3 {
-            // SAFETY: completes the interrupt acknowledged above.
-            unsafe {
-                core::arch::asm!("msr S3_0_C12_C12_1, {}", in(reg) intid as u64, options(nostack))
-            };
-        } else {
-            wr32(gicc + 0x10, intid);
-        }
+        complete(v3, intid);
     }
 }

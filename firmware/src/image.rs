@@ -13,8 +13,9 @@ use wave_boot::vectors::{ExceptionKind, Frame};
 use wave_firmware::board::{Board, Early, PsciMethod, Region};
 use wave_firmware::bootargs::{exit_code, BootArgs, Inject, LinkMode};
 use wave_firmware::cpus::{self, StartResult};
+use wave_firmware::ivshmem::{self, Ivshmem};
 use wave_firmware::pci::{self, Ecam};
-use wave_firmware::{console, fault, gic, ivshmem, link, memory, power, println, time};
+use wave_firmware::{console, fault, gic, link, memory, power, println, time};
 
 /// How long secondaries get to report in.
 const BRINGUP_TIMEOUT_US: u64 = 5_000_000;
@@ -44,12 +45,16 @@ fn conduit(m: PsciMethod) -> Conduit {
 }
 
 /// Reads the DTB header at `dtb` and returns the whole blob, or why it is not one.
-fn dtb_blob(dtb: usize) -> Result<&'static [u8], &'static str> {
+///
+/// # Safety
+/// `dtb` must be the boot protocol's `x0` (0, or the address of the DTB in RAM, which stays
+/// untouched for the rest of the run), read with the MMU off.
+unsafe fn dtb_blob(dtb: usize) -> Result<&'static [u8], &'static str> {
     if dtb == 0 || !dtb.is_multiple_of(8) {
         return Err("x0 holds no device-tree address (boot with QEMU -kernel, U-Boot booti, or pass the DTB in x0)");
     }
-    // SAFETY: the boot protocol says x0 points at the DTB in RAM; its first 8 bytes are the
-    // magic and total size. With the MMU off all of RAM is accessible.
+    // SAFETY: the caller's contract: x0 points at the DTB in RAM, whose first 8 bytes are the
+    // magic and total size, and with the MMU off all of RAM is accessible.
     let header = unsafe { core::slice::from_raw_parts(dtb as *const u8, 8) };
     if header[..4] != [0xd0, 0x0d, 0xfe, 0xed] {
         return Err("no device tree at the address in x0 (bad magic)");
@@ -66,7 +71,8 @@ fn dtb_blob(dtb: usize) -> Result<&'static [u8], &'static str> {
 #[unsafe(no_mangle)]
 extern "C" fn wave_primary_main(dtb: usize) -> ! {
     let t0 = time::ticks();
-    let blob = match dtb_blob(dtb) {
+    // SAFETY: `dtb` is `x0` as the boot protocol passed it; the MMU is still off.
+    let blob = match unsafe { dtb_blob(dtb) } {
         Ok(b) => b,
         Err(e) => early_failure(e),
     };
@@ -114,27 +120,38 @@ extern "C" fn wave_primary_main(dtb: usize) -> ! {
 
     // Under `-kernel` nobody has assigned BARs: do it now, before the map is built, so the
     // link's BARs get their own attributes.
-    // SAFETY: the MMU is off, so the ECAM window (device registers) is accessible as is.
-    let ecam = unsafe {
+    // SAFETY: the DT's ECAM window for its buses; the MMU is off, so it is accessible as
+    // device memory, and `memory::build` identity-maps it as device memory before the MMU
+    // goes on. This is the window's only accessor for the rest of the run.
+    let mut ecam = unsafe {
         Ecam::new(
             board.pcie.ecam.base as usize,
             board.pcie.bus_start,
             board.pcie.bus_end,
         )
     };
-    let link_dev = match ivshmem::probe(&ecam, &board.pcie) {
+    let probed = match ivshmem::probe(&mut ecam, &board.pcie) {
         Ok(d) => d,
         Err(e) => boot_error(format_args!("{e}")),
     };
     let mut extra = heapless::Vec::<(Region, Attrs), 4>::new();
-    if let Some(d) = &link_dev {
-        // As early as possible: a doorbell before MSI-X is enabled is lost; one while its
-        // vector is masked latches and fires when the vector is routed.
-        d.enable_msix_masked(&ecam);
-        for r in d.register_regions() {
+    let mut link_dev = None;
+    if let Some(p) = probed {
+        for r in p.register_regions() {
             let _ = extra.push((r, Attrs::DEVICE));
         }
-        let _ = extra.push((d.shm, Attrs::SHARED));
+        let _ = extra.push((p.shared_memory(), Attrs::SHARED));
+        // SAFETY: the MMU is off, so the BARs are accessible as they are; `memory::build` maps
+        // the register regions as device memory and BAR2 as shared memory (identity) before
+        // it goes on, for the rest of the run. Only this driver reaches them.
+        let mut dev = match unsafe { Ivshmem::new(p) } {
+            Ok(d) => d,
+            Err(e) => boot_error(format_args!("{e}")),
+        };
+        // As early as possible: a doorbell before MSI-X is enabled is lost; one while its
+        // vector is masked latches and fires when the vector is routed.
+        dev.enable_msix_masked(&mut ecam);
+        link_dev = Some(dev);
     }
     let mmu = match memory::build(&board, &extra) {
         Ok(c) => c,
@@ -144,14 +161,20 @@ extern "C" fn wave_primary_main(dtb: usize) -> ! {
     // SAFETY: the map identity-maps all RAM (image, stacks, DTB) and the console.
     unsafe { wave_boot::mmu::enable(&mmu) };
     console::enable_locking();
+    // Every core reaches the link device through `ivshmem::device()` from here on (MMU on:
+    // its lock and the install flag need exclusive accesses).
+    let link_dev = link_dev.map(|d| match ivshmem::install(d) {
+        Ok(d) => d,
+        Err(_) => boot_error(format_args!("the link device was installed twice")),
+    });
     defmt::info!("mmu on: ttbr0={=u64:#x} tcr={=u64:#x}", mmu.ttbr0, mmu.tcr);
 
     let conduit = conduit(board.psci);
     let boot_cpu = cpus::assign_slots(&board);
-    let gic_state = gic::init(
-        &board.gic,
-        &heapless::Vec::<_, 16>::from_iter(cpus::slots()),
-    );
+    let slots = heapless::Vec::<_, 16>::from_iter(cpus::slots());
+    // SAFETY: the DT's GIC regions, identity-mapped as device memory by `memory::build` for
+    // the rest of the run; only the `gic` module reaches them.
+    let gic_state = unsafe { gic::init(&board.gic, &slots) };
     if let Err(e) = &gic_state {
         println!("wave: interrupts unavailable: {e}");
     }
@@ -160,19 +183,9 @@ extern "C" fn wave_primary_main(dtb: usize) -> ! {
     let online = cpus::wait_online(n, BRINGUP_TIMEOUT_US);
     let boot_ms = time::ticks_to_micros(time::ticks() - t0) as f64 / 1000.0;
 
-    report(&board, conduit, &results, boot_cpu, online);
-    if let Some(d) = &link_dev {
-        println!(
-            "link: ivshmem-doorbell at {} (requester id {:#x}): registers @ {:#x}, shared memory {:#x}+{:#x} ({} MiB), {} MSI-X vectors, peer id {}",
-            d.bdf,
-            d.requester_id(),
-            d.regs,
-            d.shm.base,
-            d.shm.size,
-            d.shm.size >> 20,
-            d.msix.vectors,
-            d.iv_position()
-        );
+    report(&board, &ecam, conduit, &results, boot_cpu, online);
+    if let Some(d) = link_dev {
+        println!("link: {d}");
     } else {
         println!("link: no ivshmem-doorbell device (1af4:1110); boot-only run");
     }
@@ -189,7 +202,7 @@ extern "C" fn wave_primary_main(dtb: usize) -> ! {
     }
 
     if let Some(mode) = args.link {
-        let Some(dev) = &link_dev else {
+        let Some(dev) = link_dev else {
             boot_error(format_args!(
                 "wave.link needs the ivshmem-doorbell device (QEMU: -device ivshmem-doorbell,chardev=…)"
             ));
@@ -258,6 +271,7 @@ fn recurse(n: u64) -> u64 {
 
 fn report(
     board: &Board<'_>,
+    ecam: &Ecam<'_>,
     conduit: Conduit,
     results: &[Option<StartResult>],
     boot_cpu: Option<usize>,
@@ -316,10 +330,7 @@ fn report(
         let _ = write!(out, ", {:?} {:#x}+{:#x}", w.kind, w.cpu_base, w.size);
     }
     let _ = writeln!(out);
-    // SAFETY: the ECAM window is mapped as device memory by `memory::build` and covers the
-    // buses the DT gives.
-    let ecam = unsafe { Ecam::new(p.ecam.base as usize, p.bus_start, p.bus_end) };
-    let (functions, overflow) = pci::enumerate_bus(&ecam, p.bus_start);
+    let (functions, overflow) = pci::enumerate_bus(ecam, p.bus_start);
     for f in &functions {
         let _ = writeln!(
             out,

@@ -3,8 +3,9 @@
 //! Portable modules (tested on the host with plain `cargo test`):
 //! - [`board`]: board discovery from the device tree;
 //! - [`bootargs`]: the `wave.*` boot arguments and the run's exit codes;
-//! - [`pci`]: PCI enumeration, BAR assignment and MSI-X discovery over a config-space accessor;
-//! - [`its`]: GICv3 ITS command encoding.
+//! - [`pci`]: PCI enumeration, BAR assignment and MSI-X discovery over a config-space accessor,
+//!   and the typed ECAM and MSI-X table blocks;
+//! - [`its`]: GICv3 ITS registers and command encoding (its driver is built for the image only).
 //!
 //! Hardware modules (built only for `aarch64-unknown-none`):
 //! - [`console`]: the PL011 console, its lock, and the `defmt` logger;
@@ -12,6 +13,7 @@
 //! - [`gic`]: the interrupt controller and MSI routing (GICv3 + ITS, or GICv2m);
 //! - [`ivshmem`]: the ivshmem-doorbell device that stands in for the PCIe link;
 //! - [`link`]: the IPU end of the link protocol and its agent loop;
+//! - [`lock`]: the IRQ-masking spin lock around driver state several cores share;
 //! - [`cpus`]: secondary-core bring-up and the online roll call;
 //! - [`power`]: ending the run (semihosting or PSCI) with a pass/fail result;
 //! - [`fault`]: reporting CPU exceptions and panics;
@@ -38,6 +40,8 @@ pub mod gic;
 pub mod ivshmem;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod link;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod lock;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod memory;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]

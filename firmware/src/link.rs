@@ -262,10 +262,7 @@ impl<'a> Service<'a> for Sched<'a> {
 fn connect<'a>(
     dev: &Ivshmem,
 ) -> Result<(SharedRegion<'a>, Layout, Endpoint<'a>, u32), LinkFailure> {
-    // SAFETY: the BAR is mapped normal non-cacheable for the rest of the run (memory.rs), is
-    // used only through this region's atomic accesses, and stays live: it is never unmapped.
-    let region = unsafe { SharedRegion::from_raw(dev.shm.base as *mut u8, dev.shm.size as usize) }
-        .map_err(|_| LinkFailure::Region)?;
+    let region = dev.shared_region().map_err(|_| LinkFailure::Region)?;
     let layout = attach(&region)?;
     let epoch = next_epoch(wave_abi::endpoint::previous_epoch(
         &region,
@@ -369,7 +366,7 @@ pub fn serve_echo(dev: &Ivshmem) -> Result<EchoSummary, LinkFailure> {
         "link: attached to ABI {}.{} region of {} KiB as epoch {epoch}; echo agent running",
         wave_abi::ABI_MAJOR,
         wave_abi::ABI_MINOR,
-        dev.shm.size >> 10
+        dev.shared_size() >> 10
     );
     let mut echo = Echo(EchoAgent::new());
     serve(dev, &mut ep, &mut echo);

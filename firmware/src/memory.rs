@@ -35,9 +35,15 @@ impl TableAlloc for StaticAlloc {
     }
 
     fn table(&mut self, pa: u64) -> &mut [u64; 512] {
-        // SAFETY: `pa` came from `alloc_table`, so it is one of the pool's tables, and the
-        // boot core is the only user while the map is built.
-        unsafe { &mut *(pa as *mut [u64; 512]) }
+        // The address only selects one of the tables handed out; it is never dereferenced.
+        let index = (pa.wrapping_sub(POOL.0.get() as u64) / 4096) as usize;
+        assert!(
+            index < self.next && pa.is_multiple_of(4096),
+            "page-table address {pa:#x} is not a table from the pool"
+        );
+        // SAFETY: `index` is a table of the pool (checked); the boot core is the only user
+        // while the map is built, and the reference borrows `self`, so it is the only one.
+        unsafe { &mut (*POOL.0.get())[index] }
     }
 }
 

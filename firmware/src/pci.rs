@@ -1,12 +1,18 @@
-//! PCI enumeration over a configuration-space accessor.
+//! PCI enumeration over a configuration-space accessor, and the typed register blocks of PCI
+//! configuration space and MSI-X tables.
 //!
 //! [`enumerate_bus`] walks one bus (with multi-function devices) through the narrow
-//! [`ConfigSpace`] trait; the firmware implements it over ECAM ([`Ecam`]), host tests over a
-//! fake. Under `-kernel` no firmware has assigned BARs, so [`assign_bars`] sizes them and
-//! places them in the host bridge's windows ([`BarAllocator`]); [`find_capability`] and
-//! [`MsixInfo`] locate a function's MSI-X table.
+//! [`ConfigSpace`] trait; the firmware implements it over ECAM ([`Ecam`]: the window as typed
+//! [`FunctionConfig`] blocks, made by an unsafe constructor), host tests over fakes or over
+//! ordinary memory ([`Ecam::over_memory`]). Under `-kernel` no firmware has assigned BARs, so
+//! [`assign_bars`] sizes them and places them in the host bridge's windows ([`BarAllocator`]);
+//! [`find_capability`] and [`MsixInfo`] locate a function's MSI-X table, which a driver then
+//! owns as an [`MsixTable`].
 
+use core::ptr::NonNull;
 use heapless::Vec;
+use safe_mmio::fields::ReadPureWrite;
+use safe_mmio::{field, field_shared, UniqueMmioPointer};
 
 /// Bus, device, function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,13 +31,14 @@ impl core::fmt::Display for Bdf {
     }
 }
 
-/// Reads 32-bit words of a function's configuration space.
+/// Reads and writes 32-bit words of a function's configuration space. Reads have no side
+/// effects (`&self`); writes change the device and need the accessor exclusively (`&mut self`).
 pub trait ConfigSpace {
     /// The dword at `offset` (4-aligned, < 4096) of `bdf`'s configuration space; all ones
     /// when nothing responds.
     fn read32(&self, bdf: Bdf, offset: u16) -> u32;
     /// Writes the dword at `offset`; ignored when nothing responds.
-    fn write32(&self, bdf: Bdf, offset: u16, value: u32);
+    fn write32(&mut self, bdf: Bdf, offset: u16, value: u32);
 }
 
 /// One function found on the bus.
@@ -101,7 +108,7 @@ pub mod command {
 }
 
 /// Enables the given command bits of `bdf`.
-pub fn enable(cs: &impl ConfigSpace, bdf: Bdf, bits: u16) {
+pub fn enable(cs: &mut impl ConfigSpace, bdf: Bdf, bits: u16) {
     let v = cs.read32(bdf, 4);
     cs.write32(bdf, 4, (v & 0xffff) | bits as u32);
 }
@@ -159,7 +166,13 @@ impl MsixInfo {
     }
 
     /// Sets MSI-X Enable and Function Mask as given (Message Control bits 15 and 14).
-    pub fn set_control(&self, cs: &impl ConfigSpace, bdf: Bdf, enable: bool, function_mask: bool) {
+    pub fn set_control(
+        &self,
+        cs: &mut impl ConfigSpace,
+        bdf: Bdf,
+        enable: bool,
+        function_mask: bool,
+    ) {
         let v = cs.read32(bdf, self.cap);
         let mut control = (v >> 16) as u16 & !(3 << 14);
         if enable {
@@ -271,7 +284,7 @@ impl core::fmt::Display for BarError {
 /// Sizes every BAR of endpoint `bdf`, assigns the memory BARs from `alloc`, and enables
 /// memory decoding and bus mastering. Returns the BARs found.
 pub fn assign_bars(
-    cs: &impl ConfigSpace,
+    cs: &mut impl ConfigSpace,
     bdf: Bdf,
     alloc: &mut BarAllocator,
 ) -> Result<Vec<Bar, 6>, BarError> {
@@ -357,30 +370,75 @@ pub fn assign_bars(
     Ok(bars)
 }
 
-/// ECAM: each function's 4 KiB of configuration space at `base + (bus << 20 | dev << 15 |
-/// fn << 12)`, relative to the first bus of the window.
-#[derive(Clone, Copy, Debug)]
-pub struct Ecam {
-    base: usize,
+/// One function's 4 KiB of configuration space as ECAM maps it. Configuration reads have no
+/// side effects, so every dword is `ReadPureWrite`.
+#[repr(C, align(4096))]
+pub struct FunctionConfig {
+    dwords: [ReadPureWrite<u32>; 1024],
+}
+
+impl FunctionConfig {
+    /// A function whose every dword reads `fill` (host tests stand it in for device memory).
+    pub fn filled(fill: u32) -> Self {
+        FunctionConfig {
+            dwords: core::array::from_fn(|_| ReadPureWrite(fill)),
+        }
+    }
+}
+
+/// ECAM: each function's [`FunctionConfig`] at `base + (bus << 20 | dev << 15 | fn << 12)`,
+/// relative to the first bus of the window. Owns the window: every access goes through it.
+pub struct Ecam<'a> {
+    functions: UniqueMmioPointer<'a, [FunctionConfig]>,
     bus_start: u8,
     bus_end: u8,
 }
 
-impl Ecam {
+impl Ecam<'static> {
+    /// The accessor for the ECAM window at `base`.
+    ///
     /// # Safety
-    /// `base` must be the ECAM window for buses `bus_start..=bus_end`, mapped as device
-    /// memory for as long as the accessor is used.
+    /// `base` must be the ECAM window for buses `bus_start..=bus_end` (4096-aligned, 1 MiB per
+    /// bus), accessible as device memory (MMU off, or mapped Device-nGnRE) for the rest of the
+    /// run, and nothing else may access the window while this accessor lives.
     pub unsafe fn new(base: usize, bus_start: u8, bus_end: u8) -> Self {
-        Self {
-            base,
+        let functions = if base == 0 || bus_end < bus_start {
+            0
+        } else {
+            ((bus_end - bus_start) as usize + 1) << 8
+        };
+        let slice = core::ptr::slice_from_raw_parts_mut(base as *mut FunctionConfig, functions);
+        let ptr =
+            NonNull::new(slice).unwrap_or(NonNull::slice_from_raw_parts(NonNull::dangling(), 0));
+        Ecam {
+            // SAFETY: the caller guarantees the window covers every function of the buses, is
+            // device memory for the rest of the run and is not accessed by anything else (an
+            // empty slice when there is no window: nothing can be accessed through it).
+            functions: unsafe { UniqueMmioPointer::new(ptr) },
             bus_start,
             bus_end,
         }
     }
 }
 
-impl Ecam {
-    fn offset(&self, bdf: Bdf, offset: u16) -> Option<usize> {
+impl<'a> Ecam<'a> {
+    /// An accessor over ordinary memory standing in for the window: `functions` holds 256
+    /// functions per bus from `bus_start` on (host tests).
+    pub fn over_memory(functions: &'a mut [FunctionConfig], bus_start: u8) -> Self {
+        let (bus_start, bus_end) = match functions.len() >> 8 {
+            0 => (1, 0), // no whole bus: an empty range
+            n => (bus_start, (bus_start as usize + n - 1).min(255) as u8),
+        };
+        Ecam {
+            functions: UniqueMmioPointer::from(functions),
+            bus_start,
+            bus_end,
+        }
+    }
+
+    /// Index of `bdf`'s function in the window and of the dword at `offset`; `None` outside
+    /// the window's buses or a function's 4 KiB.
+    fn index(&self, bdf: Bdf, offset: u16) -> Option<(usize, usize)> {
         if bdf.bus < self.bus_start
             || bdf.bus > self.bus_end
             || bdf.device >= 32
@@ -389,39 +447,113 @@ impl Ecam {
         {
             return None;
         }
-        Some(
-            ((bdf.bus - self.bus_start) as usize) << 20
-                | (bdf.device as usize) << 15
-                | (bdf.function as usize) << 12
-                | (offset as usize & !3),
-        )
+        let function = ((bdf.bus - self.bus_start) as usize) << 8
+            | (bdf.device as usize) << 3
+            | bdf.function as usize;
+        Some((function, offset as usize / 4))
     }
 }
 
-impl ConfigSpace for Ecam {
+impl ConfigSpace for Ecam<'_> {
     fn read32(&self, bdf: Bdf, offset: u16) -> u32 {
-        if bdf.bus < self.bus_start
-            || bdf.bus > self.bus_end
-            || bdf.device >= 32
-            || bdf.function >= 8
-            || offset >= 4096
-        {
+        let Some((f, dword)) = self.index(bdf, offset) else {
             return u32::MAX;
-        }
-        let off = ((bdf.bus - self.bus_start) as usize) << 20
-            | (bdf.device as usize) << 15
-            | (bdf.function as usize) << 12
-            | (offset as usize & !3);
-        // SAFETY: `new`'s contract: the window is mapped device memory covering every bus in
-        // range, and `off` stays inside it (checked above). The read is 4-byte aligned.
-        unsafe { core::ptr::read_volatile((self.base + off) as *const u32) }
+        };
+        let Some(function) = (*self.functions).get(f) else {
+            return u32::MAX;
+        };
+        let dwords = field_shared!(function, dwords);
+        dwords.get(dword).map_or(u32::MAX, |d| d.read())
     }
 
-    fn write32(&self, bdf: Bdf, offset: u16, value: u32) {
-        if let Some(off) = self.offset(bdf, offset) {
-            // SAFETY: as for `read32`: inside the mapped window, 4-byte aligned.
-            unsafe { core::ptr::write_volatile((self.base + off) as *mut u32, value) }
+    fn write32(&mut self, bdf: Bdf, offset: u16, value: u32) {
+        let Some((f, dword)) = self.index(bdf, offset) else {
+            return;
+        };
+        if let Some(mut function) = self.functions.get(f) {
+            if let Some(mut d) = field!(function, dwords).get(dword) {
+                d.write(value);
+            }
         }
+    }
+}
+
+/// One MSI-X table entry (PCIe base spec, "MSI-X Table Structure").
+#[repr(C)]
+pub struct MsixEntry {
+    address_lo: ReadPureWrite<u32>,
+    address_hi: ReadPureWrite<u32>,
+    data: ReadPureWrite<u32>,
+    /// Bit 0: masked.
+    control: ReadPureWrite<u32>,
+}
+
+impl MsixEntry {
+    /// An entry as a device resets it: no message, masked (host tests).
+    pub fn reset() -> Self {
+        MsixEntry {
+            address_lo: ReadPureWrite(0),
+            address_hi: ReadPureWrite(0),
+            data: ReadPureWrite(0),
+            control: ReadPureWrite(1),
+        }
+    }
+}
+
+/// A function's MSI-X table, owned by its driver.
+pub struct MsixTable<'a> {
+    entries: UniqueMmioPointer<'a, [MsixEntry]>,
+}
+
+impl<'a> MsixTable<'a> {
+    /// Wraps the table's entries (the driver's unsafe constructor makes the pointer; host
+    /// tests pass ordinary memory).
+    pub fn new(entries: UniqueMmioPointer<'a, [MsixEntry]>) -> Self {
+        MsixTable { entries }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the table has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.len() == 0
+    }
+
+    /// Masks every vector.
+    pub fn mask_all(&mut self) {
+        for mut e in self.entries.iter() {
+            field!(e, control).write(1);
+        }
+    }
+
+    /// Programs vector `v` with an MSI message and unmasks it. Returns false (and writes
+    /// nothing) when the table has no entry `v`.
+    pub fn set(&mut self, v: u16, address: u64, data: u32) -> bool {
+        let Some(mut e) = self.entries.get(v as usize) else {
+            return false;
+        };
+        field!(e, address_lo).write(address as u32);
+        field!(e, address_hi).write((address >> 32) as u32);
+        field!(e, data).write(data);
+        field!(e, control).write(0);
+        true
+    }
+
+    /// Whether vector `v` is masked (`None`: no such entry).
+    pub fn is_masked(&self, v: u16) -> Option<bool> {
+        let e = (*self.entries).get(v as usize)?;
+        Some(field_shared!(e, control).read() & 1 != 0)
+    }
+
+    /// The message programmed into vector `v`.
+    pub fn message(&self, v: u16) -> Option<(u64, u32)> {
+        let e = (*self.entries).get(v as usize)?;
+        let lo = field_shared!(e, address_lo).read() as u64;
+        let hi = field_shared!(e, address_hi).read() as u64;
+        Some((hi << 32 | lo, field_shared!(e, data).read()))
     }
 }
 
@@ -445,7 +577,7 @@ mod tests {
                 _ => u32::MAX,
             }
         }
-        fn write32(&self, _: Bdf, _: u16, _: u32) {}
+        fn write32(&mut self, _: Bdf, _: u16, _: u32) {}
     }
 
     /// One endpoint with real BAR sizing semantics and a capability list.
@@ -479,7 +611,7 @@ mod tests {
         fn read32(&self, _: Bdf, offset: u16) -> u32 {
             self.space.borrow()[offset as usize / 4]
         }
-        fn write32(&self, _: Bdf, offset: u16, value: u32) {
+        fn write32(&mut self, _: Bdf, offset: u16, value: u32) {
             let mut s = self.space.borrow_mut();
             let i = offset as usize / 4;
             if (4..10).contains(&i) {
@@ -545,12 +677,12 @@ mod tests {
 
     #[test]
     fn assigns_ivshmem_bars_and_finds_msix() {
-        let dev = FakeDevice::ivshmem(16 << 20);
+        let mut dev = FakeDevice::ivshmem(16 << 20);
         let mut alloc = BarAllocator {
             mem32: Some(Window::new(0x1000_0000, 0x1000_0000, 0x2eff_0000)),
             mem64: Some(Window::new(0x80_0000_0000, 0x80_0000_0000, 0x80_0000_0000)),
         };
-        let bars = assign_bars(&dev, BDF, &mut alloc).unwrap();
+        let bars = assign_bars(&mut dev, BDF, &mut alloc).unwrap();
         assert_eq!(bars.len(), 3);
         assert_eq!(
             (bars[0].index, bars[0].kind, bars[0].size),
@@ -582,29 +714,29 @@ mod tests {
                 pba: (1, 0x800)
             }
         );
-        msix.set_control(&dev, BDF, true, true);
+        msix.set_control(&mut dev, BDF, true, true);
         assert_eq!(dev.read32(BDF, 0x40) >> 16, 0xc003);
-        msix.set_control(&dev, BDF, true, false);
+        msix.set_control(&mut dev, BDF, true, false);
         assert_eq!(dev.read32(BDF, 0x40) >> 16, 0x8003);
     }
 
     #[test]
     fn without_a_64_bit_window_large_bars_go_low_or_fail_cleanly() {
-        let dev = FakeDevice::ivshmem(1 << 20);
+        let mut dev = FakeDevice::ivshmem(1 << 20);
         let mut alloc = BarAllocator {
             mem32: Some(Window::new(0x1000_0000, 0x1000_0000, 0x40_0000)),
             mem64: None,
         };
-        let bars = assign_bars(&dev, BDF, &mut alloc).unwrap();
+        let bars = assign_bars(&mut dev, BDF, &mut alloc).unwrap();
         // 1 MiB BAR2 aligned after BAR0/BAR1.
         assert_eq!(bars[2].cpu_addr, 0x1010_0000);
-        let dev = FakeDevice::ivshmem(64 << 20);
+        let mut dev = FakeDevice::ivshmem(64 << 20);
         let mut alloc = BarAllocator {
             mem32: Some(Window::new(0x1000_0000, 0x1000_0000, 0x40_0000)),
             mem64: None,
         };
         assert_eq!(
-            assign_bars(&dev, BDF, &mut alloc),
+            assign_bars(&mut dev, BDF, &mut alloc),
             Err(BarError::NoSpace {
                 index: 2,
                 size: 64 << 20
@@ -614,7 +746,7 @@ mod tests {
 
     #[test]
     fn capability_walk_is_bounded() {
-        let dev = FakeDevice::ivshmem(1 << 20);
+        let mut dev = FakeDevice::ivshmem(1 << 20);
         dev.write32(BDF, 0x40, 0x0000_4005); // MSI, next -> itself
         assert_eq!(find_capability(&dev, BDF, CAP_MSIX), None);
         assert_eq!(find_capability(&dev, BDF, 0x05), Some(0x40));
@@ -633,5 +765,87 @@ mod tests {
         let (found, overflow) = enumerate_bus(&FakeBus(m), 0);
         assert_eq!(found.len(), MAX_FUNCTIONS);
         assert!(overflow);
+    }
+
+    #[test]
+    fn ecam_reads_and_writes_the_addressed_dword_only() {
+        let mut functions: std::vec::Vec<_> =
+            (0..256).map(|_| FunctionConfig::filled(u32::MAX)).collect();
+        functions[1 << 3].dwords[0] = ReadPureWrite(0x1110_1af4);
+        let mut ecam = Ecam::over_memory(&mut functions, 0);
+        let bdf = BDF; // 00:01.0
+        assert_eq!(ecam.read32(bdf, 0), 0x1110_1af4);
+        ecam.write32(bdf, 0x10, 0x1000_0000);
+        ecam.write32(bdf, 0x13, 0x2000_0000); // unaligned: the dword it falls in
+        assert_eq!(ecam.read32(bdf, 0x10), 0x2000_0000);
+        // Outside the window's buses, devices, functions or 4 KiB: all ones, writes dropped.
+        let outside = [
+            Bdf { bus: 1, ..bdf },
+            Bdf { device: 32, ..bdf },
+            Bdf { function: 8, ..bdf },
+        ];
+        for b in outside {
+            assert_eq!(ecam.read32(b, 0), u32::MAX);
+            ecam.write32(b, 0, 0);
+        }
+        assert_eq!(ecam.read32(bdf, 4096), u32::MAX);
+        ecam.write32(bdf, 4096, 0);
+        let (found, _) = enumerate_bus(&ecam, 0);
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].vendor, found[0].device), (0x1af4, 0x1110));
+        let written: std::vec::Vec<_> = functions
+            .iter()
+            .flat_map(|f| f.dwords.iter().map(|d| d.0))
+            .enumerate()
+            .filter(|&(_, v)| v != u32::MAX)
+            .collect();
+        assert_eq!(
+            written,
+            [(8 << 10, 0x1110_1af4), ((8 << 10) + 4, 0x2000_0000)]
+        );
+    }
+
+    #[test]
+    fn ecam_over_less_than_a_bus_answers_nothing() {
+        let mut one = [FunctionConfig::filled(0)];
+        let ecam = Ecam::over_memory(&mut one, 0);
+        assert_eq!(
+            ecam.read32(
+                Bdf {
+                    bus: 0,
+                    device: 0,
+                    function: 0
+                },
+                0
+            ),
+            u32::MAX
+        );
+    }
+
+    #[test]
+    fn msix_table_masks_programs_and_bounds_vectors() {
+        let mut entries: std::vec::Vec<_> = (0..4).map(|_| MsixEntry::reset()).collect();
+        let mut table = MsixTable::new(UniqueMmioPointer::from(entries.as_mut_slice()));
+        assert_eq!(table.len(), 4);
+        assert!(table.set(2, 0x1_0809_0040, 8194));
+        assert_eq!(table.is_masked(2), Some(false));
+        assert_eq!(table.message(2), Some((0x1_0809_0040, 8194)));
+        assert!(!table.set(4, 1, 1), "no entry 4");
+        assert_eq!(table.is_masked(4), None);
+        table.mask_all();
+        assert!((0..4).all(|v| table.is_masked(v) == Some(true)));
+        assert_eq!(
+            table.message(2),
+            Some((0x1_0809_0040, 8194)),
+            "masking keeps the message"
+        );
+        assert_eq!(
+            (
+                entries[2].address_lo.0,
+                entries[2].address_hi.0,
+                entries[2].data.0
+            ),
+            (0x0809_0040, 1, 8194)
+        );
     }
 }
