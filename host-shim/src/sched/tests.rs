@@ -256,7 +256,10 @@ fn idle_only_with_nothing_left_to_take() {
     let (w, r, m) = f.parts();
     let mut c0 = CpuCursor::default();
     let e = m.idle(&r, 0, &c0, 9).unwrap();
-    assert_eq!((e.kind, e.cpu, e.tid, e.seq, e.time_ns), (EventKind::CpuIdle, 0, 0, 0, 9));
+    assert_eq!(
+        (e.kind, e.cpu, e.tid, e.seq, e.time_ns),
+        (EventKind::CpuIdle, 0, 0, 0, 9)
+    );
     assert!(m.idle(&r, 7, &c0, 9).is_none(), "cpu outside the session");
     w.prestage(0, 1, 3, 1);
     assert!(m.idle(&r, 0, &c0, 9).is_none(), "claim first");
