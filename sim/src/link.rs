@@ -50,6 +50,11 @@ impl HostMemory {
         }
     }
 
+    /// True if this memory holds `n_cpus` CPUs and at least `n_threads` threads.
+    pub fn fits(&self, n_cpus: usize, n_threads: usize) -> bool {
+        self.n_cpus as usize == n_cpus && self.threads.len() >= n_threads
+    }
+
     /// The shipped host mechanism over this memory's thread slots.
     pub fn mechanism(&self) -> Mechanism<'_> {
         Mechanism::new(&self.threads, self.n_cpus)

@@ -128,6 +128,11 @@ impl<'m, 'p> Sim<'m, 'p> {
             Workload::OpenLoop { classes, .. } => classes.len(),
             Workload::Storm(_) => 0,
         };
+        assert!(
+            mem.fits(cfg.n_cpus, n_threads),
+            "host memory built for another size: make it with HostMemory::new({}, {n_threads})",
+            cfg.n_cpus
+        );
         let (writer, slots) = mem.slots();
         let agent = Agent::new(policy, cfg.n_cpus as u32, n_threads as u32, cfg.check_every);
         Sim {

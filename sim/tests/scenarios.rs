@@ -84,6 +84,12 @@ fn storm_is_deterministic() {
     let b = simulate(storm_cfg(9, 5_000), &mut Shin4::new(4).unwrap());
     assert_eq!(a.policy_stats, b.policy_stats);
     assert_eq!(a.max_runnable_wait_ns, b.max_runnable_wait_ns);
+    assert_eq!(format!("{:?}", a.host), format!("{:?}", b.host));
+    assert_eq!(a.mechanism_runtime_ns, b.mechanism_runtime_ns);
+    assert_eq!(a.end_ns, b.end_ns);
+    // A different seed is a different run.
+    let c = simulate(storm_cfg(10, 5_000), &mut Shin4::new(4).unwrap());
+    assert_ne!(format!("{:?}", a.host), format!("{:?}", c.host));
 }
 
 fn rocksdb(n_cpus: usize, rate: f64, seed: u64, ms: u64) -> SimConfig {
