@@ -1,17 +1,17 @@
-//! The agent side of the simulation: events in (as ring entries, through the shipped
-//! [`EventDecoder`]), the [`Policy`] in the middle, decisions out, and the agent-side checks
-//! of every decision as it is emitted (a mirror of what the events told the agent).
+//! The agent side of the simulation, behind one seam ([`AgentSide`]): events in, decisions out,
+//! and the agent-side checks of every decision as it is emitted ([`Checker`], a mirror of what
+//! the events told the agent).
 //!
-//! This is the one module that knows the policy's vocabulary ([`Event`], [`Decision`]) and
-//! how a host event becomes a policy event ([`to_policy_event`]); the rest of the simulator
-//! speaks `wave_abi::sched`. It drives a `Policy` directly; swapping it for the shipped agent
-//! runtime (`wave_policy::agent::SchedAgent` over the in-process region) only changes this
-//! module and [`crate::link`]'s landing of decisions.
+//! Two agents plug in: [`PolicyAgent`] drives any `&mut dyn Policy` directly (events decoded by
+//! the shipped [`EventDecoder`]), for policies built with custom capacities or configurations and
+//! for scripted test agents; [`crate::runtime::RuntimeAgent`] runs the shipped agent loop
+//! (`wave_policy::agent::SchedAgent`) over an in-process region. This module also holds the
+//! one place where a host event becomes a policy event ([`to_policy_event`]); the rest of the
+//! simulator speaks `wave_abi::sched`.
 
 use std::format;
 use std::vec::Vec;
 
-use wave_abi::ring::EntryBody;
 use wave_abi::sched::{EventDecoder, EventKind, PolicyKind, SchedConfig, SchedEvent, NO_CPU};
 use wave_policy::{CpuId, Decision, Event, FailReason, Policy, PolicyStats, Seq, Tid, TxnId};
 
@@ -71,18 +71,37 @@ struct Mirror {
     outstanding: Option<(usize, TxnId, u32)>,
 }
 
-/// The simulated agent: one policy, its decoder, its mirror.
-pub struct Agent<'p> {
-    policy: &'p mut dyn Policy,
-    decoder: EventDecoder,
-    mirror: Vec<Mirror>,
-    cpu_outstanding: Vec<Option<TxnId>>,
-    last_txn: u64,
-    steps: u64,
-    check_every: u64,
+/// What the simulator needs from an agent. Time is the caller's (virtual); violations the
+/// agent sees go into `v`.
+pub trait AgentSide {
+    /// The policy's name.
+    fn name(&self) -> &'static str;
+    /// The link session the agent writes slots for (the host reads only that session's).
+    fn session(&self) -> u32;
+    /// One host event arrives at the agent.
+    fn deliver(&mut self, ev: &SchedEvent, now: u64, v: &mut Violations);
+    /// The agent runs: the decisions it makes now, in order, as they leave for the host.
+    fn poll(&mut self, now: u64, v: &mut Violations) -> Vec<Decision>;
+    /// When the policy next wants a poll without a new event.
+    fn next_deadline(&self, now: u64) -> Option<u64>;
+    /// The policy's counters.
+    fn stats(&self) -> PolicyStats;
+    /// The policy's own consistency check.
+    fn check_invariants(&self) -> Result<(), &'static str>;
 }
 
-impl<'p> Agent<'p> {
+/// Drives a `&mut dyn Policy` directly: entries decoded by the shipped decoder, one
+/// `on_event` per event, one `poll` per batch.
+pub struct PolicyAgent<'p> {
+    policy: &'p mut dyn Policy,
+    decoder: EventDecoder,
+    checker: Checker,
+}
+
+/// Session a [`PolicyAgent`] uses (any non-zero value).
+const POLICY_AGENT_SESSION: u32 = 1;
+
+impl<'p> PolicyAgent<'p> {
     /// An agent for `n_cpus` CPUs and `n_threads` threads driving `policy`; checks the
     /// policy's invariants every `check_every` steps (0: only at the end).
     pub fn new(policy: &'p mut dyn Policy, n_cpus: u32, n_threads: u32, check_every: u64) -> Self {
@@ -92,9 +111,88 @@ impl<'p> Agent<'p> {
             policy: PolicyKind::Fifo, // the decoder only reads the counts
             slice_ns: 0,
         };
-        Agent {
+        PolicyAgent {
             policy,
             decoder: EventDecoder::new(&cfg),
+            checker: Checker::new(n_cpus, n_threads, check_every),
+        }
+    }
+
+    fn step_done(&mut self, now: u64, v: &mut Violations) {
+        if self.checker.tick() {
+            if let Err(e) = self.policy.check_invariants() {
+                v.add(now, format!("policy invariant: {e}"));
+            }
+        }
+    }
+}
+
+impl AgentSide for PolicyAgent<'_> {
+    fn name(&self) -> &'static str {
+        self.policy.name()
+    }
+
+    fn session(&self) -> u32 {
+        POLICY_AGENT_SESSION
+    }
+
+    fn deliver(&mut self, ev: &SchedEvent, now: u64, v: &mut Violations) {
+        let body = ev.encode();
+        let Some(e) = self
+            .decoder
+            .decode(&body)
+            .ok()
+            .and_then(|e| to_policy_event(&e))
+        else {
+            v.add(
+                now,
+                format!("agent: the host posted an invalid event {ev:?}"),
+            );
+            return;
+        };
+        self.checker.event(e, now, v);
+        self.policy.on_event(e, now);
+        self.step_done(now, v);
+    }
+
+    fn poll(&mut self, now: u64, v: &mut Violations) -> Vec<Decision> {
+        let mut out: Vec<Decision> = Vec::new();
+        self.policy.poll(now, &mut out);
+        self.step_done(now, v);
+        self.checker.decisions(&out, now, v);
+        out
+    }
+
+    fn next_deadline(&self, now: u64) -> Option<u64> {
+        self.policy.next_deadline(now)
+    }
+
+    fn stats(&self) -> PolicyStats {
+        *self.policy.stats()
+    }
+
+    fn check_invariants(&self) -> Result<(), &'static str> {
+        self.policy.check_invariants()
+    }
+}
+
+/// The agent-side checks: what the events said about each thread, and every prestage checked
+/// against it (ids increasing, one outstanding per CPU and per thread, only runnable threads at
+/// their latest seq, never again at a seq the host refused), every outcome matched to exactly
+/// one outstanding transaction.
+pub struct Checker {
+    mirror: Vec<Mirror>,
+    cpu_outstanding: Vec<Option<TxnId>>,
+    last_txn: u64,
+    steps: u64,
+    check_every: u64,
+}
+
+impl Checker {
+    /// Checks for `n_cpus` CPUs and `n_threads` threads; [`Self::tick`] says when to run the
+    /// policy's own check (every `check_every` steps, never if 0).
+    pub fn new(n_cpus: u32, n_threads: u32, check_every: u64) -> Self {
+        Checker {
             mirror: std::vec![Mirror::default(); n_threads as usize],
             cpu_outstanding: std::vec![None; n_cpus as usize],
             last_txn: 0,
@@ -103,62 +201,21 @@ impl<'p> Agent<'p> {
         }
     }
 
-    /// The policy's name.
-    pub fn name(&self) -> &'static str {
-        self.policy.name()
-    }
-
-    /// The policy's counters.
-    pub fn stats(&self) -> PolicyStats {
-        *self.policy.stats()
-    }
-
-    /// The policy's own consistency check.
-    pub fn check_invariants(&self) -> Result<(), &'static str> {
-        self.policy.check_invariants()
-    }
-
-    /// When the policy next wants a poll without a new event.
-    pub fn next_deadline(&self, now: u64) -> Option<u64> {
-        self.policy.next_deadline(now)
-    }
-
-    /// One event entry arrives from the ring: decode, mirror, apply.
-    pub fn deliver(&mut self, body: &EntryBody, now: u64, v: &mut Violations) {
-        let Some(e) = self
-            .decoder
-            .decode(body)
-            .ok()
-            .and_then(|e| to_policy_event(&e))
-        else {
-            v.add(
-                now,
-                format!("agent: the host posted an invalid event {body:?}"),
-            );
-            return;
-        };
-        self.mirror_event(e, now, v);
-        self.policy.on_event(e, now);
-        self.step_done(now, v);
-    }
-
-    /// One poll: the decisions due now, each checked against the mirror.
-    pub fn poll(&mut self, now: u64, v: &mut Violations) -> Vec<Decision> {
-        let mut out: Vec<Decision> = Vec::new();
-        self.policy.poll(now, &mut out);
-        self.step_done(now, v);
-        for d in &out {
-            self.check_decision(*d, now, v);
-        }
-        out
-    }
-
-    fn step_done(&mut self, now: u64, v: &mut Violations) {
+    /// Counts one agent step; true when the policy's invariants are due for a check.
+    pub fn tick(&mut self) -> bool {
         self.steps += 1;
-        if self.check_every > 0 && self.steps.is_multiple_of(self.check_every) {
-            if let Err(e) = self.policy.check_invariants() {
-                v.add(now, format!("policy invariant: {e}"));
-            }
+        self.check_every > 0 && self.steps.is_multiple_of(self.check_every)
+    }
+
+    /// The agent received `e`.
+    pub fn event(&mut self, e: Event, now: u64, v: &mut Violations) {
+        self.mirror_event(e, now, v);
+    }
+
+    /// The agent emitted `ds`, in order.
+    pub fn decisions(&mut self, ds: &[Decision], now: u64, v: &mut Violations) {
+        for d in ds {
+            self.check_decision(*d, now, v);
         }
     }
 

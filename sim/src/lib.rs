@@ -9,8 +9,13 @@
 //! - the **CPU slots** are the ABI's own `SlotWriter`/`SlotReader` over an in-process region,
 //!   and events travel as ring entries decoded by the ABI's `EventDecoder` ([`link`],
 //!   [`agent`]);
-//! - the **policies** are `wave-policy`'s, unchanged, driven through the `Policy` trait by the
-//!   [`agent`] module (the one module to swap for the shared agent runtime).
+//! - the **agent loop** can be the shipped one: [`simulate_runtime`] runs
+//!   `wave_policy::agent::SchedAgent` over an in-process region ([`runtime`]): ring entries,
+//!   the decoder, the policy the session configuration names, the slot writes;
+//! - the **policies** are `wave-policy`'s, unchanged; [`simulate`] drives any `&mut dyn Policy`
+//!   directly ([`agent::PolicyAgent`]), for custom capacities and configurations and for
+//!   scripted test agents. Both agents sit behind one seam, [`agent::AgentSide`], and give the
+//!   same run for the same policy and configuration (a test checks it).
 //!
 //! What the simulator adds is time and load: the link as a latency model (events reach the
 //! agent, and decisions host memory, `link_latency_ns` later; doorbells wake a sleeping CPU
@@ -39,6 +44,7 @@ mod host;
 pub mod link;
 pub mod report;
 pub mod rng;
+pub mod runtime;
 mod sim;
 mod workload;
 
@@ -46,4 +52,5 @@ pub use crate::config::{RequestClass, SimConfig, StormConfig, Workload};
 pub use crate::link::HostMemory;
 pub use crate::report::{pct, ClassStats, HostCounters, SimReport, Violations};
 pub use crate::rng::Rng;
+pub use crate::runtime::{simulate_runtime, AgentRegion, RuntimeAgent};
 pub use crate::sim::{simulate, threads_of, Sim};

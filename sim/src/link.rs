@@ -15,8 +15,6 @@ use wave_abi::{Layout, SharedRegion};
 use wave_host_shim::sched::{Mechanism, ThreadSlot};
 use wave_policy::Decision;
 
-/// Link session both sides use (any non-zero value).
-const SESSION: u32 = 1;
 /// Ring entries of the layout (the simulator carries events itself; the rings are unused).
 const RING_ENTRIES: u32 = 16;
 
@@ -60,12 +58,13 @@ impl HostMemory {
         Mechanism::new(&self.threads, self.n_cpus)
     }
 
-    /// The agent's writer (clears the slots) and the host's reader of the CPU slots.
-    pub fn slots(&self) -> (SlotWriter<'_>, SlotReader<'_>) {
+    /// The writer that lands the agent's decisions (clears the slots) and the host's reader
+    /// of the CPU slots, both for link `session`.
+    pub fn slots(&self, session: u32) -> (SlotWriter<'_>, SlotReader<'_>) {
         let region = SharedRegion::from_words(&self.words);
-        let w = SlotWriter::new(&region, &self.layout, self.n_cpus, SESSION)
+        let w = SlotWriter::new(&region, &self.layout, self.n_cpus, session)
             .expect("the layout has CPU slots for every CPU");
-        let r = SlotReader::new(&region, &self.layout, self.n_cpus, SESSION)
+        let r = SlotReader::new(&region, &self.layout, self.n_cpus, session)
             .expect("the layout has CPU slots for every CPU");
         (w, r)
     }

@@ -3,6 +3,7 @@
 //! checks. The host CPUs are in [`crate::host`], the workloads in [`crate::workload`], the
 //! agent in [`crate::agent`].
 
+use std::boxed::Box;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::string::String;
@@ -13,7 +14,7 @@ use wave_abi::sched::{SchedEvent, SlotReader, SlotWriter};
 use wave_host_shim::sched::{CpuCursor, Mechanism, ThreadState};
 use wave_policy::{Decision, Policy};
 
-use crate::agent::Agent;
+use crate::agent::{AgentSide, PolicyAgent};
 use crate::config::{SimConfig, Workload};
 use crate::link::{self, HostMemory};
 use crate::report::{pct, ClassStats, SimReport, Violations};
@@ -102,7 +103,7 @@ pub struct Sim<'m, 'p> {
     pub(crate) idle_workers: VecDeque<usize>,
     pub(crate) backlog: VecDeque<Req>,
     pub(crate) latencies: Vec<Vec<u64>>,
-    agent: Agent<'p>,
+    agent: Box<dyn AgentSide + 'p>,
     last_poll_at: Option<u64>,
     deadline_poll_at: Option<u64>,
     pub(crate) txn_outcomes: BTreeMap<u64, u8>,
@@ -120,9 +121,17 @@ pub fn threads_of(cfg: &SimConfig) -> usize {
 }
 
 impl<'m, 'p> Sim<'m, 'p> {
-    /// A simulator for `cfg` over `mem` (built for `cfg`'s CPUs and threads) driving `policy`,
-    /// which must schedule at least `cfg.n_cpus` CPUs and hold every tid the workload uses.
+    /// A simulator for `cfg` over `mem` (built for `cfg`'s CPUs and threads) driving `policy`
+    /// directly, which must schedule at least `cfg.n_cpus` CPUs and hold every tid the
+    /// workload uses.
     pub fn new(cfg: SimConfig, mem: &'m HostMemory, policy: &'p mut dyn Policy) -> Self {
+        let n_threads = threads_of(&cfg) as u32;
+        let agent = PolicyAgent::new(policy, cfg.n_cpus as u32, n_threads, cfg.check_every);
+        Self::with_agent(cfg, mem, Box::new(agent))
+    }
+
+    /// A simulator for `cfg` over `mem` with any agent (e.g. [`crate::RuntimeAgent`]).
+    pub fn with_agent(cfg: SimConfig, mem: &'m HostMemory, agent: Box<dyn AgentSide + 'p>) -> Self {
         let n_threads = threads_of(&cfg);
         let n_classes = match &cfg.workload {
             Workload::OpenLoop { classes, .. } => classes.len(),
@@ -133,8 +142,7 @@ impl<'m, 'p> Sim<'m, 'p> {
             "host memory built for another size: make it with HostMemory::new({}, {n_threads})",
             cfg.n_cpus
         );
-        let (writer, slots) = mem.slots();
-        let agent = Agent::new(policy, cfg.n_cpus as u32, n_threads as u32, cfg.check_every);
+        let (writer, slots) = mem.slots(agent.session());
         Sim {
             rng: Rng::new(cfg.seed),
             heap: BinaryHeap::new(),
@@ -219,7 +227,7 @@ impl<'m, 'p> Sim<'m, 'p> {
     }
 
     fn agent_recv(&mut self, e: SchedEvent) {
-        self.agent.deliver(&e.encode(), self.now, &mut self.v);
+        self.agent.deliver(&e, self.now, &mut self.v);
         if self.last_poll_at != Some(self.now) {
             self.last_poll_at = Some(self.now);
             self.push(self.now, SimEv::AgentPoll);

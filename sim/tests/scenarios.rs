@@ -2,8 +2,9 @@
 //! the link as a latency model. Storms race decisions in flight (stale claims, aborts,
 //! preemptions, kills); open-loop RocksDB-like loads check latency and that no request is lost.
 
+use wave_abi::sched::PolicyKind;
 use wave_policy::{CentralizedFifo, Policy, Shinjuku, ShinjukuConfig};
-use wave_sim::{simulate, SimConfig, StormConfig, Workload};
+use wave_sim::{simulate, simulate_runtime, SimConfig, StormConfig, Workload};
 
 type Shin4 = Shinjuku<4, 64>;
 
@@ -172,4 +173,48 @@ fn sim_table() {
             }
         }
     }
+}
+
+// --------------------------------------------------------------------------------------
+// The shipped agent loop (`SchedAgent` over an in-process region) instead of a bare policy.
+
+#[test]
+fn the_shipped_agent_loop_keeps_every_invariant_in_storms() {
+    for (seed, link) in [(1, 1_000), (3, 50_000)] {
+        for (kind, slice) in [(PolicyKind::Fifo, 30_000), (PolicyKind::Shinjuku, 5_000)] {
+            let r = simulate_runtime(storm_cfg(seed, link), kind, slice).unwrap();
+            assert!(
+                r.violations.is_empty(),
+                "{kind:?} link {link}: {:#?}",
+                r.violations
+            );
+            assert_eq!(r.completed + r.abandoned, r.generated);
+            assert!(r.host.failed_stale > 0, "{:?}", r.host);
+            assert!(r.policy_stats.events_total() > 0);
+        }
+    }
+}
+
+#[test]
+fn the_shipped_agent_loop_decides_as_the_policy_does() {
+    // Same policy and configuration, driven directly or through SchedAgent: same run.
+    let cfg = rocksdb(4, 100_000.0, 5, 20);
+    let direct = simulate(cfg.clone(), &mut Shinjuku::<64, 1024>::new(4).unwrap());
+    let shipped = simulate_runtime(cfg, PolicyKind::Shinjuku, 30_000).unwrap();
+    for r in [&direct, &shipped] {
+        assert!(r.violations.is_empty(), "{}: {:#?}", r.policy, r.violations);
+    }
+    assert_eq!(direct.policy_stats, shipped.policy_stats);
+    assert_eq!(format!("{:?}", direct.host), format!("{:?}", shipped.host));
+    assert_eq!(
+        direct.class("GET").unwrap().p99_ns,
+        shipped.class("GET").unwrap().p99_ns
+    );
+}
+
+#[test]
+fn the_shipped_agent_refuses_a_session_it_cannot_hold() {
+    let mut cfg = storm_cfg(1, 1_000);
+    cfg.n_cpus = 65;
+    assert!(simulate_runtime(cfg, PolicyKind::Fifo, 30_000).is_err());
 }
