@@ -5,7 +5,8 @@
 //! PCIe is a latency model around this memory: an event reaches the agent, and a decision's
 //! posted write reaches host memory, `link_latency_ns` after it was sent ([`crate::Sim`]
 //! schedules both); [`land`] is the moment a decision's write becomes visible to the host.
-//! This is the one module that knows the region layout.
+//! With [`crate::runtime`]'s `AgentRegion`, this is where the simulator touches the region layout
+//! (`Layout::v1`): the two places to adapt when the layout is derived from the subsystems.
 
 use core::sync::atomic::AtomicU64;
 use std::vec::Vec;
