@@ -218,3 +218,15 @@ fn the_shipped_agent_refuses_a_session_it_cannot_hold() {
     cfg.n_cpus = 65;
     assert!(simulate_runtime(cfg, PolicyKind::Fifo, 30_000).is_err());
 }
+
+#[test]
+fn sixty_four_cpus_through_the_shipped_agent_loop() {
+    // The most CPUs a session holds (affinity masks are 64 bits), at ~60 % load.
+    let cfg = rocksdb(64, 1_100_000.0, 11, 10);
+    for kind in [PolicyKind::Fifo, PolicyKind::Shinjuku] {
+        let r = simulate_runtime(cfg.clone(), kind, 30_000).unwrap();
+        assert!(r.violations.is_empty(), "{kind:?}: {:#?}", r.violations);
+        assert_eq!(r.completed, r.generated);
+        assert!(r.generated > 5_000, "{}", r.generated);
+    }
+}
