@@ -1,7 +1,7 @@
 //! `wave-policy`: OS policies as pure, portable `no_std` logic.
 //!
 //! Policies have no hardware access; the firmware, the host shim's on-host mode and the
-//! simulator all link the same code. No allocation: capacities are const parameters.
+//! simulator (`wave-sim`) all link the same code. No allocation: capacities are const parameters.
 //!
 //! # Scheduling (ghOSt semantics over PCIe, DESIGN.md §6)
 //! The host is authoritative. It reports [`Event`]s (thread state changes carrying the thread's
@@ -38,8 +38,6 @@ pub mod agent;
 pub mod fifo;
 pub mod sched;
 pub mod shinjuku;
-#[cfg(any(test, feature = "sim"))]
-pub mod sim;
 pub mod types;
 
 #[cfg(test)]

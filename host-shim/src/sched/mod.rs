@@ -1,7 +1,9 @@
 //! The host scheduling *mechanism* (`no_std`, no allocation): per-thread status words, the
 //! state changes that bump a thread's sequence number and produce the event to post, the
-//! per-CPU claim of a prestaged transaction (`docs/abi.md` §8 "Host rules") and the preempt
-//! check run at safe points.
+//! per-CPU claim of a prestaged transaction (`docs/abi.md` §8 "Host rules": commit, stale,
+//! abort), the idle rule and the preempt check run at safe points. These rules exist only
+//! here: the Linux runtime (`engine`) and the simulator (`wave-sim`, which links this crate
+//! with `default-features = false`, in virtual time over an in-process region) both call them.
 //!
 //! A kernel could embed this module as is: the caller provides the thread storage
 //! (`&[ThreadSlot]`, one per tid) and one [`CpuCursor`] per CPU, and posts the returned
@@ -245,13 +247,22 @@ impl<'s> Mechanism<'s> {
         e
     }
 
-    /// Creates `tid` (absent or dead before), runnable or blocked: `ThreadNew`.
+    /// Creates `tid` (absent or dead before), runnable or blocked: `ThreadNew`. A new thread
+    /// is allowed on every CPU (the event carries no mask, and the policy assumes all), so a
+    /// reused tid does not inherit the affinity of the thread that died.
     pub fn thread_new(
         &self,
         tid: u32,
         runnable: bool,
         now_ns: u64,
     ) -> Result<SchedEvent, TransitionError> {
+        let t = self.thread(tid).ok_or(TransitionError::BadTid)?;
+        match t.status().state {
+            ThreadState::Absent | ThreadState::Dead => {}
+            st => return Err(TransitionError::WrongState(st)),
+        }
+        // Mask first, then the seq bump (as in `set_affinity`).
+        t.mask.store(u64::MAX, Ordering::Release);
         let (_, new) = self.change(tid, |s| match s.state {
             ThreadState::Absent | ThreadState::Dead => Ok(if runnable {
                 ThreadState::Runnable
@@ -471,6 +482,21 @@ impl<'s> Mechanism<'s> {
         }
         let s = Status::decode(w);
         fail(ev, FailReason::Stale, s.seq)
+    }
+
+    /// CPU `cpu` has nothing to run: `CpuIdle` if its slot holds no transaction it has not
+    /// taken yet (it may then sleep until its doorbell rings), else `None` (claim first).
+    pub fn idle(
+        &self,
+        slots: &SlotReader<'_>,
+        cpu: u32,
+        cursor: &CpuCursor,
+        now_ns: u64,
+    ) -> Option<SchedEvent> {
+        if cpu >= self.n_cpus || slots.prestaged(cpu, cursor.last_txn).is_some() {
+            return None;
+        }
+        Some(Self::event(EventKind::CpuIdle, 0, 0, cpu, now_ns))
     }
 
     /// Safe-point check on `cpu`, which runs `tid`: true (and the request) if the agent

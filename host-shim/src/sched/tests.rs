@@ -230,6 +230,44 @@ fn stale_not_runnable_not_found_invalid() {
 }
 
 #[test]
+fn a_reused_tid_starts_with_every_cpu_allowed() {
+    let f = Fixture::new(4);
+    let (w, r, m) = f.parts();
+    m.thread_new(0, true, 0).unwrap(); // seq 1
+    m.set_affinity(0, 0b10, 0).unwrap(); // seq 2: cpu 1 only
+    m.dead(0, 0, 0).unwrap(); // seq 3
+    m.thread_new(0, true, 0).unwrap(); // seq 4
+    assert_eq!(m.thread(0).unwrap().mask(), u64::MAX);
+    w.prestage(0, 1, 0, 4);
+    let mut c0 = CpuCursor::default();
+    assert_eq!(
+        m.claim(&r, 0, &mut c0, 0).unwrap().outcome,
+        ClaimOutcome::Committed { tid: 0, seq: 4 }
+    );
+    // A live thread cannot be created again, and its mask is left alone.
+    m.set_affinity(0, 0b01, 0).unwrap();
+    assert!(m.thread_new(0, true, 0).is_err());
+    assert_eq!(m.thread(0).unwrap().mask(), 0b01);
+}
+
+#[test]
+fn idle_only_with_nothing_left_to_take() {
+    let f = Fixture::new(4);
+    let (w, r, m) = f.parts();
+    let mut c0 = CpuCursor::default();
+    let e = m.idle(&r, 0, &c0, 9).unwrap();
+    assert_eq!(
+        (e.kind, e.cpu, e.tid, e.seq, e.time_ns),
+        (EventKind::CpuIdle, 0, 0, 0, 9)
+    );
+    assert!(m.idle(&r, 7, &c0, 9).is_none(), "cpu outside the session");
+    w.prestage(0, 1, 3, 1);
+    assert!(m.idle(&r, 0, &c0, 9).is_none(), "claim first");
+    m.claim(&r, 0, &mut c0, 9).unwrap(); // fails (tid 3 absent) but is taken
+    assert!(m.idle(&r, 0, &c0, 9).is_some());
+}
+
+#[test]
 fn slots_of_another_session_or_cpu_are_ignored() {
     let f = Fixture::new(4);
     let (w, _, m) = f.parts();
