@@ -928,6 +928,7 @@ impl<'p> Sim<'p> {
                     tid: Tid(tid as u32),
                     seq,
                     cpu: CpuId(c as u32),
+                    ran_ns: 0,
                 });
                 self.cpu_next(c);
             }
@@ -950,6 +951,7 @@ impl<'p> Sim<'p> {
             tid: Tid(tid as u32),
             seq,
             cpu: CpuId(c as u32),
+            ran_ns: 0,
         });
         self.cpu_next(c);
     }
@@ -985,6 +987,7 @@ impl<'p> Sim<'p> {
                         tid: Tid(tid as u32),
                         seq,
                         cpu: CpuId(c as u32),
+                        ran_ns: 0,
                     });
                     self.cpu_next(c);
                 } else {
@@ -1120,6 +1123,7 @@ impl<'p> Sim<'p> {
                 tid: Tid(tid as u32),
                 seq,
                 cpu: cpu.map(|c| CpuId(c as u32)),
+                ran_ns: 0,
             });
             if let Some(c) = cpu {
                 self.cpu_next(c);

@@ -100,7 +100,7 @@ fn fifo_prestages_in_order_with_wake_and_runs_next_locally() {
     assert_eq!(ps.len(), 2);
     assert!(ps.iter().all(|&(_, _, _, _, wake)| !wake));
     assert_eq!(ps.iter().map(|x| x.1).collect::<Vec<_>>(), vec![2, 3]);
-    assert_eq!(p.core().queue_len(), 0);
+    assert_eq!(p.queue_len(), 0);
     // Nothing more to do; no duplicate decisions.
     assert!(poll(&mut p, 40).is_empty());
     assert_eq!(p.stats().prestages, 4);
@@ -266,6 +266,7 @@ fn commit_after_abort_runs_the_thread() {
             tid: Tid(1),
             seq: Seq(2),
             cpu: CpuId(1),
+            ran_ns: 0,
         },
         6,
     );
@@ -286,6 +287,7 @@ fn commit_after_abort_runs_the_thread() {
             tid: Tid(0),
             seq: Seq(2),
             cpu: CpuId(0),
+            ran_ns: 0,
         },
         50_001,
     );
@@ -293,7 +295,7 @@ fn commit_after_abort_runs_the_thread() {
     assert_eq!(p.stats().abort_lost, 1);
     assert_eq!(p.stats().steals, 1);
     assert!(poll(&mut p, 50_003).is_empty());
-    assert_eq!(p.core().outstanding_txns(), 0);
+    assert_eq!(p.outstanding_txns(), 0);
 }
 
 #[test]
@@ -330,6 +332,7 @@ fn shinjuku_preempts_after_slice_only_with_a_waiter() {
             tid: Tid(0),
             seq: Seq(2),
             cpu: CpuId(0),
+            ran_ns: 0,
         },
         100_500,
     );
@@ -378,6 +381,7 @@ fn affinity_change_evicts_a_running_thread() {
             tid: Tid(0),
             seq: Seq(3),
             cpu: CpuId(0),
+            ran_ns: 0,
         },
         3,
     );
@@ -397,7 +401,7 @@ fn full_sink_keeps_decisions_for_later() {
     p.check_invariants().unwrap();
     let d = poll(&mut p, 0);
     assert_eq!(prestages(&d), vec![(3, 3, 4, 1, true)]);
-    assert_eq!(p.core().outstanding_txns(), 4);
+    assert_eq!(p.outstanding_txns(), 4);
 }
 
 #[test]
@@ -411,6 +415,7 @@ fn dead_thread_in_slot_is_retracted_and_tid_reusable() {
             tid: Tid(0),
             seq: Seq(2),
             cpu: None,
+            ran_ns: 0,
         },
         1,
     );
@@ -595,13 +600,29 @@ mod props {
                 runnable: m & 1 == 0,
             },
             1 => Event::Wakeup { tid, seq },
-            2 => Event::Blocked { tid, seq, cpu },
-            3 => Event::Yield { tid, seq, cpu },
-            4 => Event::Preempted { tid, seq, cpu },
+            2 => Event::Blocked {
+                tid,
+                seq,
+                cpu,
+                ran_ns: m,
+            },
+            3 => Event::Yield {
+                tid,
+                seq,
+                cpu,
+                ran_ns: 0,
+            },
+            4 => Event::Preempted {
+                tid,
+                seq,
+                cpu,
+                ran_ns: m,
+            },
             5 => Event::Dead {
                 tid,
                 seq,
                 cpu: if m & 2 == 0 { Some(cpu) } else { None },
+                ran_ns: 0,
             },
             6 => Event::Affinity { tid, seq, mask: m },
             _ => Event::CpuIdle { cpu },

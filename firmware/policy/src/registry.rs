@@ -1,0 +1,203 @@
+//! The one list of scheduling policies: wire id (word 2 of the ABI's `SchedConfig`), name (the
+//! `--policy` value), parameter table (the configuration's parameter block) and constructor.
+//! The CLIs, the host engine, the on-host agent and the firmware all choose policies here.
+//!
+//! Adding a policy: write its [`Plugin`] discipline in its own file, then add one line to the
+//! `policies!` invocation below (a new, never reused wire id).
+
+use crate::discipline::{Param, Params, Plugin};
+use crate::sched::SchedCore;
+use crate::types::{ConfigError, DecisionSink, Event, PolicyStats};
+use crate::Policy;
+use wave_abi::sched::PARAM_WORDS;
+
+/// What the registry knows about one policy (no const parameters, so it can be a table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyInfo {
+    /// Wire id in the scheduling configuration (non-zero, never reused).
+    pub id: u32,
+    /// Name on the command line and in reports.
+    pub name: &'static str,
+    /// One line for `--help`.
+    pub about: &'static str,
+    /// Parameters, in parameter-block order.
+    pub params: &'static [Param],
+}
+
+impl PolicyInfo {
+    /// The parameter called `name`, with its index in the block.
+    pub fn param(&self, name: &str) -> Option<(usize, &'static Param)> {
+        self.params.iter().enumerate().find(|(_, p)| p.name == name)
+    }
+}
+
+macro_rules! policies {
+    ($($variant:ident = $id:literal, $name:literal, $disc:ident;)+) => {
+        /// Every policy, in wire-id order.
+        // `<D<1> as Plugin>`: the table does not depend on the thread capacity.
+        pub const POLICIES: &[PolicyInfo] = &[$(PolicyInfo {
+            id: $id,
+            name: $name,
+            about: <$disc<1> as Plugin>::ABOUT,
+            params: <$disc<1> as Plugin>::PARAMS,
+        }),+];
+
+        /// Any registered policy, chosen at run time (what an agent holds).
+        #[allow(clippy::large_enum_variant)]
+        pub enum AnyPolicy<const C: usize, const T: usize> {
+            $(
+                #[doc = $name]
+                $variant(SchedCore<C, T, $disc<T>>),
+            )+
+        }
+
+        impl<const C: usize, const T: usize> AnyPolicy<C, T> {
+            /// Builds policy `id` for `n_cpus` cpus from a raw parameter block (0 = default),
+            /// refusing unknown ids and out-of-range parameters.
+            pub fn build(
+                id: u32,
+                n_cpus: usize,
+                raw: &[u64; PARAM_WORDS],
+            ) -> Result<Self, ConfigError> {
+                let info = by_id(id).ok_or(ConfigError::UnknownPolicy(id))?;
+                let params = Params::resolve(info.params, raw)?;
+                match id {
+                    $($id => Ok(AnyPolicy::$variant(SchedCore::with_discipline(
+                        n_cpus,
+                        $disc::<T>::from_params(&params)?,
+                    )?)),)+
+                    _ => Err(ConfigError::UnknownPolicy(id)),
+                }
+            }
+
+            fn inner(&self) -> &dyn Policy {
+                match self {
+                    $(AnyPolicy::$variant(p) => p,)+
+                }
+            }
+
+            fn inner_mut(&mut self) -> &mut dyn Policy {
+                match self {
+                    $(AnyPolicy::$variant(p) => p,)+
+                }
+            }
+        }
+    };
+}
+
+use crate::fair::FairQueue;
+use crate::fifo::Fifo;
+use crate::shinjuku::ShinjukuQueue;
+
+policies! {
+    Fifo = 1, "fifo", Fifo;
+    Shinjuku = 2, "shinjuku", ShinjukuQueue;
+    Fair = 3, "fair", FairQueue;
+}
+
+/// The policy with wire id `id`.
+pub fn by_id(id: u32) -> Option<&'static PolicyInfo> {
+    POLICIES.iter().find(|p| p.id == id)
+}
+
+/// The policy called `name`.
+pub fn by_name(name: &str) -> Option<&'static PolicyInfo> {
+    POLICIES.iter().find(|p| p.name == name)
+}
+
+/// A policy and its raw parameter block: what a host publishes in the scheduling configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyChoice {
+    /// The policy.
+    pub info: &'static PolicyInfo,
+    /// Parameter block (0 = the parameter's default).
+    pub params: [u64; PARAM_WORDS],
+}
+
+impl PolicyChoice {
+    /// Policy `name` with default parameters.
+    pub fn named(name: &str) -> Result<Self, ChoiceError> {
+        let info = by_name(name).ok_or(ChoiceError::UnknownPolicy)?;
+        Ok(PolicyChoice {
+            info,
+            params: [0; PARAM_WORDS],
+        })
+    }
+
+    /// Sets parameter `name` (checked against the policy's table).
+    pub fn set(&mut self, name: &str, value: u64) -> Result<(), ChoiceError> {
+        let (i, p) = self.info.param(name).ok_or(ChoiceError::UnknownParam)?;
+        if !(p.min..=p.max).contains(&value) {
+            return Err(ChoiceError::OutOfRange {
+                min: p.min,
+                max: p.max,
+            });
+        }
+        self.params[i] = value;
+        Ok(())
+    }
+
+    /// The value parameter `name` will have (its default if unset), if the policy has it.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        let (i, p) = self.info.param(name)?;
+        Some(if self.params[i] == 0 {
+            p.default
+        } else {
+            self.params[i]
+        })
+    }
+
+    /// `name(param=value, ...)` with the values in force, for reports.
+    #[cfg(any(test, feature = "std"))]
+    pub fn describe(&self) -> std::string::String {
+        let ps: std::vec::Vec<std::string::String> = self
+            .info
+            .params
+            .iter()
+            .map(|p| std::format!("{}={}", p.name, self.get(p.name).unwrap_or(0)))
+            .collect();
+        std::format!("{}({})", self.info.name, ps.join(", "))
+    }
+}
+
+/// Why a host-side policy choice was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChoiceError {
+    /// No policy of that name.
+    UnknownPolicy,
+    /// The policy has no parameter of that name.
+    UnknownParam,
+    /// The value is outside the parameter's range.
+    OutOfRange {
+        /// Smallest accepted.
+        min: u64,
+        /// Largest accepted.
+        max: u64,
+    },
+}
+
+/// Names of all policies, in wire-id order (for help and error messages).
+pub fn names() -> impl Iterator<Item = &'static str> {
+    POLICIES.iter().map(|p| p.name)
+}
+
+impl<const C: usize, const T: usize> Policy for AnyPolicy<C, T> {
+    fn name(&self) -> &'static str {
+        self.inner().name()
+    }
+    fn on_event(&mut self, ev: Event, now_ns: u64) {
+        self.inner_mut().on_event(ev, now_ns)
+    }
+    fn poll(&mut self, now_ns: u64, out: &mut dyn DecisionSink) -> usize {
+        self.inner_mut().poll(now_ns, out)
+    }
+    fn next_deadline(&self, now_ns: u64) -> Option<u64> {
+        self.inner().next_deadline(now_ns)
+    }
+    fn stats(&self) -> &PolicyStats {
+        self.inner().stats()
+    }
+    fn check_invariants(&self) -> Result<(), &'static str> {
+        self.inner().check_invariants()
+    }
+}
