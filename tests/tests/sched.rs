@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use wave_host_shim::engine::{AgentMode, EngineConfig, Storm};
+use wave_host_shim::engine::{AgentMode, EngineConfig, PolicyChoice, Storm};
 use wave_qemu::demo::{run_ipu, DemoOptions, DemoRun};
 
 fn run(engine: EngineConfig) -> DemoRun {
@@ -23,9 +23,9 @@ fn run(engine: EngineConfig) -> DemoRun {
     run
 }
 
-fn base(policy: wave_abi::sched::PolicyKind) -> EngineConfig {
+fn base(policy: &str) -> EngineConfig {
     EngineConfig {
-        policy,
+        policy: PolicyChoice::named(policy).expect("a registered policy"),
         rate: 3_000.0,
         duration: Duration::from_millis(1500),
         cpus: 2,
@@ -63,7 +63,7 @@ fn assert_invariants(run: &DemoRun) {
 
 #[test]
 fn fifo_on_the_ipu_completes_everything() {
-    let run = run(base(wave_abi::sched::PolicyKind::Fifo));
+    let run = run(base("fifo"));
     assert_invariants(&run);
     assert_eq!(run.results.preemptions, 0, "FIFO never preempts");
 }
@@ -72,7 +72,7 @@ fn fifo_on_the_ipu_completes_everything() {
 fn shinjuku_on_the_ipu_preempts_long_requests() {
     let run = run(EngineConfig {
         range_pct: 5.0,
-        ..base(wave_abi::sched::PolicyKind::Shinjuku)
+        ..base("shinjuku")
     });
     assert_invariants(&run);
     let r = &run.results;
@@ -82,13 +82,25 @@ fn shinjuku_on_the_ipu_preempts_long_requests() {
 }
 
 #[test]
+fn fair_on_the_ipu_completes_everything_and_preempts() {
+    let run = run(EngineConfig {
+        range_pct: 5.0,
+        ..base("fair")
+    });
+    assert_invariants(&run);
+    let r = &run.results;
+    assert!(r.policy.starts_with("fair("), "{r}");
+    assert!(r.preemptions > 0, "the slice preempts long requests: {r}");
+}
+
+#[test]
 fn stale_decisions_are_refused_under_a_wake_block_storm() {
     let run = run(EngineConfig {
         storm: Storm {
             affinity_every_us: 200,
             yield_every: 3,
         },
-        ..base(wave_abi::sched::PolicyKind::Fifo)
+        ..base("fifo")
     });
     assert_invariants(&run);
     let r = &run.results;

@@ -160,6 +160,57 @@ impl PolicyChoice {
     }
 }
 
+#[cfg(any(test, feature = "std"))]
+impl PolicyChoice {
+    /// The command-line form shared by `wave-host sched` and `cargo wave demo`: `--policy
+    /// NAME`, the legacy `--slice-us US` (for policies with a `slice_ns` parameter) and any
+    /// number of `--param NAME=VALUE`. Errors say what is wrong and what is accepted.
+    pub fn from_cli(
+        name: &str,
+        slice_us: Option<u64>,
+        params: &[std::string::String],
+    ) -> Result<Self, std::string::String> {
+        let all = || names().collect::<std::vec::Vec<_>>().join(", ");
+        let mut c = PolicyChoice::named(name)
+            .map_err(|_| std::format!("unknown policy `{name}` (known: {})", all()))?;
+        if let Some(us) = slice_us {
+            let ns = us.saturating_mul(1_000);
+            c.set("slice_ns", ns)
+                .map_err(|e| std::format!("--slice-us {us}: {}", c.explain(e, "slice_ns")))?;
+        }
+        for kv in params {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| std::format!("--param `{kv}`: expected NAME=VALUE"))?;
+            let v: u64 = v
+                .trim()
+                .parse()
+                .map_err(|_| std::format!("--param `{kv}`: `{v}` is not a whole number"))?;
+            c.set(k.trim(), v)
+                .map_err(|e| std::format!("--param `{kv}`: {}", c.explain(e, k.trim())))?;
+        }
+        Ok(c)
+    }
+
+    fn explain(&self, e: ChoiceError, param: &str) -> std::string::String {
+        let info = self.info;
+        match e {
+            ChoiceError::UnknownPolicy => std::format!("unknown policy `{}`", info.name),
+            ChoiceError::UnknownParam => {
+                let ps: std::vec::Vec<_> = info.params.iter().map(|p| p.name).collect();
+                std::format!(
+                    "policy {} has no parameter `{param}` (it has: {})",
+                    info.name,
+                    ps.join(", ")
+                )
+            }
+            ChoiceError::OutOfRange { min, max } => {
+                std::format!("`{param}` must be in {min}..={max}")
+            }
+        }
+    }
+}
+
 /// Why a host-side policy choice was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChoiceError {
