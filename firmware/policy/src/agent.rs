@@ -96,6 +96,7 @@ pub struct SchedAgent<'a, const C: usize = MAX_CPUS, const T: usize = MAX_THREAD
 impl<'a, const C: usize, const T: usize> SchedAgent<'a, C, T> {
     /// Reads and validates the host's session configuration, clears the CPU slots and builds
     /// the policy it names. `session` is the link session (`Endpoint::session`).
+    #[inline(never)] // its frame, not the caller's, holds what building the policy needs
     pub fn new(
         region: &SharedRegion<'a>,
         layout: &Layout,
@@ -108,15 +109,17 @@ impl<'a, const C: usize, const T: usize> SchedAgent<'a, C, T> {
                 threads: config.n_threads,
             });
         }
-        let policy = AnyPolicy::build(config.policy, config.n_cpus as usize, &config.params)
+        let n = config.n_cpus as usize;
+        let (which, params) = AnyPolicy::<C, T>::check(config.policy, n, &config.params)
             .map_err(AgentError::Policy)?;
         let slots = SlotWriter::new(region, layout, config.n_cpus, session)?;
+        // Built last and infallibly, straight into the result (see `build_checked`).
         Ok(SchedAgent {
             decoder: EventDecoder::new(&config),
             config,
             generation,
             session,
-            policy,
+            policy: AnyPolicy::build_checked(which, n, &params),
             slots,
             stats: AgentStats::default(),
         })

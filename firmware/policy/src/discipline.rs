@@ -117,6 +117,7 @@ pub trait Plugin: Discipline + Sized {
     const ABOUT: &'static str;
     /// The parameter table (at most [`PARAM_WORDS`] entries).
     const PARAMS: &'static [Param];
-    /// Builds the discipline from resolved parameters.
-    fn from_params(p: &Params) -> Result<Self, ConfigError>;
+    /// Builds the discipline from parameters [`Params::resolve`] accepted (so every value is
+    /// within its table range). Infallible, so a caller can build a policy in place.
+    fn from_params(p: &Params) -> Self;
 }

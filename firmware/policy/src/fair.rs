@@ -51,7 +51,12 @@ impl<const T: usize> FairQueue<T> {
         if !(MIN_SLICE_NS..=MAX_SLICE_NS).contains(&slice_ns) {
             return Err(ConfigError::TimeSlice);
         }
-        Ok(FairQueue {
+        Ok(Self::empty(slice_ns, steal_after_ns))
+    }
+
+    #[inline(always)]
+    fn empty(slice_ns: u64, steal_after_ns: Option<u64>) -> Self {
+        FairQueue {
             vruntime: [0; T],
             weight: [NICE_0_WEIGHT; T],
             heap: [NIL; T],
@@ -60,7 +65,7 @@ impl<const T: usize> FairQueue<T> {
             min_vruntime: 0,
             slice_ns,
             steal_after_ns,
-        })
+        }
     }
 
     /// Sets thread `t`'s weight (`1..=MAX_WEIGHT`, clamped); applies to runs charged from now.
@@ -207,8 +212,9 @@ impl<const T: usize> Plugin for FairQueue<T> {
         "weighted fair: least virtual runtime first, with a slice (CFS/EEVDF-like)";
     const PARAMS: &'static [Param] =
         &[slice_param(DEFAULT_SLICE_NS), steal_param(DEFAULT_SLICE_NS)];
-    fn from_params(p: &Params) -> Result<Self, ConfigError> {
-        FairQueue::new(p.get(0), steal_after(p.get(1)))
+    #[inline(always)]
+    fn from_params(p: &Params) -> Self {
+        FairQueue::empty(p.get(0), steal_after(p.get(1)))
     }
 }
 

@@ -48,6 +48,7 @@ pub struct FifoQueue<const T: usize> {
 
 impl<const T: usize> FifoQueue<T> {
     /// An empty queue.
+    #[inline(always)]
     pub fn new() -> Self {
         FifoQueue {
             prev: [NIL; T],
@@ -190,11 +191,12 @@ impl<const T: usize> Discipline for Fifo<T> {
 impl<const T: usize> Plugin for Fifo<T> {
     const ABOUT: &'static str = "centralized FIFO, no preemption (ghOSt fifo/centralized)";
     const PARAMS: &'static [Param] = &[steal_param(DEFAULT_STEAL_AFTER_NS)];
-    fn from_params(p: &Params) -> Result<Self, ConfigError> {
-        Ok(Fifo {
+    #[inline(always)]
+    fn from_params(p: &Params) -> Self {
+        Fifo {
             queue: FifoQueue::new(),
             steal_after_ns: steal_after(p.get(0)),
-        })
+        }
     }
 }
 

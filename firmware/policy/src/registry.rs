@@ -42,6 +42,15 @@ macro_rules! policies {
             params: <$disc<1> as Plugin>::PARAMS,
         }),+];
 
+        /// Which registered policy (a validated wire id).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Which {
+            $(
+                #[doc = $name]
+                $variant,
+            )+
+        }
+
         /// Any registered policy, chosen at run time (what an agent holds).
         #[allow(clippy::large_enum_variant)]
         pub enum AnyPolicy<const C: usize, const T: usize> {
@@ -59,14 +68,36 @@ macro_rules! policies {
                 n_cpus: usize,
                 raw: &[u64; PARAM_WORDS],
             ) -> Result<Self, ConfigError> {
+                let (which, params) = Self::check(id, n_cpus, raw)?;
+                Ok(Self::build_checked(which, n_cpus, &params))
+            }
+
+            /// Validates everything [`Self::build`] would refuse, building nothing.
+            pub fn check(
+                id: u32,
+                n_cpus: usize,
+                raw: &[u64; PARAM_WORDS],
+            ) -> Result<(Which, Params), ConfigError> {
                 let info = by_id(id).ok_or(ConfigError::UnknownPolicy(id))?;
                 let params = Params::resolve(info.params, raw)?;
+                // The cpu bound does not depend on the discipline.
+                SchedCore::<C, T, crate::fifo::Fifo<T>>::check_cpus_count(n_cpus)?;
                 match id {
-                    $($id => Ok(AnyPolicy::$variant(SchedCore::with_discipline(
-                        n_cpus,
-                        $disc::<T>::from_params(&params)?,
-                    )?)),)+
+                    $($id => Ok((Which::$variant, params)),)+
                     _ => Err(ConfigError::UnknownPolicy(id)),
+                }
+            }
+
+            /// Builds what [`Self::check`] accepted. Infallible and inlined, so the tens of
+            /// KiB of a policy are written in place rather than copied through the stack
+            /// (the firmware's stack is only a few policies deep).
+            #[inline(always)]
+            pub fn build_checked(which: Which, n_cpus: usize, params: &Params) -> Self {
+                match which {
+                    $(Which::$variant => AnyPolicy::$variant(SchedCore::build(
+                        n_cpus,
+                        $disc::<T>::from_params(params),
+                    )),)+
                 }
             }
 

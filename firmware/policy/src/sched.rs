@@ -156,10 +156,25 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
     pub fn with_discipline(n_cpus: usize, disc: D) -> Result<Self, ConfigError> {
         #[allow(clippy::let_unit_value)]
         let () = Self::CAPACITY_OK;
+        Self::check_cpus_count(n_cpus)?;
+        Ok(Self::build(n_cpus, disc))
+    }
+
+    /// `n_cpus` is in `1..=C`.
+    pub fn check_cpus_count(n_cpus: usize) -> Result<(), ConfigError> {
         if n_cpus == 0 || n_cpus > C {
             return Err(ConfigError::CpuCount);
         }
-        Ok(SchedCore {
+        Ok(())
+    }
+
+    /// [`Self::with_discipline`] for an `n_cpus` already checked: infallible, so the compiler
+    /// can build the (large) value in place.
+    #[inline(always)]
+    pub(crate) fn build(n_cpus: usize, disc: D) -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::CAPACITY_OK;
+        SchedCore {
             n_cpus,
             disc,
             threads: [Thread::EMPTY; T],
@@ -167,7 +182,7 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
             next_txn: 1,
             steals_in_flight: 0,
             stats: PolicyStats::default(),
-        })
+        }
     }
 
     /// Host cpus scheduled.

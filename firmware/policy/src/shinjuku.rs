@@ -70,12 +70,13 @@ impl<const T: usize> Plugin for ShinjukuQueue<T> {
     const ABOUT: &'static str = "centralized FIFO with time-slice preemption (Shinjuku)";
     const PARAMS: &'static [Param] =
         &[slice_param(DEFAULT_SLICE_NS), steal_param(DEFAULT_SLICE_NS)];
-    fn from_params(p: &Params) -> Result<Self, ConfigError> {
-        Ok(ShinjukuQueue {
+    #[inline(always)]
+    fn from_params(p: &Params) -> Self {
+        ShinjukuQueue {
             queue: FifoQueue::new(),
             slice_ns: p.get(0),
             steal_after_ns: steal_after(p.get(1)),
-        })
+        }
     }
 }
 
