@@ -67,7 +67,7 @@ fn host_agent_fair_runs_every_request_and_preempts() {
     cfg.policy.set("slice_ns", 40_000).unwrap();
     let r = engine::run_host(&cfg).unwrap();
     check_common(&r);
-    assert_eq!(r.policy, "fair(slice_ns=40000, steal_after_ns=50000)");
+    assert_eq!(r.policy, "fair(slice 40 µs)");
     assert!(r.preemptions > 0, "the slice preempts long requests\n{r}");
 }
 

@@ -178,16 +178,41 @@ impl PolicyChoice {
         })
     }
 
-    /// `name(param=value, ...)` with the values in force, for reports.
+    /// For reports: the name, then the slice (if the policy has one) and every parameter not
+    /// at its default, e.g. `shinjuku(slice 30 µs)`, `fair(slice 40 µs, steal_after 1 ms)`.
     #[cfg(any(test, feature = "std"))]
     pub fn describe(&self) -> std::string::String {
         let ps: std::vec::Vec<std::string::String> = self
             .info
             .params
             .iter()
-            .map(|p| std::format!("{}={}", p.name, self.get(p.name).unwrap_or(0)))
+            .filter(|p| p.name == "slice_ns" || self.get(p.name) != Some(p.default))
+            .map(|p| {
+                let v = self.get(p.name).unwrap_or(0);
+                let name = p.name.strip_suffix("_ns").unwrap_or(p.name);
+                if p.name.ends_with("_ns") {
+                    std::format!("{name} {}", fmt_ns(v))
+                } else {
+                    std::format!("{name} {v}")
+                }
+            })
             .collect();
-        std::format!("{}({})", self.info.name, ps.join(", "))
+        if ps.is_empty() {
+            self.info.name.into()
+        } else {
+            std::format!("{}({})", self.info.name, ps.join(", "))
+        }
+    }
+}
+
+/// `30 µs`, `2 ms`, `1500 ns`, `never` (u64::MAX).
+#[cfg(any(test, feature = "std"))]
+fn fmt_ns(v: u64) -> std::string::String {
+    match v {
+        u64::MAX => "never".into(),
+        v if v % 1_000_000 == 0 && v > 0 => std::format!("{} ms", v / 1_000_000),
+        v if v % 1_000 == 0 && v > 0 => std::format!("{} µs", v / 1_000),
+        v => std::format!("{v} ns"),
     }
 }
 

@@ -903,6 +903,19 @@ mod fair {
             crate::AnyPolicy::<2, 16>::build(99, 2, &[0; 8]),
             Err(ConfigError::UnknownPolicy(99))
         ));
+        // The host-side choice: names, parameters, reports.
+        use crate::registry::PolicyChoice;
+        assert_eq!(PolicyChoice::named("fifo").unwrap().describe(), "fifo");
+        let mut c = PolicyChoice::from_cli("fair", Some(40), &[]).unwrap();
+        assert_eq!(c.describe(), "fair(slice 40 µs)");
+        c.set("steal_after_ns", u64::MAX).unwrap();
+        assert_eq!(c.describe(), "fair(slice 40 µs, steal_after never)");
+        let e = PolicyChoice::from_cli("fifo", Some(30), &[]).unwrap_err();
+        assert!(e.contains("no parameter `slice_ns`"), "{e}");
+        let e = PolicyChoice::from_cli("nope", None, &[]).unwrap_err();
+        assert!(e.contains("fifo, shinjuku, fair"), "{e}");
+        let e = PolicyChoice::from_cli("fair", None, &["slice_ns=5".into()]).unwrap_err();
+        assert!(e.contains("1000..=1000000000"), "{e}");
     }
 
     #[test]
