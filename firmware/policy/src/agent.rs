@@ -1,6 +1,8 @@
 //! The scheduling agent loop, shared by the IPU firmware and the host shim's on-host mode
 //! (`--agent host`): events in from the link's `Sched` ring, the [`Policy`] in the middle,
-//! decisions out into the per-CPU transaction slots in host memory (`docs/abi.md` §8).
+//! decisions out into the per-CPU transaction slots in host memory (`docs/abi.md` §8). The
+//! event decoder yields the policies' own [`crate::Event`]; the policy is the one the session
+//! configuration names, built through [`crate::registry`].
 //!
 //! The agent only reads memory homed on its own side (the events ring and the session
 //! configuration) and only writes the host's (the CPU slots and its credits), so it runs
