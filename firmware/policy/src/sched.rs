@@ -63,7 +63,6 @@ struct Thread {
     seq: Seq,
     /// Sequence number of the latest run-state change (everything but `Affinity`).
     state_seq: Seq,
-    mask: u64,
 }
 
 impl Thread {
@@ -72,7 +71,6 @@ impl Thread {
         place: Place::None,
         seq: Seq(0),
         state_seq: Seq(0),
-        mask: u64::MAX,
     };
 }
 
@@ -143,6 +141,8 @@ pub struct SchedCore<const C: usize, const T: usize, D> {
     n_cpus: usize,
     disc: D,
     threads: [Thread; T],
+    /// Allowed cpus per thread (apart from `threads` to keep [`Thread`] at 16 bytes).
+    masks: [u64; T],
     cpus: [Cpu; C],
     next_txn: u64,
     steals_in_flight: usize,
@@ -178,6 +178,7 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
             n_cpus,
             disc,
             threads: [Thread::EMPTY; T],
+            masks: [u64::MAX; T],
             cpus: [Cpu::INIT; C],
             next_txn: 1,
             steals_in_flight: 0,
@@ -355,6 +356,7 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
             state_seq: seq,
             ..Thread::EMPTY
         };
+        self.masks[i] = u64::MAX;
         self.disc.reset(i);
         if let Place::Prestaged(c) = place {
             if let Some(p) = self.cpus[c as usize].pending.as_mut() {
@@ -398,7 +400,7 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
         }
         match change {
             Change::Mask(mask) => {
-                t.mask = mask;
+                self.masks[i] = mask;
                 if let Live::Running(c) = t.live {
                     if mask & (1u64 << c) == 0 {
                         if let Some(r) = self.cpus[c as usize].current.as_mut() {
@@ -526,7 +528,7 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
         let t = &mut self.threads[i];
         if t.live == Live::Runnable && !t.state_seq.is_newer_than(p.seq) {
             t.live = Live::Running(c as u16);
-            let evict = t.mask & (1u64 << c) == 0;
+            let evict = self.masks[i] & (1u64 << c) == 0;
             self.cpus[c].current = Some(Run {
                 tid: p.tid,
                 since: now,
@@ -719,7 +721,7 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
             };
             if p.abort != AbortState::None
                 || now_ns.saturating_sub(r.since) < after
-                || self.threads[p.tid as usize].mask & hungry_mask == 0
+                || self.masks[p.tid as usize] & hungry_mask == 0
             {
                 continue;
             }
@@ -788,8 +790,8 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
         emitted: &mut usize,
     ) -> Option<()> {
         let bit = 1u64 << c;
-        let threads = &self.threads;
-        let Some(idx) = self.disc.peek(c, |t| threads[t].mask & bit != 0) else {
+        let masks = &self.masks;
+        let Some(idx) = self.disc.peek(c, |t| masks[t] & bit != 0) else {
             self.stats.scan_misses += 1;
             return Some(());
         };
