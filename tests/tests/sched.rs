@@ -9,7 +9,12 @@ use std::time::Duration;
 use wave_host_shim::engine::{AgentMode, EngineConfig, PolicyChoice, Storm};
 use wave_qemu::demo::{run_ipu, DemoOptions, DemoRun};
 
+/// Each run pins host CPUs and one checks latency ordering: run one QEMU session at a time,
+/// or on a small machine the runs slow each other down past that check.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run(engine: EngineConfig) -> DemoRun {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let image = wave_qemu::image().expect("firmware image");
     let opts = DemoOptions {
         agents: vec![AgentMode::Ipu],
