@@ -354,7 +354,6 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
             place,
             seq,
             state_seq: seq,
-            ..Thread::EMPTY
         };
         self.masks[i] = u64::MAX;
         self.disc.reset(i);
