@@ -1,4 +1,4 @@
-//! Scheduling over the link (ABI 1.1, `docs/abi.md` §8 "Scheduling"): the session
+//! Scheduling over the link (ABI 1.2, `docs/abi.md` §8 "Scheduling"): the session
 //! configuration the host publishes, the event messages the host sends on `RingEvents`, and
 //! the per-CPU transaction slots the IPU agent writes into host memory (`CpuSlots`).
 //!
@@ -26,27 +26,25 @@ pub const CPU_VECTOR_BASE: u16 = 3;
 /// "No CPU" in an event's `cpu` field.
 pub const NO_CPU: u32 = u32::MAX;
 
-/// The policy a session runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum PolicyKind {
-    /// Centralized FIFO, no preemption.
-    Fifo = 1,
-    /// Centralized FIFO with time-slice preemption (Shinjuku).
-    Shinjuku = 2,
-}
+/// Words in the per-policy parameter block of [`SchedConfig`].
+pub const PARAM_WORDS: usize = 8;
 
 /// The session configuration (block `SchedConfig`, home IPU, written by the host).
+///
+/// The policy is named by its wire id and configured by a parameter block whose meaning
+/// belongs to that policy (`wave_policy::registry` lists ids, names and parameters). This
+/// layer checks only what every policy shares; the agent validates the block against the
+/// policy's own parameter table when it builds the policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SchedConfig {
     /// Host CPUs, `0..n_cpus`.
     pub n_cpus: u32,
     /// Schedulable threads, tids `0..n_threads`.
     pub n_threads: u32,
-    /// Policy.
-    pub policy: PolicyKind,
-    /// Shinjuku time slice in ns (ignored by FIFO).
-    pub slice_ns: u64,
+    /// Policy wire id (non-zero).
+    pub policy: u32,
+    /// The policy's parameters; 0 = the policy's default for that parameter.
+    pub params: [u64; PARAM_WORDS],
 }
 
 /// Why a configuration, event or slot is refused.
@@ -94,6 +92,19 @@ fn block<'a>(
         .map_err(|_| SchedError::Region)
 }
 
+/// The configuration words (checked to hold the whole parameter block).
+fn config_words<'a>(
+    region: &SharedRegion<'a>,
+    layout: &Layout,
+) -> Result<&'a [AtomicU64], SchedError> {
+    block(region, layout, Kind::SchedConfig)?
+        .get(..W_PARAMS + PARAM_WORDS)
+        .ok_or(SchedError::Region)
+}
+
+/// First word of the parameter block in `SchedConfig` (words 3..=10).
+const W_PARAMS: usize = 3;
+
 impl SchedConfig {
     /// Checks every field; `vectors` is the link's doorbell count (each CPU needs one).
     pub fn validate(&self, vectors: u32) -> Result<(), SchedError> {
@@ -104,8 +115,8 @@ impl SchedConfig {
         if self.n_threads == 0 || self.n_threads > MAX_THREADS {
             return Err(SchedError::BadConfig("n_threads"));
         }
-        if !(1_000..=1_000_000_000).contains(&self.slice_ns) {
-            return Err(SchedError::BadConfig("slice_ns"));
+        if self.policy == 0 {
+            return Err(SchedError::BadConfig("policy"));
         }
         Ok(())
     }
@@ -119,14 +130,16 @@ impl SchedConfig {
         generation: u64,
     ) -> Result<(), SchedError> {
         self.validate(layout.vectors)?;
-        let w = block(region, layout, Kind::SchedConfig)?;
+        let w = config_words(region, layout)?;
         store_le(
             &w[1],
             self.n_cpus as u64 | (self.n_threads as u64) << 32,
             Ordering::Relaxed,
         );
         store_le(&w[2], self.policy as u64, Ordering::Relaxed);
-        store_le(&w[3], self.slice_ns, Ordering::Relaxed);
+        for (word, &p) in w[W_PARAMS..W_PARAMS + PARAM_WORDS].iter().zip(&self.params) {
+            store_le(word, p, Ordering::Relaxed);
+        }
         store_le(&w[0], generation.max(1), Ordering::Release);
         Ok(())
     }
@@ -136,30 +149,65 @@ impl SchedConfig {
         region: &SharedRegion<'_>,
         layout: &Layout,
     ) -> Result<(u64, SchedConfig), SchedError> {
-        let w = block(region, layout, Kind::SchedConfig)?;
+        let w = config_words(region, layout)?;
         let generation = load_le(&w[0], Ordering::Acquire);
         if generation == 0 {
             return Err(SchedError::NoConfig);
         }
         let counts = load_le(&w[1], Ordering::Relaxed);
-        let policy = match load_le(&w[2], Ordering::Relaxed) {
-            1 => PolicyKind::Fifo,
-            2 => PolicyKind::Shinjuku,
-            _ => return Err(SchedError::BadConfig("policy")),
-        };
+        let policy = u32::try_from(load_le(&w[2], Ordering::Relaxed))
+            .map_err(|_| SchedError::BadConfig("policy"))?;
+        let mut params = [0u64; PARAM_WORDS];
+        for (p, word) in params.iter_mut().zip(&w[W_PARAMS..W_PARAMS + PARAM_WORDS]) {
+            *p = load_le(word, Ordering::Relaxed);
+        }
         let cfg = SchedConfig {
             n_cpus: counts as u32,
             n_threads: (counts >> 32) as u32,
             policy,
-            slice_ns: load_le(&w[3], Ordering::Relaxed),
+            params,
         };
         cfg.validate(layout.vectors)?;
         Ok((generation, cfg))
     }
 }
 
-/// Scheduling event kinds (message tags on `RingEvents`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A host thread id. Policies map it directly to a slot index, so the host allocates ids
+/// densely in `0..n_threads`; the decoder rejects larger ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Tid(pub u32);
+
+/// A host CPU index in `0..n_cpus`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CpuId(pub u32);
+
+/// A transaction id. The agent allocates them unique and strictly increasing from 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TxnId(pub u64);
+
+/// A thread's sequence number (ghOSt's status-word `barrier`). The host bumps it at every state
+/// change of the thread. It is a wrapping `u32` compared with serial-number arithmetic
+/// (RFC 1982), so a wrap after 2^32 changes is harmless.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Seq(pub u32);
+
+impl Seq {
+    /// `true` if `self` is strictly newer than `other` (within half the number space).
+    #[inline]
+    pub fn is_newer_than(self, other: Seq) -> bool {
+        (self.0.wrapping_sub(other.0) as i32) > 0
+    }
+
+    /// The next sequence number (what the host writes at a state change).
+    #[inline]
+    #[must_use]
+    pub fn next(self) -> Seq {
+        Seq(self.0.wrapping_add(1))
+    }
+}
+
+/// Scheduling event kinds; the discriminant is the message tag on `RingEvents`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum EventKind {
     /// A thread exists (`arg` = 1 if it is runnable now).
@@ -187,6 +235,15 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Number of kinds (length of a per-kind counter array).
+    pub const COUNT: usize = 11;
+    const FIRST_TAG: u16 = 0x0201;
+
+    /// Dense index `0..COUNT`, for per-kind counters.
+    pub fn index(self) -> usize {
+        (self as u16 - Self::FIRST_TAG) as usize
+    }
+
     fn from_u16(v: u16) -> Option<Self> {
         Some(match v {
             0x0201 => Self::ThreadNew,
@@ -206,20 +263,161 @@ impl EventKind {
 }
 
 /// Why the host refused a transaction (`arg` of [`EventKind::TxnFailed`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum FailReason {
-    /// The thread's sequence number moved on.
+    /// The thread's sequence number moved on since the decision.
     Stale = 1,
-    /// The thread is not runnable (blocked, running elsewhere, dead).
+    /// The sequence number matched but the thread was not runnable (running, blocked, dead).
     NotRunnable = 2,
-    /// The thread does not exist.
+    /// No such thread on the host.
     NotFound = 3,
-    /// The slot was malformed (bad tid, wrong CPU affinity, ...).
+    /// Anything else the host rejects (bad tid, CPU not allowed by affinity, malformed slot).
     Invalid = 4,
 }
 
-/// One scheduling event, decoded. Fields a kind does not use are 0 ([`NO_CPU`] for `cpu`).
+impl FailReason {
+    fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::Stale,
+            2 => Self::NotRunnable,
+            3 => Self::NotFound,
+            4 => Self::Invalid,
+            _ => return None,
+        })
+    }
+}
+
+/// A scheduling event as the policies see it: what [`EventDecoder::decode`] yields.
+///
+/// Thread events carry the thread's new sequence number; transaction outcomes carry the
+/// transaction id the agent chose. `cpu` fields name the CPU the thread was running on (stop
+/// events) or the CPU that owns the transaction slot (outcomes). Stop events carry `ran_ns`,
+/// the CPU time of the run that just ended as the host measured it (0 = not measured).
+#[allow(missing_docs)] // the variant docs name every field
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// A thread joined the scheduler (runnable or blocked). Also revives a tid after `Dead`.
+    ThreadNew { tid: Tid, seq: Seq, runnable: bool },
+    /// A blocked thread became runnable.
+    Wakeup { tid: Tid, seq: Seq },
+    /// The thread running on `cpu` blocked after running `ran_ns`.
+    Blocked {
+        tid: Tid,
+        seq: Seq,
+        cpu: CpuId,
+        ran_ns: u64,
+    },
+    /// The thread running on `cpu` yielded (it stays runnable).
+    Yield {
+        tid: Tid,
+        seq: Seq,
+        cpu: CpuId,
+        ran_ns: u64,
+    },
+    /// The thread running on `cpu` was preempted (it stays runnable).
+    Preempted {
+        tid: Tid,
+        seq: Seq,
+        cpu: CpuId,
+        ran_ns: u64,
+    },
+    /// The thread exited; `cpu` is where it was running, if it was.
+    Dead {
+        tid: Tid,
+        seq: Seq,
+        cpu: Option<CpuId>,
+        ran_ns: u64,
+    },
+    /// The thread's CPU affinity changed (bit `c` = may run on CPU `c`). Run state unchanged.
+    Affinity { tid: Tid, seq: Seq, mask: u64 },
+    /// `cpu` claimed transaction `txn` and now runs `tid` (at the transaction's sequence).
+    TxnCommitted { txn: TxnId, tid: Tid, cpu: CpuId },
+    /// `cpu` tried to claim `txn` and the host refused it.
+    TxnFailed {
+        txn: TxnId,
+        tid: Tid,
+        cpu: CpuId,
+        reason: FailReason,
+    },
+    /// The host retracted `txn` from `cpu`'s slot before any claim (the abort won the race).
+    TxnAborted { txn: TxnId, cpu: CpuId },
+    /// `cpu` has nothing to run and an empty slot: it is going to sleep until a doorbell.
+    CpuIdle { cpu: CpuId },
+}
+
+impl Event {
+    /// The kind of this event.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::ThreadNew { .. } => EventKind::ThreadNew,
+            Event::Wakeup { .. } => EventKind::Wakeup,
+            Event::Blocked { .. } => EventKind::Blocked,
+            Event::Yield { .. } => EventKind::Yield,
+            Event::Preempted { .. } => EventKind::Preempted,
+            Event::Dead { .. } => EventKind::Dead,
+            Event::Affinity { .. } => EventKind::Affinity,
+            Event::TxnCommitted { .. } => EventKind::TxnCommitted,
+            Event::TxnFailed { .. } => EventKind::TxnFailed,
+            Event::TxnAborted { .. } => EventKind::TxnAborted,
+            Event::CpuIdle { .. } => EventKind::CpuIdle,
+        }
+    }
+
+    /// The wire record of this event, stamped with host time `time_ns`.
+    pub fn record(&self, time_ns: u64) -> SchedEvent {
+        let mut r = SchedEvent::new(self.kind());
+        r.time_ns = time_ns;
+        match *self {
+            Event::ThreadNew { tid, seq, runnable } => {
+                (r.tid, r.seq, r.arg) = (tid.0, seq.0, runnable as u32)
+            }
+            Event::Wakeup { tid, seq } => (r.tid, r.seq) = (tid.0, seq.0),
+            Event::Blocked {
+                tid,
+                seq,
+                cpu,
+                ran_ns,
+            }
+            | Event::Yield {
+                tid,
+                seq,
+                cpu,
+                ran_ns,
+            }
+            | Event::Preempted {
+                tid,
+                seq,
+                cpu,
+                ran_ns,
+            } => (r.tid, r.seq, r.cpu, r.ran_ns) = (tid.0, seq.0, cpu.0, ran_ns),
+            Event::Dead {
+                tid,
+                seq,
+                cpu,
+                ran_ns,
+            } => {
+                (r.tid, r.seq, r.ran_ns) = (tid.0, seq.0, ran_ns);
+                r.cpu = cpu.map_or(NO_CPU, |c| c.0);
+            }
+            Event::Affinity { tid, seq, mask } => (r.tid, r.seq, r.mask) = (tid.0, seq.0, mask),
+            Event::TxnCommitted { txn, tid, cpu } => (r.txn, r.tid, r.cpu) = (txn.0, tid.0, cpu.0),
+            Event::TxnFailed {
+                txn,
+                tid,
+                cpu,
+                reason,
+            } => (r.txn, r.tid, r.cpu, r.arg) = (txn.0, tid.0, cpu.0, reason as u32),
+            Event::TxnAborted { txn, cpu } => (r.txn, r.cpu) = (txn.0, cpu.0),
+            Event::CpuIdle { cpu } => r.cpu = cpu.0,
+        }
+        r
+    }
+}
+
+/// One scheduling event in its flat wire form, as the host builds and encodes it. Fields a
+/// kind does not use are 0 ([`NO_CPU`] for `cpu`). The IPU never acts on this form: its
+/// decoder validates it and yields an [`Event`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SchedEvent {
     /// What happened.
@@ -238,6 +436,8 @@ pub struct SchedEvent {
     pub mask: u64,
     /// Host time of the event (ns, host monotonic clock), for latency accounting.
     pub time_ns: u64,
+    /// Stop events: CPU time of the run that just ended (ns; 0 = not measured). ABI 1.2.
+    pub ran_ns: u64,
 }
 
 /// Length of a scheduling event payload.
@@ -255,6 +455,7 @@ impl SchedEvent {
             txn: 0,
             mask: 0,
             time_ns: 0,
+            ran_ns: 0,
         }
     }
 
@@ -268,6 +469,7 @@ impl SchedEvent {
         p[16..24].copy_from_slice(&self.txn.to_le_bytes());
         p[24..32].copy_from_slice(&self.mask.to_le_bytes());
         p[32..40].copy_from_slice(&self.time_ns.to_le_bytes());
+        p[40..48].copy_from_slice(&self.ran_ns.to_le_bytes());
         EntryBody::new(self.kind as u16, 0, &p)
     }
 }
@@ -279,7 +481,7 @@ pub enum EventError {
     BadTag,
     /// `len` is not 48.
     BadLength,
-    /// `aux` or the reserved word is not 0.
+    /// `aux` is not 0.
     Reserved,
     /// A tid at or beyond `n_threads`.
     BadTid,
@@ -348,9 +550,11 @@ impl EventDecoder {
         }
     }
 
-    /// Decodes `body` (already copied out of shared memory).
-    pub fn decode(&mut self, body: &EntryBody) -> Result<SchedEvent, EventError> {
-        let r = self.check(body);
+    /// Decodes `body` (already copied out of shared memory) into the event the policies use.
+    pub fn decode(&mut self, body: &EntryBody) -> Result<Event, EventError> {
+        let r = self
+            .check(body)
+            .and_then(|rec| rec.event().ok_or(EventError::BadField));
         let s = &mut self.stats;
         match r {
             Ok(_) => s.ok += 1,
@@ -364,15 +568,16 @@ impl EventDecoder {
         r
     }
 
+    /// The wire record of `body` if it is valid for this session.
     fn check(&self, body: &EntryBody) -> Result<SchedEvent, EventError> {
         let kind = EventKind::from_u16(body.tag.get()).ok_or(EventError::BadTag)?;
         if body.len.get() != EVENT_LEN {
             return Err(EventError::BadLength);
         }
-        let p = &body.payload;
-        if body.aux.get() != 0 || u64_at(p, 40) != 0 {
+        if body.aux.get() != 0 {
             return Err(EventError::Reserved);
         }
+        let p = &body.payload;
         let ev = SchedEvent {
             kind,
             tid: u32_at(p, 0),
@@ -382,43 +587,119 @@ impl EventDecoder {
             txn: u64_at(p, 16),
             mask: u64_at(p, 24),
             time_ns: u64_at(p, 32),
+            ran_ns: u64_at(p, 40),
         };
+        self.check_ids(&ev)?;
+        if !self.fields_ok(&ev) {
+            return Err(EventError::BadField);
+        }
+        Ok(ev)
+    }
+
+    fn check_ids(&self, ev: &SchedEvent) -> Result<(), EventError> {
         use EventKind::*;
-        let has_tid = !matches!(kind, TxnAborted | CpuIdle);
+        let has_tid = !matches!(ev.kind, TxnAborted | CpuIdle);
         if has_tid && ev.tid >= self.n_threads {
             return Err(EventError::BadTid);
         }
         if !has_tid && (ev.tid != 0 || ev.seq != 0) {
             return Err(EventError::BadField);
         }
-        let cpu_ok = match kind {
+        let cpu_ok = match ev.kind {
             ThreadNew | Wakeup | Affinity => ev.cpu == NO_CPU,
             Dead => ev.cpu == NO_CPU || ev.cpu < self.n_cpus,
             _ => ev.cpu < self.n_cpus,
         };
-        if !cpu_ok {
-            return Err(EventError::BadCpu);
+        if cpu_ok {
+            Ok(())
+        } else {
+            Err(EventError::BadCpu)
         }
+    }
+
+    fn fields_ok(&self, ev: &SchedEvent) -> bool {
+        use EventKind::*;
+        let kind = ev.kind;
         let has_txn = matches!(kind, TxnCommitted | TxnFailed | TxnAborted);
         let all_cpus = if self.n_cpus >= 64 {
             u64::MAX
         } else {
             (1u64 << self.n_cpus) - 1
         };
-        let fields_ok = (has_txn == (ev.txn != 0))
+        // Only a run that ended has a run time: stop events, and `Dead` of a running thread.
+        let may_have_ran =
+            matches!(kind, Blocked | Yield | Preempted) || (kind == Dead && ev.cpu != NO_CPU);
+        (has_txn == (ev.txn != 0))
+            && (may_have_ran || ev.ran_ns == 0)
             && match kind {
                 ThreadNew => ev.arg <= 1,
-                TxnFailed => (1..=4).contains(&ev.arg),
+                TxnFailed => FailReason::from_u32(ev.arg).is_some(),
                 _ => ev.arg == 0,
             }
             && match kind {
                 Affinity => ev.mask != 0 && ev.mask & !all_cpus == 0,
                 _ => ev.mask == 0,
-            };
-        if !fields_ok {
-            return Err(EventError::BadField);
-        }
-        Ok(ev)
+            }
+    }
+}
+
+impl SchedEvent {
+    /// The event this record describes; `None` if a field does not fit its kind (an unknown
+    /// fail reason). Ids are not range-checked here: [`EventDecoder`] does that.
+    pub fn event(&self) -> Option<Event> {
+        let (tid, seq, cpu, txn) = (
+            Tid(self.tid),
+            Seq(self.seq),
+            CpuId(self.cpu),
+            TxnId(self.txn),
+        );
+        let ran_ns = self.ran_ns;
+        Some(match self.kind {
+            EventKind::ThreadNew => Event::ThreadNew {
+                tid,
+                seq,
+                runnable: self.arg == 1,
+            },
+            EventKind::Wakeup => Event::Wakeup { tid, seq },
+            EventKind::Blocked => Event::Blocked {
+                tid,
+                seq,
+                cpu,
+                ran_ns,
+            },
+            EventKind::Yield => Event::Yield {
+                tid,
+                seq,
+                cpu,
+                ran_ns,
+            },
+            EventKind::Preempted => Event::Preempted {
+                tid,
+                seq,
+                cpu,
+                ran_ns,
+            },
+            EventKind::Dead => Event::Dead {
+                tid,
+                seq,
+                cpu: (self.cpu != NO_CPU).then_some(cpu),
+                ran_ns,
+            },
+            EventKind::Affinity => Event::Affinity {
+                tid,
+                seq,
+                mask: self.mask,
+            },
+            EventKind::TxnCommitted => Event::TxnCommitted { txn, tid, cpu },
+            EventKind::TxnFailed => Event::TxnFailed {
+                txn,
+                tid,
+                cpu,
+                reason: FailReason::from_u32(self.arg)?,
+            },
+            EventKind::TxnAborted => Event::TxnAborted { txn, cpu },
+            EventKind::CpuIdle => Event::CpuIdle { cpu },
+        })
     }
 }
 
@@ -632,8 +913,8 @@ mod tests {
         SchedConfig {
             n_cpus: 2,
             n_threads: 8,
-            policy: PolicyKind::Shinjuku,
-            slice_ns: 30_000,
+            policy: 2,
+            params: [30_000, 0, 0, 0, 0, 0, 0, 7],
         }
     }
 
@@ -645,7 +926,15 @@ mod tests {
         e.seq = 3;
         e.cpu = 1;
         e.time_ns = 99;
-        assert_eq!(d.decode(&e.encode()), Ok(e));
+        e.ran_ns = 1234;
+        let want = Event::Blocked {
+            tid: Tid(7),
+            seq: Seq(3),
+            cpu: CpuId(1),
+            ran_ns: 1234,
+        };
+        assert_eq!(d.decode(&e.encode()), Ok(want));
+        assert_eq!(want.record(99), e, "the record round-trips");
         let mut bad = e;
         bad.tid = 8;
         assert_eq!(d.decode(&bad.encode()), Err(EventError::BadTid));
@@ -670,10 +959,18 @@ mod tests {
         body.tag = 0x0299.into();
         assert_eq!(d.decode(&body), Err(EventError::BadTag));
         let mut body = e.encode();
-        body.payload[44] = 1;
+        body.aux = 1.into();
         assert_eq!(d.decode(&body), Err(EventError::Reserved));
+        let mut w = SchedEvent::new(EventKind::Wakeup);
+        w.tid = 1;
+        w.ran_ns = 5;
+        assert_eq!(
+            d.decode(&w.encode()),
+            Err(EventError::BadField),
+            "only a run that ended has a run time"
+        );
         assert_eq!(d.stats.ok, 1);
-        assert_eq!(d.stats.invalid(), 8);
+        assert_eq!(d.stats.invalid(), 9);
     }
 
     #[test]
@@ -757,7 +1054,12 @@ mod tests {
         let w = region
             .words(layout.place(Kind::SchedConfig).offset, 64)
             .unwrap();
-        store_le(&w[2], 77, Ordering::Relaxed);
+        store_le(&w[2], 0, Ordering::Relaxed);
+        assert_eq!(
+            SchedConfig::read(&region, &layout),
+            Err(SchedError::BadConfig("policy"))
+        );
+        store_le(&w[2], 1 << 40, Ordering::Relaxed);
         assert_eq!(
             SchedConfig::read(&region, &layout),
             Err(SchedError::BadConfig("policy"))

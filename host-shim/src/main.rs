@@ -13,6 +13,7 @@ use wave_abi::{Endpoint, Layout, Side};
 use wave_host_shim::ivshmem::{IvshmemServer, ServerConfig};
 use wave_host_shim::link::Link;
 use wave_host_shim::link_test::{self, LinkTestConfig};
+use wave_policy::registry::PolicyChoice;
 
 #[derive(Parser)]
 #[command(name = "wave-host", version, about = "Wave host shim")]
@@ -74,23 +75,20 @@ enum AgentArg {
     Linux,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum PolicyArg {
-    Fifo,
-    Shinjuku,
-}
-
 #[derive(clap::Args)]
 struct SchedArgs {
     /// Who schedules: the policy agent in a host thread, or Linux.
     #[arg(long, value_enum, default_value = "host")]
     agent: AgentArg,
     /// Policy the agent runs.
-    #[arg(long, value_enum, default_value = "shinjuku")]
-    policy: PolicyArg,
-    /// Shinjuku time slice (µs).
-    #[arg(long, default_value_t = 30)]
-    slice_us: u64,
+    #[arg(long, default_value = "shinjuku", value_parser = policy_names())]
+    policy: String,
+    /// Time slice (µs) of a policy that has one (shinjuku, fair); default: the policy's.
+    #[arg(long, value_name = "US")]
+    slice_us: Option<u64>,
+    /// A policy parameter, NAME=VALUE (repeatable), e.g. `--param steal_after_ns=50000`.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
     /// Offered load (requests/s, Poisson arrivals).
     #[arg(long, default_value_t = 10_000.0)]
     rate: f64,
@@ -122,12 +120,15 @@ struct SchedArgs {
 
 fn sched(a: SchedArgs) -> ExitCode {
     use wave_host_shim::engine::{self, AgentMode, EngineConfig};
+    let policy = match PolicyChoice::from_cli(&a.policy, a.slice_us, &a.params) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("wave-host: sched: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let cfg = EngineConfig {
-        policy: match a.policy {
-            PolicyArg::Fifo => wave_abi::sched::PolicyKind::Fifo,
-            PolicyArg::Shinjuku => wave_abi::sched::PolicyKind::Shinjuku,
-        },
-        slice_us: a.slice_us,
+        policy,
         rate: a.rate,
         duration: Duration::from_secs_f64(a.duration.max(0.001)),
         cpus: a.cpus,
@@ -160,6 +161,11 @@ fn sched(a: SchedArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `--policy` accepts exactly the registered names.
+fn policy_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(wave_policy::registry::names())
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {

@@ -1,11 +1,10 @@
 //! Engine tests (host only, bounded, no timing gates except the behavioural Shinjuku check,
-//! run at a load low enough to hold on a 2-core machine): the on-host agent with FIFO and
-//! Shinjuku, a wake/block/affinity storm that forces stale transactions, and the Linux mode.
+//! run at a load low enough to hold on a 2-core machine): the on-host agent with FIFO,
+//! Shinjuku and fair, refused policy parameters, a wake/block/affinity storm that forces stale transactions, and the Linux mode.
 
 use std::time::Duration;
 
-use wave_abi::sched::PolicyKind;
-use wave_host_shim::engine::{self, EngineConfig, EngineResults, Storm};
+use wave_host_shim::engine::{self, EngineConfig, EngineResults, PolicyChoice, Storm};
 
 /// The engine pins threads and measures latency: run one engine at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -14,9 +13,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn small(policy: PolicyKind) -> EngineConfig {
+fn small(policy: &str) -> EngineConfig {
     EngineConfig {
-        policy,
+        policy: PolicyChoice::named(policy).expect("a registered policy"),
         rate: 2_000.0,
         duration: Duration::from_secs(1),
         cpus: 2,
@@ -45,7 +44,7 @@ fn check_common(r: &EngineResults) {
 #[test]
 fn host_agent_fifo_runs_every_request() {
     let _g = serial();
-    let r = engine::run_host(&small(PolicyKind::Fifo)).unwrap();
+    let r = engine::run_host(&small("fifo")).unwrap();
     check_common(&r);
     assert_eq!(r.preemptions, 0, "FIFO never preempts\n{r}");
     assert!(r.agent_cpu_ns.unwrap() > 0);
@@ -54,8 +53,33 @@ fn host_agent_fifo_runs_every_request() {
 #[test]
 fn host_agent_shinjuku_runs_every_request() {
     let _g = serial();
-    let r = engine::run_host(&small(PolicyKind::Shinjuku)).unwrap();
+    let r = engine::run_host(&small("shinjuku")).unwrap();
     check_common(&r);
+}
+
+#[test]
+fn host_agent_fair_runs_every_request_and_preempts() {
+    let _g = serial();
+    let mut cfg = EngineConfig {
+        range_pct: 5.0,
+        ..small("fair")
+    };
+    cfg.policy.set("slice_ns", 40_000).unwrap();
+    let r = engine::run_host(&cfg).unwrap();
+    check_common(&r);
+    assert_eq!(r.policy, "fair(slice 40 µs)");
+    assert!(r.preemptions > 0, "the slice preempts long requests\n{r}");
+}
+
+#[test]
+fn bad_policy_parameters_are_refused_before_the_run() {
+    let mut cfg = small("shinjuku");
+    cfg.policy.params[0] = 5; // below the 1 µs minimum, written past `set`'s check
+    let e = engine::run_host(&cfg).unwrap_err();
+    assert!(e.to_string().contains("slice_ns"), "{e}");
+    cfg.policy.params[0] = 0;
+    cfg.policy.params[7] = 1; // a word shinjuku does not use
+    assert!(engine::run_host(&cfg).is_err());
 }
 
 #[test]
@@ -68,7 +92,7 @@ fn storm_forces_stale_transactions_without_violations() {
             affinity_every_us: 20,
             yield_every: 3,
         },
-        ..small(PolicyKind::Fifo)
+        ..small("fifo")
     };
     let r = engine::run_host(&cfg).unwrap();
     check_common(&r);
@@ -89,9 +113,9 @@ fn shinjuku_preempts_ranges_and_keeps_gets_short() {
         rate: 1_000.0,
         duration: Duration::from_secs(2),
         range_pct: 5.0,
-        slice_us: 30,
-        ..small(PolicyKind::Shinjuku)
+        ..small("shinjuku")
     };
+    assert_eq!(cfg.policy.get("slice_ns"), Some(30_000));
     let r = engine::run_host(&cfg).unwrap();
     check_common(&r);
     assert!(r.preemptions > 0, "{r}");
@@ -110,7 +134,7 @@ fn shinjuku_preempts_ranges_and_keeps_gets_short() {
 #[test]
 fn linux_mode_smoke() {
     let _g = serial();
-    let r = engine::run_linux(&small(PolicyKind::Fifo)).unwrap();
+    let r = engine::run_linux(&small("fifo")).unwrap();
     assert_eq!(r.completed, r.offered, "{r}");
     assert_eq!(r.invariant_violations, 0, "{r}");
     assert_eq!(r.agent_cpu_ns, None);
@@ -122,11 +146,11 @@ fn ipu_mode_without_a_peer_is_an_error_not_a_hang() {
     let _g = serial();
     // `run` refuses ipu without a link; `run_ipu` over a link whose peer never comes up
     // times out cleanly.
-    assert!(engine::run(engine::AgentMode::Ipu, &small(PolicyKind::Fifo)).is_err());
+    assert!(engine::run(engine::AgentMode::Ipu, &small("fifo")).is_err());
     let (host, _ipu) = wave_host_shim::local::LocalLink::pair(1 << 20, 6, 512).unwrap();
     let cfg = EngineConfig {
         link_up_timeout: Duration::from_millis(100),
-        ..small(PolicyKind::Fifo)
+        ..small("fifo")
     };
     assert!(matches!(
         engine::run_ipu(&host, &cfg),

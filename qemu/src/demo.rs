@@ -148,10 +148,19 @@ pub fn run_demo(opts: &DemoOptions, image: Option<&Image>) -> Result<Vec<DemoRun
 }
 
 fn policy_name(opts: &DemoOptions) -> &'static str {
-    match opts.engine.policy {
-        wave_abi::sched::PolicyKind::Fifo => "fifo",
-        wave_abi::sched::PolicyKind::Shinjuku => "shinjuku",
-    }
+    opts.engine.policy.info.name
+}
+
+/// The policy's parameters in force, as a JSON object.
+fn policy_params_json(opts: &DemoOptions) -> String {
+    let p = &opts.engine.policy;
+    let fields: Vec<String> = p
+        .info
+        .params
+        .iter()
+        .map(|d| format!("\"{}\":{}", d.name, p.get(d.name).unwrap_or(0)))
+        .collect();
+    format!("{{{}}}", fields.join(","))
 }
 
 /// The side-by-side table.
@@ -264,9 +273,9 @@ pub fn table(runs: &[DemoRun]) -> String {
 pub fn json(opts: &DemoOptions, runs: &[DemoRun]) -> String {
     let c = &opts.engine;
     let mut o = format!(
-        "{{\"config\":{{\"policy\":\"{}\",\"slice_us\":{},\"rate\":{},\"duration_s\":{:.3},\"cpus\":{},\"handlers\":{},\"get_us\":{},\"range_ms\":{},\"range_pct\":{},\"ipu_cores\":{}}},\"runs\":[",
+        "{{\"config\":{{\"policy\":\"{}\",\"params\":{},\"rate\":{},\"duration_s\":{:.3},\"cpus\":{},\"handlers\":{},\"get_us\":{},\"range_ms\":{},\"range_pct\":{},\"ipu_cores\":{}}},\"runs\":[",
         policy_name(opts),
-        c.slice_us,
+        policy_params_json(opts),
         c.rate,
         c.duration.as_secs_f64(),
         c.cpus,

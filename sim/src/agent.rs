@@ -5,59 +5,17 @@
 //! Two agents plug in: [`PolicyAgent`] drives any `&mut dyn Policy` directly (events decoded by
 //! the shipped [`EventDecoder`]), for policies built with custom capacities or configurations and
 //! for scripted test agents; [`crate::runtime::RuntimeAgent`] runs the shipped agent loop
-//! (`wave_policy::agent::SchedAgent`) over an in-process region. This module also holds the
-//! one place where a host event becomes a policy event ([`to_policy_event`]); the rest of the
-//! simulator speaks `wave_abi::sched`.
+//! (`wave_policy::agent::SchedAgent`) over an in-process region. Host events reach the agent
+//! as the ABI encodes them and are decoded by the shipped decoder into the policies' own
+//! vocabulary (`wave_abi::sched::Event`, one set of types on both sides).
 
 use std::format;
 use std::vec::Vec;
 
-use wave_abi::sched::{EventDecoder, EventKind, PolicyKind, SchedConfig, SchedEvent, NO_CPU};
+use wave_abi::sched::{EventDecoder, SchedConfig, SchedEvent, PARAM_WORDS};
 use wave_policy::{CpuId, Decision, Event, FailReason, Policy, PolicyStats, Seq, Tid, TxnId};
 
 use crate::report::Violations;
-
-/// A host event in the policy's vocabulary (`None`: a kind or field the policy has no word
-/// for). The only place the two vocabularies meet in the simulator.
-pub fn to_policy_event(e: &SchedEvent) -> Option<Event> {
-    let (tid, seq, cpu, txn) = (Tid(e.tid), Seq(e.seq), CpuId(e.cpu), TxnId(e.txn));
-    Some(match e.kind {
-        EventKind::ThreadNew => Event::ThreadNew {
-            tid,
-            seq,
-            runnable: e.arg == 1,
-        },
-        EventKind::Wakeup => Event::Wakeup { tid, seq },
-        EventKind::Blocked => Event::Blocked { tid, seq, cpu },
-        EventKind::Yield => Event::Yield { tid, seq, cpu },
-        EventKind::Preempted => Event::Preempted { tid, seq, cpu },
-        EventKind::Dead => Event::Dead {
-            tid,
-            seq,
-            cpu: (e.cpu != NO_CPU).then_some(cpu),
-        },
-        EventKind::Affinity => Event::Affinity {
-            tid,
-            seq,
-            mask: e.mask,
-        },
-        EventKind::TxnCommitted => Event::TxnCommitted { txn, tid, cpu },
-        EventKind::TxnFailed => Event::TxnFailed {
-            txn,
-            tid,
-            cpu,
-            reason: match e.arg {
-                1 => FailReason::Stale,
-                2 => FailReason::NotRunnable,
-                3 => FailReason::NotFound,
-                4 => FailReason::Invalid,
-                _ => return None,
-            },
-        },
-        EventKind::TxnAborted => Event::TxnAborted { txn, cpu },
-        EventKind::CpuIdle => Event::CpuIdle { cpu },
-    })
-}
 
 /// What the agent believes about one thread, from the events alone.
 #[derive(Clone, Copy, Debug, Default)]
@@ -108,8 +66,8 @@ impl<'p> PolicyAgent<'p> {
         let cfg = SchedConfig {
             n_cpus,
             n_threads,
-            policy: PolicyKind::Fifo, // the decoder only reads the counts
-            slice_ns: 0,
+            policy: 1, // the decoder only reads the counts
+            params: [0; PARAM_WORDS],
         };
         PolicyAgent {
             policy,
@@ -138,12 +96,7 @@ impl AgentSide for PolicyAgent<'_> {
 
     fn deliver(&mut self, ev: &SchedEvent, now: u64, v: &mut Violations) {
         let body = ev.encode();
-        let Some(e) = self
-            .decoder
-            .decode(&body)
-            .ok()
-            .and_then(|e| to_policy_event(&e))
-        else {
+        let Ok(e) = self.decoder.decode(&body) else {
             v.add(
                 now,
                 format!("agent: the host posted an invalid event {ev:?}"),

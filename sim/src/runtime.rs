@@ -16,12 +16,13 @@ use std::format;
 use std::vec::Vec;
 
 use wave_abi::layout::Side;
-use wave_abi::sched::{PolicyKind, SchedConfig, SchedEvent, SlotReader, CPU_VECTOR_BASE, MAX_CPUS};
+use wave_abi::sched::{SchedConfig, SchedEvent, SlotReader, CPU_VECTOR_BASE, MAX_CPUS};
 use wave_abi::{Channel, Endpoint, Layout, SharedRegion};
 use wave_policy::agent::{AgentError, SchedAgent, EVENTS_PER_STEP};
+use wave_policy::registry::PolicyChoice;
 use wave_policy::{CpuId, Decision, PolicyStats, Seq, Tid, TxnId};
 
-use crate::agent::{to_policy_event, AgentSide, Checker};
+use crate::agent::{AgentSide, Checker};
 use crate::config::SimConfig;
 use crate::link::HostMemory;
 use crate::report::{SimReport, Violations};
@@ -174,7 +175,7 @@ impl AgentSide for RuntimeAgent<'_> {
     }
 
     fn deliver(&mut self, ev: &SchedEvent, now: u64, v: &mut Violations) {
-        match to_policy_event(ev) {
+        match ev.event() {
             Some(e) => self.checker.event(e, now, v),
             None => v.add(
                 now,
@@ -215,20 +216,16 @@ impl AgentSide for RuntimeAgent<'_> {
     }
 }
 
-/// Runs `cfg` with the shipped agent loop and the policy a session configuration names
-/// (`slice_ns`: Shinjuku's time slice, 1 µs..1 s), over fresh host and agent memory. Fails if
-/// the agent refuses the configuration (too many CPUs or threads, a bad slice).
-pub fn simulate_runtime(
-    cfg: SimConfig,
-    policy: PolicyKind,
-    slice_ns: u64,
-) -> Result<SimReport, AgentError> {
+/// Runs `cfg` with the shipped agent loop and the policy (with its parameter block) a session
+/// configuration names, over fresh host and agent memory. Fails if the agent refuses the
+/// configuration (too many CPUs or threads, a bad parameter).
+pub fn simulate_runtime(cfg: SimConfig, choice: PolicyChoice) -> Result<SimReport, AgentError> {
     let n_threads = threads_of(&cfg);
     let session = SchedConfig {
         n_cpus: cfg.n_cpus as u32,
         n_threads: n_threads as u32,
-        policy,
-        slice_ns,
+        policy: choice.info.id,
+        params: choice.params,
     };
     let region = AgentRegion::new(&session)?;
     let agent = RuntimeAgent::new(&region, cfg.check_every)?;

@@ -2,8 +2,8 @@
 //! the link as a latency model. Storms race decisions in flight (stale claims, aborts,
 //! preemptions, kills); open-loop RocksDB-like loads check latency and that no request is lost.
 
-use wave_abi::sched::PolicyKind;
-use wave_policy::{CentralizedFifo, Policy, Shinjuku, ShinjukuConfig};
+use wave_policy::registry::PolicyChoice;
+use wave_policy::{CentralizedFifo, FairQueue, Policy, SchedCore, Shinjuku, ShinjukuConfig};
 use wave_sim::{simulate, simulate_runtime, SimConfig, StormConfig, Workload};
 
 type Shin4 = Shinjuku<4, 64>;
@@ -178,11 +178,20 @@ fn sim_table() {
 // --------------------------------------------------------------------------------------
 // The shipped agent loop (`SchedAgent` over an in-process region) instead of a bare policy.
 
+/// Policy `name` from the registry, with its time slice set where it has one.
+fn choice(name: &str, slice_ns: u64) -> PolicyChoice {
+    let mut c = PolicyChoice::named(name).unwrap();
+    if c.get("slice_ns").is_some() {
+        c.set("slice_ns", slice_ns).unwrap();
+    }
+    c
+}
+
 #[test]
 fn the_shipped_agent_loop_keeps_every_invariant_in_storms() {
     for (seed, link) in [(1, 1_000), (3, 50_000)] {
-        for (kind, slice) in [(PolicyKind::Fifo, 30_000), (PolicyKind::Shinjuku, 5_000)] {
-            let r = simulate_runtime(storm_cfg(seed, link), kind, slice).unwrap();
+        for (kind, slice) in [("fifo", 30_000), ("shinjuku", 5_000), ("fair", 5_000)] {
+            let r = simulate_runtime(storm_cfg(seed, link), choice(kind, slice)).unwrap();
             assert!(
                 r.violations.is_empty(),
                 "{kind:?} link {link}: {:#?}",
@@ -200,7 +209,7 @@ fn the_shipped_agent_loop_decides_as_the_policy_does() {
     // Same policy and configuration, driven directly or through SchedAgent: same run.
     let cfg = rocksdb(4, 100_000.0, 5, 20);
     let direct = simulate(cfg.clone(), &mut Shinjuku::<64, 1024>::new(4).unwrap());
-    let shipped = simulate_runtime(cfg, PolicyKind::Shinjuku, 30_000).unwrap();
+    let shipped = simulate_runtime(cfg, choice("shinjuku", 30_000)).unwrap();
     for r in [&direct, &shipped] {
         assert!(r.violations.is_empty(), "{}: {:#?}", r.policy, r.violations);
     }
@@ -216,17 +225,33 @@ fn the_shipped_agent_loop_decides_as_the_policy_does() {
 fn the_shipped_agent_refuses_a_session_it_cannot_hold() {
     let mut cfg = storm_cfg(1, 1_000);
     cfg.n_cpus = 65;
-    assert!(simulate_runtime(cfg, PolicyKind::Fifo, 30_000).is_err());
+    assert!(simulate_runtime(cfg, choice("fifo", 30_000)).is_err());
 }
 
 #[test]
 fn sixty_four_cpus_through_the_shipped_agent_loop() {
     // The most CPUs a session holds (affinity masks are 64 bits), at ~60 % load.
     let cfg = rocksdb(64, 1_100_000.0, 11, 10);
-    for kind in [PolicyKind::Fifo, PolicyKind::Shinjuku] {
-        let r = simulate_runtime(cfg.clone(), kind, 30_000).unwrap();
+    for kind in ["fifo", "shinjuku", "fair"] {
+        let r = simulate_runtime(cfg.clone(), choice(kind, 30_000)).unwrap();
         assert!(r.violations.is_empty(), "{kind:?}: {:#?}", r.violations);
         assert_eq!(r.completed, r.generated);
         assert!(r.generated > 5_000, "{}", r.generated);
+    }
+}
+
+#[test]
+fn fair_survives_the_storm() {
+    // The weighted-fair discipline with a short slice and stealing, against the same races.
+    for (seed, link) in [(11, 1_000), (12, 20_000)] {
+        let q = FairQueue::new(5_000, Some(5_000)).unwrap();
+        let mut p = SchedCore::<4, 64, FairQueue<64>>::with_discipline(4, q).unwrap();
+        let r = simulate(storm_cfg(seed, link), &mut p);
+        assert!(r.violations.is_empty(), "seed {seed}: {:#?}", r.violations);
+        assert_eq!(
+            r.completed + r.abandoned,
+            r.generated,
+            "no runnable burst lost"
+        );
     }
 }

@@ -6,10 +6,15 @@
 
 use std::time::Duration;
 
-use wave_host_shim::engine::{AgentMode, EngineConfig, Storm};
+use wave_host_shim::engine::{AgentMode, EngineConfig, PolicyChoice, Storm};
 use wave_qemu::demo::{run_ipu, DemoOptions, DemoRun};
 
+/// Each run pins host CPUs and one checks latency ordering: run one QEMU session at a time,
+/// or on a small machine the runs slow each other down past that check.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run(engine: EngineConfig) -> DemoRun {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let image = wave_qemu::image().expect("firmware image");
     let opts = DemoOptions {
         agents: vec![AgentMode::Ipu],
@@ -23,9 +28,9 @@ fn run(engine: EngineConfig) -> DemoRun {
     run
 }
 
-fn base(policy: wave_abi::sched::PolicyKind) -> EngineConfig {
+fn base(policy: &str) -> EngineConfig {
     EngineConfig {
-        policy,
+        policy: PolicyChoice::named(policy).expect("a registered policy"),
         rate: 3_000.0,
         duration: Duration::from_millis(1500),
         cpus: 2,
@@ -63,7 +68,7 @@ fn assert_invariants(run: &DemoRun) {
 
 #[test]
 fn fifo_on_the_ipu_completes_everything() {
-    let run = run(base(wave_abi::sched::PolicyKind::Fifo));
+    let run = run(base("fifo"));
     assert_invariants(&run);
     assert_eq!(run.results.preemptions, 0, "FIFO never preempts");
 }
@@ -72,7 +77,7 @@ fn fifo_on_the_ipu_completes_everything() {
 fn shinjuku_on_the_ipu_preempts_long_requests() {
     let run = run(EngineConfig {
         range_pct: 5.0,
-        ..base(wave_abi::sched::PolicyKind::Shinjuku)
+        ..base("shinjuku")
     });
     assert_invariants(&run);
     let r = &run.results;
@@ -82,13 +87,25 @@ fn shinjuku_on_the_ipu_preempts_long_requests() {
 }
 
 #[test]
+fn fair_on_the_ipu_completes_everything_and_preempts() {
+    let run = run(EngineConfig {
+        range_pct: 5.0,
+        ..base("fair")
+    });
+    assert_invariants(&run);
+    let r = &run.results;
+    assert!(r.policy.starts_with("fair("), "{r}");
+    assert!(r.preemptions > 0, "the slice preempts long requests: {r}");
+}
+
+#[test]
 fn stale_decisions_are_refused_under_a_wake_block_storm() {
     let run = run(EngineConfig {
         storm: Storm {
             affinity_every_us: 200,
             yield_every: 3,
         },
-        ..base(wave_abi::sched::PolicyKind::Fifo)
+        ..base("fifo")
     });
     assert_invariants(&run);
     let r = &run.results;

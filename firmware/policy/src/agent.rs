@@ -1,72 +1,23 @@
 //! The scheduling agent loop, shared by the IPU firmware and the host shim's on-host mode
 //! (`--agent host`): events in from the link's `Sched` ring, the [`Policy`] in the middle,
-//! decisions out into the per-CPU transaction slots in host memory (`docs/abi.md` §8).
+//! decisions out into the per-CPU transaction slots in host memory (`docs/abi.md` §8). The
+//! event decoder yields the policies' own [`crate::Event`]; the policy is the one the session
+//! configuration names, built through [`crate::registry`].
 //!
 //! The agent only reads memory homed on its own side (the events ring and the session
 //! configuration) and only writes the host's (the CPU slots and its credits), so it runs
 //! unchanged on either side of the link.
 
-use crate::fifo::{CentralizedFifo, FifoConfig};
-use crate::shinjuku::{Shinjuku, ShinjukuConfig};
-use crate::types::{
-    ConfigError, CpuId, Decision, DecisionSink, Event, FailReason, PolicyStats, Seq, Tid, TxnId,
-};
+use crate::registry::AnyPolicy;
+use crate::types::{ConfigError, Decision};
 use crate::{Policy, MAX_CPUS, MAX_THREADS};
-use wave_abi::sched::{
-    EventDecoder, EventKind, EventStats, PolicyKind, SchedConfig, SchedError, SchedEvent,
-    SlotWriter, NO_CPU,
-};
+use wave_abi::sched::{EventDecoder, EventStats, SchedConfig, SchedError, SlotWriter};
 use wave_abi::{Channel, Endpoint, Layout, SharedRegion};
 
 /// Events taken off the ring per [`SchedAgent::step`] (bounds the work of one step).
 pub const EVENTS_PER_STEP: usize = 64;
 /// Decisions emitted per step.
 pub const DECISIONS_PER_STEP: usize = 64;
-
-/// Either policy, chosen by the session configuration at run time.
-#[allow(clippy::large_enum_variant)]
-pub enum AnyPolicy<const C: usize, const T: usize> {
-    /// Centralized FIFO.
-    Fifo(CentralizedFifo<C, T>),
-    /// Shinjuku (preemptive FIFO).
-    Shinjuku(Shinjuku<C, T>),
-}
-
-impl<const C: usize, const T: usize> AnyPolicy<C, T> {
-    fn inner(&self) -> &dyn Policy {
-        match self {
-            AnyPolicy::Fifo(p) => p,
-            AnyPolicy::Shinjuku(p) => p,
-        }
-    }
-    fn inner_mut(&mut self) -> &mut dyn Policy {
-        match self {
-            AnyPolicy::Fifo(p) => p,
-            AnyPolicy::Shinjuku(p) => p,
-        }
-    }
-}
-
-impl<const C: usize, const T: usize> Policy for AnyPolicy<C, T> {
-    fn name(&self) -> &'static str {
-        self.inner().name()
-    }
-    fn on_event(&mut self, ev: Event, now_ns: u64) {
-        self.inner_mut().on_event(ev, now_ns)
-    }
-    fn poll(&mut self, now_ns: u64, out: &mut dyn DecisionSink) -> usize {
-        self.inner_mut().poll(now_ns, out)
-    }
-    fn next_deadline(&self, now_ns: u64) -> Option<u64> {
-        self.inner().next_deadline(now_ns)
-    }
-    fn stats(&self) -> &PolicyStats {
-        self.inner().stats()
-    }
-    fn check_invariants(&self) -> Result<(), &'static str> {
-        self.inner().check_invariants()
-    }
-}
 
 /// Why an agent could not start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,7 +39,7 @@ impl core::fmt::Display for AgentError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             AgentError::Sched(e) => write!(f, "{e}"),
-            AgentError::Policy(e) => write!(f, "policy configuration: {e:?}"),
+            AgentError::Policy(e) => write!(f, "policy configuration refused: {e}"),
             AgentError::TooBig { cpus, threads } => write!(
                 f,
                 "session asks for {cpus} CPUs and {threads} threads, more than this agent holds"
@@ -144,52 +95,10 @@ pub struct SchedAgent<'a, const C: usize = MAX_CPUS, const T: usize = MAX_THREAD
     stats: AgentStats,
 }
 
-fn to_policy_event(e: &SchedEvent) -> Option<Event> {
-    let tid = Tid(e.tid);
-    let seq = Seq(e.seq);
-    let cpu = CpuId(e.cpu);
-    let txn = TxnId(e.txn);
-    Some(match e.kind {
-        EventKind::ThreadNew => Event::ThreadNew {
-            tid,
-            seq,
-            runnable: e.arg == 1,
-        },
-        EventKind::Wakeup => Event::Wakeup { tid, seq },
-        EventKind::Blocked => Event::Blocked { tid, seq, cpu },
-        EventKind::Yield => Event::Yield { tid, seq, cpu },
-        EventKind::Preempted => Event::Preempted { tid, seq, cpu },
-        EventKind::Dead => Event::Dead {
-            tid,
-            seq,
-            cpu: (e.cpu != NO_CPU).then_some(cpu),
-        },
-        EventKind::Affinity => Event::Affinity {
-            tid,
-            seq,
-            mask: e.mask,
-        },
-        EventKind::TxnCommitted => Event::TxnCommitted { txn, tid, cpu },
-        EventKind::TxnFailed => Event::TxnFailed {
-            txn,
-            tid,
-            cpu,
-            reason: match e.arg {
-                1 => FailReason::Stale,
-                2 => FailReason::NotRunnable,
-                3 => FailReason::NotFound,
-                4 => FailReason::Invalid,
-                _ => return None,
-            },
-        },
-        EventKind::TxnAborted => Event::TxnAborted { txn, cpu },
-        EventKind::CpuIdle => Event::CpuIdle { cpu },
-    })
-}
-
 impl<'a, const C: usize, const T: usize> SchedAgent<'a, C, T> {
     /// Reads and validates the host's session configuration, clears the CPU slots and builds
     /// the policy it names. `session` is the link session (`Endpoint::session`).
+    #[inline(never)] // its frame, not the caller's, holds what building the policy needs
     pub fn new(
         region: &SharedRegion<'a>,
         layout: &Layout,
@@ -203,23 +112,16 @@ impl<'a, const C: usize, const T: usize> SchedAgent<'a, C, T> {
             });
         }
         let n = config.n_cpus as usize;
-        let policy = match config.policy {
-            PolicyKind::Fifo => AnyPolicy::Fifo(
-                CentralizedFifo::with_config(FifoConfig::new(n)).map_err(AgentError::Policy)?,
-            ),
-            PolicyKind::Shinjuku => {
-                let mut c = ShinjukuConfig::new(n);
-                c.time_slice_ns = config.slice_ns;
-                AnyPolicy::Shinjuku(Shinjuku::with_config(c).map_err(AgentError::Policy)?)
-            }
-        };
+        let (which, params) = AnyPolicy::<C, T>::check(config.policy, n, &config.params)
+            .map_err(AgentError::Policy)?;
         let slots = SlotWriter::new(region, layout, config.n_cpus, session)?;
+        // Built last and infallibly, straight into the result (see `build_checked`).
         Ok(SchedAgent {
             decoder: EventDecoder::new(&config),
             config,
             generation,
             session,
-            policy,
+            policy: AnyPolicy::build_checked(which, n, &params),
             slots,
             stats: AgentStats::default(),
         })
@@ -269,17 +171,12 @@ impl<'a, const C: usize, const T: usize> SchedAgent<'a, C, T> {
             let Some(body) = ep.rx(Channel::Sched).poll() else {
                 break;
             };
-            match self
-                .decoder
-                .decode(&body)
-                .ok()
-                .and_then(|e| to_policy_event(&e))
-            {
-                Some(ev) => {
+            match self.decoder.decode(&body) {
+                Ok(ev) => {
                     self.policy.on_event(ev, now_ns);
                     r.events += 1;
                 }
-                None => r.invalid += 1,
+                Err(_) => r.invalid += 1,
             }
         }
         let mut batch: heapless::Vec<Decision, DECISIONS_PER_STEP> = heapless::Vec::new();
@@ -327,7 +224,7 @@ mod tests {
     use super::*;
     use core::sync::atomic::AtomicU64;
     use wave_abi::layout::{Side, DEFAULT_RING_ENTRIES};
-    use wave_abi::sched::{SlotReader, CPU_VECTOR_BASE};
+    use wave_abi::sched::{EventKind, SchedEvent, SlotReader, CPU_VECTOR_BASE, PARAM_WORDS};
 
     const SIZE: usize = 0x40000;
 
@@ -351,8 +248,8 @@ mod tests {
         let cfg = SchedConfig {
             n_cpus: 2,
             n_threads: 4,
-            policy: PolicyKind::Fifo,
-            slice_ns: 30_000,
+            policy: crate::registry::by_name("fifo").unwrap().id,
+            params: [0; PARAM_WORDS],
         };
         cfg.publish(&region, &layout, 2).unwrap();
         let (mut host, mut ipu) = up(region, &layout);
@@ -410,8 +307,8 @@ mod tests {
         let cfg = SchedConfig {
             n_cpus: 2,
             n_threads: 100,
-            policy: PolicyKind::Shinjuku,
-            slice_ns: 30_000,
+            policy: crate::registry::by_name("shinjuku").unwrap().id,
+            params: [30_000, 0, 0, 0, 0, 0, 0, 0],
         };
         cfg.publish(&region, &layout, 1).unwrap();
         assert!(matches!(

@@ -9,6 +9,11 @@
 //! [`Decision`]s: prestaged transactions ("run T at sequence S on cpu C", one outstanding per
 //! cpu), aborts of prestaged transactions, preemption requests and doorbells.
 //!
+//! # Policies as plug-ins
+//! [`SchedCore`] keeps the ghOSt bookkeeping; a [`Discipline`] decides the order (FIFO,
+//! Shinjuku, weighted fair). [`registry`] is the one list of policies (wire id, name,
+//! parameters, constructor). A new policy is one file and one registry line (`docs/engine.md`).
+//!
 //! An agent loop drives a [`Policy`] like this:
 //! ```
 //! use wave_policy::{CentralizedFifo, Decision, Event, Policy, Seq, Tid};
@@ -35,7 +40,10 @@
 #![deny(unsafe_code)]
 
 pub mod agent;
+pub mod discipline;
+pub mod fair;
 pub mod fifo;
+pub mod registry;
 pub mod sched;
 pub mod shinjuku;
 pub mod types;
@@ -43,9 +51,12 @@ pub mod types;
 #[cfg(test)]
 mod tests;
 
-pub use crate::fifo::{CentralizedFifo, FifoConfig};
-pub use crate::sched::{BusyOrder, CoreConfig, SchedCore, MAX_SLICE_NS, MIN_SLICE_NS};
-pub use crate::shinjuku::{Shinjuku, ShinjukuConfig};
+pub use crate::discipline::{Discipline, Param, Params, Plugin};
+pub use crate::fair::{Fair, FairQueue};
+pub use crate::fifo::{CentralizedFifo, Fifo, FifoConfig};
+pub use crate::registry::{AnyPolicy, PolicyChoice, PolicyInfo, POLICIES};
+pub use crate::sched::{BusyOrder, SchedCore, MAX_SLICE_NS, MIN_SLICE_NS};
+pub use crate::shinjuku::{Shinjuku, ShinjukuConfig, ShinjukuQueue};
 pub use crate::types::{
     ConfigError, CpuId, Decision, DecisionSink, Event, EventKind, FailReason, PolicyStats, Seq,
     Tid, TxnId,

@@ -1,11 +1,12 @@
-//! The shared centralized-scheduling core: the policy's view of every thread and cpu, the
-//! global FIFO run queue, the per-cpu prestaged transaction (k = 1), transaction outcomes,
-//! aborts, steals and (optionally) time-slice preemption.
+//! The ghOSt bookkeeping shared by every centralized policy: the policy's view of every thread
+//! and cpu, sequence numbers, the per-cpu prestaged transaction (k = 1), transaction outcomes,
+//! aborts, steals and the mechanics of preemption. *Which* thread runs next, and when a run
+//! has had enough, is the [`Discipline`]'s business ([`crate::discipline`]).
 //!
-//! Both policies ([`crate::CentralizedFifo`], [`crate::Shinjuku`]) are this core with a
-//! different [`CoreConfig`]. Everything is fixed-capacity (`C` cpus, `T` threads, const
-//! parameters), no allocation, and every call does bounded work: `on_event` is O(1), `poll`
-//! is O(C log C + C * SCAN_LIMIT).
+//! Every policy is this core with a different discipline: `SchedCore<C, T, Fifo<T>>` is
+//! [`crate::CentralizedFifo`], and so on. Everything is fixed-capacity (`C` cpus, `T`
+//! threads, const parameters), no allocation, and every call does bounded work: `on_event` is
+//! O(discipline), `poll` is O(C log C + C * (discipline pick)).
 //!
 //! # The view
 //! Per thread: its latest sequence number, its run state as of the latest event
@@ -14,15 +15,16 @@
 //! The host is authoritative; the view is only a best guess that the host's commit check makes
 //! safe. [`SchedCore::check_invariants`] states what must always hold.
 
+use crate::discipline::Discipline;
 use crate::types::{
     ConfigError, CpuId, Decision, DecisionSink, Event, FailReason, PolicyStats, Seq, Tid, TxnId,
 };
+use crate::Policy;
 
-/// Nil link in the intrusive run queue.
+pub use crate::discipline::SCAN_LIMIT;
+
+/// Thread indices are stored as `u16`; this one is reserved.
 const NIL: u16 = u16::MAX;
-
-/// How many queued threads a slot fill inspects looking for one whose affinity allows the cpu.
-pub const SCAN_LIMIT: usize = 32;
 
 /// Smallest accepted time slice (1 µs).
 pub const MIN_SLICE_NS: u64 = 1_000;
@@ -44,7 +46,7 @@ enum Live {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Place {
     None,
-    /// In the run queue.
+    /// In the discipline's run queue.
     Queued,
     /// The subject of the outstanding transaction on this cpu.
     Prestaged(u16),
@@ -61,9 +63,6 @@ struct Thread {
     seq: Seq,
     /// Sequence number of the latest run-state change (everything but `Affinity`).
     state_seq: Seq,
-    mask: u64,
-    prev: u16,
-    next: u16,
 }
 
 impl Thread {
@@ -72,9 +71,6 @@ impl Thread {
         place: Place::None,
         seq: Seq(0),
         state_seq: Seq(0),
-        mask: u64::MAX,
-        prev: NIL,
-        next: NIL,
     };
 }
 
@@ -138,67 +134,71 @@ pub enum BusyOrder {
     OldestFirst,
 }
 
-/// Configuration of the core.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CoreConfig {
-    /// Host cpus scheduled, `1..=C`.
-    pub n_cpus: usize,
-    /// Preempt a run older than this when a thread waits for its cpu. `None`: never.
-    pub time_slice_ns: Option<u64>,
-    /// When a cpu is hungry (idle, empty slot, empty queue), abort a prestaged transaction
-    /// waiting behind a run older than this, so the thread moves to the hungry cpu. `None`:
-    /// never steal.
-    pub steal_after_ns: Option<u64>,
-    /// Preference among busy cpus for prestaging.
-    pub busy_order: BusyOrder,
-}
-
-/// The centralized scheduling core. `C` = cpu capacity (`<= 64`, affinity masks are `u64`),
-/// `T` = thread capacity (`< 65535`).
+/// The centralized scheduling core over discipline `D`. `C` = cpu capacity (`<= 64`, affinity
+/// masks are `u64`), `T` = thread capacity (`< 65535`).
 #[derive(Clone, Debug)]
-pub struct SchedCore<const C: usize, const T: usize> {
-    cfg: CoreConfig,
+pub struct SchedCore<const C: usize, const T: usize, D> {
+    n_cpus: usize,
+    disc: D,
     threads: [Thread; T],
+    /// Allowed cpus per thread (apart from `threads` to keep [`Thread`] at 16 bytes).
+    masks: [u64; T],
     cpus: [Cpu; C],
-    head: u16,
-    tail: u16,
-    qlen: usize,
     next_txn: u64,
     steals_in_flight: usize,
     stats: PolicyStats,
 }
 
-impl<const C: usize, const T: usize> SchedCore<C, T> {
+impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
     const CAPACITY_OK: () = assert!(C >= 1 && C <= 64 && T >= 1 && T < NIL as usize);
 
-    /// A core with every cpu assumed asleep and no threads.
-    pub fn new(cfg: CoreConfig) -> Result<Self, ConfigError> {
+    /// A core for `n_cpus` cpus (all assumed asleep), no threads, queueing with `disc`.
+    pub fn with_discipline(n_cpus: usize, disc: D) -> Result<Self, ConfigError> {
         #[allow(clippy::let_unit_value)]
         let () = Self::CAPACITY_OK;
-        if cfg.n_cpus == 0 || cfg.n_cpus > C {
+        Self::check_cpus_count(n_cpus)?;
+        Ok(Self::build(n_cpus, disc))
+    }
+
+    /// `n_cpus` is in `1..=C`.
+    pub fn check_cpus_count(n_cpus: usize) -> Result<(), ConfigError> {
+        if n_cpus == 0 || n_cpus > C {
             return Err(ConfigError::CpuCount);
         }
-        if let Some(s) = cfg.time_slice_ns {
-            if !(MIN_SLICE_NS..=MAX_SLICE_NS).contains(&s) {
-                return Err(ConfigError::TimeSlice);
-            }
-        }
-        Ok(SchedCore {
-            cfg,
+        Ok(())
+    }
+
+    /// [`Self::with_discipline`] for an `n_cpus` already checked: infallible, so the compiler
+    /// can build the (large) value in place.
+    #[inline(always)]
+    pub(crate) fn build(n_cpus: usize, disc: D) -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::CAPACITY_OK;
+        SchedCore {
+            n_cpus,
+            disc,
             threads: [Thread::EMPTY; T],
+            masks: [u64::MAX; T],
             cpus: [Cpu::INIT; C],
-            head: NIL,
-            tail: NIL,
-            qlen: 0,
             next_txn: 1,
             steals_in_flight: 0,
             stats: PolicyStats::default(),
-        })
+        }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &CoreConfig {
-        &self.cfg
+    /// Host cpus scheduled.
+    pub fn n_cpus(&self) -> usize {
+        self.n_cpus
+    }
+
+    /// The discipline.
+    pub fn discipline(&self) -> &D {
+        &self.disc
+    }
+
+    /// The discipline, mutably (per-thread settings such as weights).
+    pub fn discipline_mut(&mut self) -> &mut D {
+        &mut self.disc
     }
 
     /// The counters.
@@ -208,81 +208,43 @@ impl<const C: usize, const T: usize> SchedCore<C, T> {
 
     /// Threads in the run queue.
     pub fn queue_len(&self) -> usize {
-        self.qlen
+        self.disc.len()
     }
 
     /// Outstanding prestaged transactions (at most one per cpu).
     pub fn outstanding_txns(&self) -> usize {
-        self.cpus[..self.cfg.n_cpus]
+        self.cpus[..self.n_cpus]
             .iter()
             .filter(|c| c.pending.is_some())
             .count()
     }
 
     // ----------------------------------------------------------------------------------
-    // Run queue (intrusive doubly linked list over thread slots).
+    // Run queue (the discipline's), and the counters that follow it.
 
-    fn push_back(&mut self, i: usize) {
-        let i16 = i as u16;
-        self.threads[i].prev = self.tail;
-        self.threads[i].next = NIL;
-        if self.tail == NIL {
-            self.head = i16;
-        } else {
-            self.threads[self.tail as usize].next = i16;
-        }
-        self.tail = i16;
-        self.enqueued(i);
-    }
-
-    fn push_front(&mut self, i: usize) {
-        let i16 = i as u16;
-        self.threads[i].next = self.head;
-        self.threads[i].prev = NIL;
-        if self.head == NIL {
-            self.tail = i16;
-        } else {
-            self.threads[self.head as usize].prev = i16;
-        }
-        self.head = i16;
-        self.enqueued(i);
-    }
-
-    fn enqueued(&mut self, i: usize) {
+    fn enqueue(&mut self, i: usize, returned: bool) {
+        self.disc.enqueue(i, returned);
         self.threads[i].place = Place::Queued;
-        self.qlen += 1;
-        self.stats.queue_len = self.qlen as u64;
-        self.stats.queue_max = self.stats.queue_max.max(self.qlen as u64);
+        let len = self.disc.len() as u64;
+        self.stats.queue_len = len;
+        self.stats.queue_max = self.stats.queue_max.max(len);
     }
 
-    fn unlink(&mut self, i: usize) {
-        let (p, n) = (self.threads[i].prev, self.threads[i].next);
-        if p == NIL {
-            self.head = n;
+    fn unlink(&mut self, i: usize, dispatched: bool) {
+        if dispatched {
+            self.disc.take(i);
         } else {
-            self.threads[p as usize].next = n;
+            self.disc.remove(i);
         }
-        if n == NIL {
-            self.tail = p;
-        } else {
-            self.threads[n as usize].prev = p;
-        }
-        self.threads[i].prev = NIL;
-        self.threads[i].next = NIL;
         self.threads[i].place = Place::None;
-        self.qlen -= 1;
-        self.stats.queue_len = self.qlen as u64;
+        self.stats.queue_len = self.disc.len() as u64;
     }
 
     /// A thread runnable per our view with no place goes into the queue.
     fn settle(&mut self, i: usize, front: bool) {
         let t = &self.threads[i];
         if t.live == Live::Runnable && t.place == Place::None {
-            if front {
-                self.push_front(i);
-            } else {
-                self.push_back(i);
-            }
+            self.enqueue(i, front);
         }
     }
 
@@ -301,7 +263,7 @@ impl<const C: usize, const T: usize> SchedCore<C, T> {
 
     fn cpu_index(&mut self, cpu: CpuId) -> Option<usize> {
         let c = cpu.0 as usize;
-        if c < self.cfg.n_cpus {
+        if c < self.n_cpus {
             Some(c)
         } else {
             self.stats.bad_cpu += 1;
@@ -314,23 +276,42 @@ impl<const C: usize, const T: usize> SchedCore<C, T> {
 
     /// Apply one host event observed at `now_ns`.
     pub fn on_event(&mut self, ev: Event, now_ns: u64) {
-        self.stats.events[ev.kind() as usize] += 1;
+        self.stats.events[ev.kind().index()] += 1;
+        let stop = |live, ran_ns| Change::State(live, Some(ran_ns));
         match ev {
             Event::ThreadNew { tid, seq, runnable } => self.thread_new(tid, seq, runnable),
             Event::Wakeup { tid, seq } => {
-                self.thread_event(tid, seq, None, Change::State(Live::Runnable))
+                self.thread_event(tid, seq, None, Change::State(Live::Runnable, None), now_ns)
             }
-            Event::Blocked { tid, seq, cpu } => {
-                self.thread_event(tid, seq, Some(cpu), Change::State(Live::Blocked))
+            Event::Blocked {
+                tid,
+                seq,
+                cpu,
+                ran_ns,
+            } => self.thread_event(tid, seq, Some(cpu), stop(Live::Blocked, ran_ns), now_ns),
+            Event::Yield {
+                tid,
+                seq,
+                cpu,
+                ran_ns,
             }
-            Event::Yield { tid, seq, cpu } | Event::Preempted { tid, seq, cpu } => {
-                self.thread_event(tid, seq, Some(cpu), Change::State(Live::Runnable))
-            }
-            Event::Dead { tid, seq, cpu } => {
-                self.thread_event(tid, seq, cpu, Change::State(Live::Dead))
+            | Event::Preempted {
+                tid,
+                seq,
+                cpu,
+                ran_ns,
+            } => self.thread_event(tid, seq, Some(cpu), stop(Live::Runnable, ran_ns), now_ns),
+            Event::Dead {
+                tid,
+                seq,
+                cpu,
+                ran_ns,
+            } => {
+                let change = Change::State(Live::Dead, cpu.map(|_| ran_ns));
+                self.thread_event(tid, seq, cpu, change, now_ns)
             }
             Event::Affinity { tid, seq, mask } => {
-                self.thread_event(tid, seq, None, Change::Mask(mask))
+                self.thread_event(tid, seq, None, Change::Mask(mask), now_ns)
             }
             Event::TxnCommitted { txn, tid, cpu } => self.committed(txn, tid, cpu, now_ns),
             Event::TxnFailed {
@@ -373,8 +354,9 @@ impl<const C: usize, const T: usize> SchedCore<C, T> {
             place,
             seq,
             state_seq: seq,
-            ..Thread::EMPTY
         };
+        self.masks[i] = u64::MAX;
+        self.disc.reset(i);
         if let Place::Prestaged(c) = place {
             if let Some(p) = self.cpus[c as usize].pending.as_mut() {
                 if p.abort == AbortState::None {
@@ -385,7 +367,14 @@ impl<const C: usize, const T: usize> SchedCore<C, T> {
         self.settle(i, false);
     }
 
-    fn thread_event(&mut self, tid: Tid, seq: Seq, cpu: Option<CpuId>, change: Change) {
+    fn thread_event(
+        &mut self,
+        tid: Tid,
+        seq: Seq,
+        cpu: Option<CpuId>,
+        change: Change,
+        now_ns: u64,
+    ) {
         let Some(i) = self.tid_index(tid) else { return };
         let ev_cpu = match cpu {
             Some(c) => match self.cpu_index(c) {
@@ -410,7 +399,7 @@ impl<const C: usize, const T: usize> SchedCore<C, T> {
         }
         match change {
             Change::Mask(mask) => {
-                t.mask = mask;
+                self.masks[i] = mask;
                 if let Live::Running(c) = t.live {
                     if mask & (1u64 << c) == 0 {
                         if let Some(r) = self.cpus[c as usize].current.as_mut() {
@@ -419,8 +408,11 @@ impl<const C: usize, const T: usize> SchedCore<C, T> {
                     }
                 }
             }
-            Change::State(new) => {
+            Change::State(new, ran) => {
                 t.state_seq = seq;
+                if let Some(ran_ns) = ran {
+                    self.charge_run(i, ran_ns, now_ns);
+                }
                 self.set_live(i, new, ev_cpu);
             }
         }
@@ -434,6 +426,25 @@ impl<const C: usize, const T: usize> SchedCore<C, T> {
             }
         }
         self.settle(i, false);
+    }
+
+    /// A run of thread `i` ended: the discipline learns its cpu time, as the host measured it
+    /// or, from a host that does not measure (`ran_ns` 0), as far as our view tells.
+    fn charge_run(&mut self, i: usize, ran_ns: u64, now_ns: u64) {
+        let ran = if ran_ns > 0 {
+            ran_ns
+        } else {
+            match self.threads[i].live {
+                Live::Running(c) => self.cpus[c as usize]
+                    .current
+                    .filter(|r| r.tid as usize == i)
+                    .map_or(0, |r| now_ns.saturating_sub(r.since)),
+                _ => 0,
+            }
+        };
+        if ran > 0 {
+            self.disc.charge(i, ran);
+        }
     }
 
     fn set_live(&mut self, i: usize, new: Live, ev_cpu: Option<usize>) {
@@ -456,7 +467,7 @@ impl<const C: usize, const T: usize> SchedCore<C, T> {
             }
         }
         if new != Live::Runnable && self.threads[i].place == Place::Queued {
-            self.unlink(i);
+            self.unlink(i, false);
         }
         self.threads[i].live = new;
     }
@@ -516,7 +527,7 @@ impl<const C: usize, const T: usize> SchedCore<C, T> {
         let t = &mut self.threads[i];
         if t.live == Live::Runnable && !t.state_seq.is_newer_than(p.seq) {
             t.live = Live::Running(c as u16);
-            let evict = t.mask & (1u64 << c) == 0;
+            let evict = self.masks[i] & (1u64 << c) == 0;
             self.cpus[c].current = Some(Run {
                 tid: p.tid,
                 since: now,
@@ -593,127 +604,157 @@ impl<const C: usize, const T: usize> SchedCore<C, T> {
     /// Emit decisions for time `now_ns` into `out` until done or `out` is full. Returns the
     /// number emitted. State changes only for decisions that were accepted by `out`.
     pub fn poll(&mut self, now_ns: u64, out: &mut dyn DecisionSink) -> usize {
-        let n = self.cfg.n_cpus;
         let mut emitted = 0;
+        // Stops early (`None`) when `out` is full; what was not emitted stays due.
+        let _ = self.poll_phases(now_ns, out, &mut emitted);
+        emitted
+    }
 
+    fn poll_phases(
+        &mut self,
+        now_ns: u64,
+        out: &mut dyn DecisionSink,
+        emitted: &mut usize,
+    ) -> Option<()> {
         // 1. Doorbells and aborts first: cheap, and they unblock cpus.
-        for c in 0..n {
+        self.wakes_and_aborts(out, emitted)?;
+        // 2. Fill empty slots: cpus with nothing running first, then busy cpus.
+        self.fill_slots(out, emitted)?;
+        // 3. Steal: a hungry cpu takes a thread waiting behind an old run elsewhere.
+        self.steal(now_ns, out, emitted)?;
+        // 4. Preempt: a run past its slice with a thread waiting, or evicted by affinity.
+        self.preempt(now_ns, out, emitted)
+    }
+
+    /// Pushes `d` into `out`, counting it; `None` if `out` is full.
+    fn push(out: &mut dyn DecisionSink, d: Decision, emitted: &mut usize) -> Option<()> {
+        if out.try_push(d) {
+            *emitted += 1;
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    fn wakes_and_aborts(&mut self, out: &mut dyn DecisionSink, emitted: &mut usize) -> Option<()> {
+        for c in 0..self.n_cpus {
             let cpu_id = CpuId(c as u32);
             if self.cpus[c].need_wake {
-                if !out.try_push(Decision::Wake { cpu: cpu_id }) {
-                    return emitted;
-                }
-                emitted += 1;
+                Self::push(out, Decision::Wake { cpu: cpu_id }, emitted)?;
                 self.stats.wakes += 1;
                 self.cpus[c].need_wake = false;
             }
             if let Some(p) = self.cpus[c].pending.as_mut() {
                 if let AbortState::Wanted { steal } = p.abort {
-                    if !out.try_push(Decision::Abort {
+                    let d = Decision::Abort {
                         cpu: cpu_id,
                         txn: p.txn,
-                    }) {
-                        return emitted;
-                    }
-                    emitted += 1;
+                    };
+                    Self::push(out, d, emitted)?;
                     p.abort = AbortState::Sent { steal };
                     self.stats.aborts += 1;
                 }
             }
         }
+        Some(())
+    }
 
-        // 2. Fill empty slots: cpus with nothing running first, then busy cpus.
+    fn fill_slots(&mut self, out: &mut dyn DecisionSink, emitted: &mut usize) -> Option<()> {
+        let n = self.n_cpus;
         for c in 0..n {
-            if self.qlen == 0 {
-                break;
+            if self.disc.is_empty() {
+                return Some(());
             }
             if self.cpus[c].current.is_none() && self.cpus[c].pending.is_none() {
-                match self.prestage(c, out) {
-                    Fill::Done => emitted += 1,
-                    Fill::NoFit => {}
-                    Fill::Full => return emitted,
-                }
+                self.prestage(c, out, emitted)?;
             }
         }
-        if self.qlen > 0 {
-            let mut busy = [(0u64, 0u16); C];
-            let mut nb = 0;
-            for (c, cpu) in self.cpus[..n].iter().enumerate() {
-                if let (Some(r), None) = (cpu.current, cpu.pending) {
-                    let key = match self.cfg.busy_order {
-                        BusyOrder::OldestFirst => r.since,
-                        BusyOrder::YoungestFirst => u64::MAX - r.since,
-                    };
-                    busy[nb] = (key, c as u16);
-                    nb += 1;
-                }
-            }
-            busy[..nb].sort_unstable();
-            for &(_, c) in &busy[..nb] {
-                if self.qlen == 0 {
-                    break;
-                }
-                match self.prestage(c as usize, out) {
-                    Fill::Done => emitted += 1,
-                    Fill::NoFit => {}
-                    Fill::Full => return emitted,
-                }
-            }
-        }
-
-        // 3. Steal: a hungry cpu (nothing running, nothing prestaged, nothing queued for it)
-        //    takes a thread that waits behind an old run elsewhere.
-        if let Some(after) = self.cfg.steal_after_ns {
-            let mut hungry_mask = 0u64;
-            let mut hungry = 0usize;
-            for (c, cpu) in self.cpus[..n].iter().enumerate() {
-                if cpu.current.is_none() && cpu.pending.is_none() {
-                    hungry_mask |= 1u64 << c;
-                    hungry += 1;
-                }
-            }
-            let mut budget = hungry.saturating_sub(self.steals_in_flight);
-            for c in 0..n {
-                if budget == 0 {
-                    break;
-                }
-                let cpu = &self.cpus[c];
-                let (Some(r), Some(p)) = (cpu.current, cpu.pending) else {
-                    continue;
+        let mut busy = [(0u64, 0u16); C];
+        let mut nb = 0;
+        for (c, cpu) in self.cpus[..n].iter().enumerate() {
+            if let (Some(r), None) = (cpu.current, cpu.pending) {
+                let key = match self.disc.busy_order() {
+                    BusyOrder::OldestFirst => r.since,
+                    BusyOrder::YoungestFirst => u64::MAX - r.since,
                 };
-                if p.abort != AbortState::None
-                    || now_ns.saturating_sub(r.since) < after
-                    || self.threads[p.tid as usize].mask & hungry_mask == 0
-                {
-                    continue;
-                }
-                if !out.try_push(Decision::Abort {
-                    cpu: CpuId(c as u32),
-                    txn: p.txn,
-                }) {
-                    return emitted;
-                }
-                emitted += 1;
-                if let Some(p) = self.cpus[c].pending.as_mut() {
-                    p.abort = AbortState::Sent { steal: true };
-                }
-                self.steals_in_flight += 1;
-                self.stats.aborts += 1;
-                self.stats.steals += 1;
-                budget -= 1;
+                busy[nb] = (key, c as u16);
+                nb += 1;
             }
         }
+        busy[..nb].sort_unstable();
+        for &(_, c) in &busy[..nb] {
+            if self.disc.is_empty() {
+                break;
+            }
+            self.prestage(c as usize, out, emitted)?;
+        }
+        Some(())
+    }
 
-        // 4. Preempt: a run past its slice with a thread waiting in its slot, or a run whose
-        //    affinity no longer allows the cpu.
+    fn steal(
+        &mut self,
+        now_ns: u64,
+        out: &mut dyn DecisionSink,
+        emitted: &mut usize,
+    ) -> Option<()> {
+        let Some(after) = self.disc.steal_after_ns() else {
+            return Some(());
+        };
+        let n = self.n_cpus;
+        let mut hungry_mask = 0u64;
+        let mut hungry = 0usize;
+        for (c, cpu) in self.cpus[..n].iter().enumerate() {
+            if cpu.current.is_none() && cpu.pending.is_none() {
+                hungry_mask |= 1u64 << c;
+                hungry += 1;
+            }
+        }
+        let mut budget = hungry.saturating_sub(self.steals_in_flight);
         for c in 0..n {
+            if budget == 0 {
+                break;
+            }
+            let cpu = &self.cpus[c];
+            let (Some(r), Some(p)) = (cpu.current, cpu.pending) else {
+                continue;
+            };
+            if p.abort != AbortState::None
+                || now_ns.saturating_sub(r.since) < after
+                || self.masks[p.tid as usize] & hungry_mask == 0
+            {
+                continue;
+            }
+            let d = Decision::Abort {
+                cpu: CpuId(c as u32),
+                txn: p.txn,
+            };
+            Self::push(out, d, emitted)?;
+            if let Some(p) = self.cpus[c].pending.as_mut() {
+                p.abort = AbortState::Sent { steal: true };
+            }
+            self.steals_in_flight += 1;
+            self.stats.aborts += 1;
+            self.stats.steals += 1;
+            budget -= 1;
+        }
+        Some(())
+    }
+
+    fn preempt(
+        &mut self,
+        now_ns: u64,
+        out: &mut dyn DecisionSink,
+        emitted: &mut usize,
+    ) -> Option<()> {
+        for c in 0..self.n_cpus {
             let cpu = &self.cpus[c];
             let Some(r) = cpu.current else { continue };
             let waiter = cpu.pending.is_some_and(|p| p.abort == AbortState::None);
-            let slice_up = self
-                .cfg
-                .time_slice_ns
-                .is_some_and(|s| now_ns.saturating_sub(r.since) >= s && waiter);
+            let slice_up = waiter
+                && self
+                    .disc
+                    .slice_ns(r.tid as usize)
+                    .is_some_and(|s| now_ns.saturating_sub(r.since) >= s);
             if !(slice_up || r.evict) {
                 continue;
             }
@@ -726,10 +767,7 @@ impl<const C: usize, const T: usize> SchedCore<C, T> {
                 tid: Tid(r.tid as u32),
                 seq,
             };
-            if !out.try_push(d) {
-                return emitted;
-            }
-            emitted += 1;
+            Self::push(out, d, emitted)?;
             self.stats.preempts += 1;
             if r.evict {
                 self.stats.affinity_preempts += 1;
@@ -740,45 +778,40 @@ impl<const C: usize, const T: usize> SchedCore<C, T> {
                 r.preempt_sent = Some(seq);
             }
         }
-        emitted
+        Some(())
     }
 
-    fn prestage(&mut self, c: usize, out: &mut dyn DecisionSink) -> Fill {
+    /// Prestages the discipline's pick for cpu `c`, if any fits. `None` if `out` is full.
+    fn prestage(
+        &mut self,
+        c: usize,
+        out: &mut dyn DecisionSink,
+        emitted: &mut usize,
+    ) -> Option<()> {
         let bit = 1u64 << c;
-        let mut i = self.head;
-        let mut scanned = 0;
-        while i != NIL && scanned < SCAN_LIMIT {
-            if self.threads[i as usize].mask & bit != 0 {
-                break;
-            }
-            i = self.threads[i as usize].next;
-            scanned += 1;
-        }
-        if i == NIL || scanned == SCAN_LIMIT {
+        let masks = &self.masks;
+        let Some(idx) = self.disc.peek(c, |t| masks[t] & bit != 0) else {
             self.stats.scan_misses += 1;
-            return Fill::NoFit;
-        }
-        let idx = i as usize;
+            return Some(());
+        };
         let seq = self.threads[idx].seq;
         let txn = TxnId(self.next_txn);
         let wake = self.cpus[c].idle;
         let d = Decision::Prestage {
             cpu: CpuId(c as u32),
             txn,
-            tid: Tid(i as u32),
+            tid: Tid(idx as u32),
             seq,
             wake,
         };
-        if !out.try_push(d) {
-            return Fill::Full;
-        }
+        Self::push(out, d, emitted)?;
         self.next_txn += 1;
-        self.unlink(idx);
+        self.unlink(idx, true);
         self.threads[idx].place = Place::Prestaged(c as u16);
         let cpu = &mut self.cpus[c];
         cpu.pending = Some(Pending {
             txn,
-            tid: i,
+            tid: idx as u16,
             seq,
             abort: AbortState::None,
             woke: wake,
@@ -788,7 +821,7 @@ impl<const C: usize, const T: usize> SchedCore<C, T> {
             self.stats.prestage_wakes += 1;
         }
         self.stats.prestages += 1;
-        Fill::Done
+        Some(())
     }
 
     /// The earliest future time at which `poll` could act without a new event (a slice
@@ -800,14 +833,14 @@ impl<const C: usize, const T: usize> SchedCore<C, T> {
                 best = Some(best.map_or(t, |b| b.min(t)));
             }
         };
-        for cpu in &self.cpus[..self.cfg.n_cpus] {
+        for cpu in &self.cpus[..self.n_cpus] {
             let Some(r) = cpu.current else { continue };
-            if let Some(s) = self.cfg.time_slice_ns {
+            if let Some(s) = self.disc.slice_ns(r.tid as usize) {
                 if r.preempt_sent.is_none() {
                     consider(r.since.saturating_add(s));
                 }
             }
-            if let (Some(a), Some(p)) = (self.cfg.steal_after_ns, cpu.pending) {
+            if let (Some(a), Some(p)) = (self.disc.steal_after_ns(), cpu.pending) {
                 if p.abort == AbortState::None {
                     consider(r.since.saturating_add(a));
                 }
@@ -821,7 +854,7 @@ impl<const C: usize, const T: usize> SchedCore<C, T> {
 
     /// Checks the internal invariants (O(C + T)); for tests and debug builds.
     ///
-    /// 1. The run queue is a well-formed list of exactly the `Queued` threads, all runnable.
+    /// 1. The discipline holds exactly the `Queued` threads, all runnable, and is consistent.
     /// 2. Every thread runnable per our view is queued, prestaged or parked (none is lost).
     /// 3. Each cpu has at most one outstanding transaction; its thread is `Prestaged` on that
     ///    cpu and nowhere else, so no thread is prestaged on two cpus.
@@ -830,68 +863,55 @@ impl<const C: usize, const T: usize> SchedCore<C, T> {
     /// 5. `Running(c)` on a thread ⇔ cpu `c` believes it runs that thread.
     /// 6. Transaction ids are below the next id to allocate.
     pub fn check_invariants(&self) -> Result<(), &'static str> {
-        let n = self.cfg.n_cpus;
-        // 1.
-        let mut count = 0usize;
-        let mut prev = NIL;
-        let mut i = self.head;
-        while i != NIL {
-            count += 1;
-            if count > T {
-                return Err("run queue has a cycle");
-            }
-            let t = &self.threads[i as usize];
-            if t.place != Place::Queued || t.live != Live::Runnable {
-                return Err("queued thread not Queued/Runnable");
-            }
-            if t.prev != prev {
-                return Err("run queue back link broken");
-            }
-            prev = i;
-            i = t.next;
-        }
-        if prev != self.tail || count != self.qlen {
-            return Err("run queue tail/length mismatch");
-        }
+        self.disc.check()?;
+        let mut queued = 0usize;
         for (i, t) in self.threads.iter().enumerate() {
-            match t.place {
-                Place::Queued => count -= 1,
-                Place::Prestaged(c) => {
-                    if c as usize >= n {
-                        return Err("prestaged on invalid cpu");
-                    }
-                    if self.cpus[c as usize].pending.map(|p| p.tid as usize) != Some(i) {
-                        return Err("prestaged thread not in its cpu's slot");
-                    }
+            if (t.place == Place::Queued) != self.disc.contains(i) {
+                return Err("run queue membership differs from the thread view");
+            }
+            self.check_thread(i, t)?;
+            queued += (t.place == Place::Queued) as usize;
+        }
+        if queued != self.disc.len() {
+            return Err("run queue length mismatch");
+        }
+        self.check_cpus()
+    }
+
+    fn check_thread(&self, i: usize, t: &Thread) -> Result<(), &'static str> {
+        let n = self.n_cpus;
+        match t.place {
+            Place::Queued if t.live != Live::Runnable => return Err("queued thread not Runnable"),
+            Place::Queued => {}
+            Place::Prestaged(c) => {
+                if c as usize >= n {
+                    return Err("prestaged on invalid cpu");
                 }
-                Place::Parked => {
-                    if t.live != Live::Runnable {
-                        return Err("parked thread not runnable");
-                    }
-                }
-                Place::None => {
-                    // 2.
-                    if t.live == Live::Runnable {
-                        return Err("runnable thread lost (not queued/prestaged/parked)");
-                    }
+                if self.cpus[c as usize].pending.map(|p| p.tid as usize) != Some(i) {
+                    return Err("prestaged thread not in its cpu's slot");
                 }
             }
-            if let Live::Running(c) = t.live {
-                if c as usize >= n
-                    || self.cpus[c as usize].current.map(|r| r.tid as usize) != Some(i)
-                {
-                    return Err("running thread not current on its cpu");
-                }
-                if t.place != Place::None {
-                    return Err("running thread also placed");
-                }
+            Place::Parked if t.live != Live::Runnable => return Err("parked thread not runnable"),
+            Place::Parked => {}
+            Place::None if t.live == Live::Runnable => {
+                return Err("runnable thread lost (not queued/prestaged/parked)")
+            }
+            Place::None => {}
+        }
+        if let Live::Running(c) = t.live {
+            if c as usize >= n || self.cpus[c as usize].current.map(|r| r.tid as usize) != Some(i) {
+                return Err("running thread not current on its cpu");
+            }
+            if t.place != Place::None {
+                return Err("running thread also placed");
             }
         }
-        if count != 0 {
-            return Err("Queued threads outside the run queue");
-        }
+        Ok(())
+    }
+
+    fn check_cpus(&self) -> Result<(), &'static str> {
         let mut steals = 0;
-        for (c, cpu) in self.cpus[..n].iter().enumerate() {
+        for (c, cpu) in self.cpus[..self.n_cpus].iter().enumerate() {
             if let Some(p) = cpu.pending {
                 let t = &self.threads[p.tid as usize];
                 if t.place != Place::Prestaged(c as u16) {
@@ -920,14 +940,30 @@ impl<const C: usize, const T: usize> SchedCore<C, T> {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Change {
-    State(Live),
-    Mask(u64),
+impl<const C: usize, const T: usize, D: Discipline> Policy for SchedCore<C, T, D> {
+    fn name(&self) -> &'static str {
+        self.disc.name()
+    }
+    fn on_event(&mut self, ev: Event, now_ns: u64) {
+        SchedCore::on_event(self, ev, now_ns)
+    }
+    fn poll(&mut self, now_ns: u64, out: &mut dyn DecisionSink) -> usize {
+        SchedCore::poll(self, now_ns, out)
+    }
+    fn next_deadline(&self, now_ns: u64) -> Option<u64> {
+        SchedCore::next_deadline(self, now_ns)
+    }
+    fn stats(&self) -> &PolicyStats {
+        &self.stats
+    }
+    fn check_invariants(&self) -> Result<(), &'static str> {
+        SchedCore::check_invariants(self)
+    }
 }
 
-enum Fill {
-    Done,
-    NoFit,
-    Full,
+#[derive(Clone, Copy)]
+enum Change {
+    /// A run-state change; `Some(ran_ns)` if it ends a run (a stop event).
+    State(Live, Option<u64>),
+    Mask(u64),
 }

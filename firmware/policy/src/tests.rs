@@ -100,7 +100,7 @@ fn fifo_prestages_in_order_with_wake_and_runs_next_locally() {
     assert_eq!(ps.len(), 2);
     assert!(ps.iter().all(|&(_, _, _, _, wake)| !wake));
     assert_eq!(ps.iter().map(|x| x.1).collect::<Vec<_>>(), vec![2, 3]);
-    assert_eq!(p.core().queue_len(), 0);
+    assert_eq!(p.queue_len(), 0);
     // Nothing more to do; no duplicate decisions.
     assert!(poll(&mut p, 40).is_empty());
     assert_eq!(p.stats().prestages, 4);
@@ -266,6 +266,7 @@ fn commit_after_abort_runs_the_thread() {
             tid: Tid(1),
             seq: Seq(2),
             cpu: CpuId(1),
+            ran_ns: 0,
         },
         6,
     );
@@ -286,6 +287,7 @@ fn commit_after_abort_runs_the_thread() {
             tid: Tid(0),
             seq: Seq(2),
             cpu: CpuId(0),
+            ran_ns: 0,
         },
         50_001,
     );
@@ -293,7 +295,7 @@ fn commit_after_abort_runs_the_thread() {
     assert_eq!(p.stats().abort_lost, 1);
     assert_eq!(p.stats().steals, 1);
     assert!(poll(&mut p, 50_003).is_empty());
-    assert_eq!(p.core().outstanding_txns(), 0);
+    assert_eq!(p.outstanding_txns(), 0);
 }
 
 #[test]
@@ -330,6 +332,7 @@ fn shinjuku_preempts_after_slice_only_with_a_waiter() {
             tid: Tid(0),
             seq: Seq(2),
             cpu: CpuId(0),
+            ran_ns: 0,
         },
         100_500,
     );
@@ -378,6 +381,7 @@ fn affinity_change_evicts_a_running_thread() {
             tid: Tid(0),
             seq: Seq(3),
             cpu: CpuId(0),
+            ran_ns: 0,
         },
         3,
     );
@@ -397,7 +401,7 @@ fn full_sink_keeps_decisions_for_later() {
     p.check_invariants().unwrap();
     let d = poll(&mut p, 0);
     assert_eq!(prestages(&d), vec![(3, 3, 4, 1, true)]);
-    assert_eq!(p.core().outstanding_txns(), 4);
+    assert_eq!(p.outstanding_txns(), 4);
 }
 
 #[test]
@@ -411,6 +415,7 @@ fn dead_thread_in_slot_is_retracted_and_tid_reusable() {
             tid: Tid(0),
             seq: Seq(2),
             cpu: None,
+            ran_ns: 0,
         },
         1,
     );
@@ -473,13 +478,29 @@ mod props {
                 runnable: m & 1 == 0,
             },
             1 => Event::Wakeup { tid, seq },
-            2 => Event::Blocked { tid, seq, cpu },
-            3 => Event::Yield { tid, seq, cpu },
-            4 => Event::Preempted { tid, seq, cpu },
+            2 => Event::Blocked {
+                tid,
+                seq,
+                cpu,
+                ran_ns: m,
+            },
+            3 => Event::Yield {
+                tid,
+                seq,
+                cpu,
+                ran_ns: 0,
+            },
+            4 => Event::Preempted {
+                tid,
+                seq,
+                cpu,
+                ran_ns: m,
+            },
             5 => Event::Dead {
                 tid,
                 seq,
                 cpu: if m & 2 == 0 { Some(cpu) } else { None },
+                ran_ns: 0,
             },
             6 => Event::Affinity { tid, seq, mask: m },
             _ => Event::CpuIdle { cpu },
@@ -559,10 +580,343 @@ mod props {
         }
 
         #[test]
+        fn garbage_never_breaks_fair(ops in proptest::collection::vec(op(), 1..300)) {
+            let mut p = crate::Fair::<8, 16>::new(4).unwrap();
+            run(&mut p, &ops)?;
+        }
+
+        #[test]
         fn garbage_never_breaks_shinjuku(ops in proptest::collection::vec(op(), 1..300)) {
             let cfg = ShinjukuConfig { time_slice_ns: 5_000, ..ShinjukuConfig::new(4) };
             let mut p = Shinjuku::<8, 16>::with_config(cfg).unwrap();
             run(&mut p, &ops)?;
+        }
+    }
+}
+/// Weighted-fair policy: vruntime order, weights, the host's run time, no starvation.
+mod fair {
+    use super::*;
+    use crate::{Discipline, Fair, FairQueue};
+
+    type Fair2 = Fair<2, 16>;
+
+    /// A host whose threads never block: each cpu runs what it commits until preempted.
+    struct CpuBoundHost {
+        seq: Vec<u32>,
+        /// Per cpu: (tid, run start, preempt requested).
+        running: Vec<Option<(u32, u64, bool)>>,
+        /// Per cpu: the prestaged (txn, tid, seq).
+        slot: Vec<Option<(u64, u32, u32)>>,
+        idle_sent: Vec<bool>,
+        /// Cpu time each thread received.
+        service: Vec<u64>,
+        /// Whether runs report their time (`ran_ns`) or leave it to the agent's estimate.
+        report_ran: bool,
+    }
+
+    impl CpuBoundHost {
+        fn new(cpus: usize, threads: usize) -> Self {
+            CpuBoundHost {
+                seq: vec![0; threads],
+                running: vec![None; cpus],
+                slot: vec![None; cpus],
+                idle_sent: vec![false; cpus],
+                service: vec![0; threads],
+                report_ran: true,
+            }
+        }
+
+        fn spawn(&mut self, p: &mut dyn Policy, tid: u32, now: u64) {
+            self.seq[tid as usize] += 1;
+            let seq = Seq(self.seq[tid as usize]);
+            ev(
+                p,
+                Event::ThreadNew {
+                    tid: Tid(tid),
+                    seq,
+                    runnable: true,
+                },
+                now,
+            );
+        }
+
+        fn apply(&mut self, p: &mut dyn Policy, d: Decision, now: u64) {
+            match d {
+                Decision::Prestage {
+                    cpu, txn, tid, seq, ..
+                } => self.slot[cpu.0 as usize] = Some((txn.0, tid.0, seq.0)),
+                Decision::Abort { cpu, txn } => {
+                    if self.slot[cpu.0 as usize].is_some_and(|s| s.0 == txn.0) {
+                        self.slot[cpu.0 as usize] = None;
+                        ev(p, Event::TxnAborted { txn, cpu }, now);
+                    }
+                }
+                Decision::Preempt { cpu, tid, seq } => {
+                    if let Some(r) = self.running[cpu.0 as usize].as_mut() {
+                        if r.0 == tid.0 && self.seq[tid.0 as usize] == seq.0 {
+                            r.2 = true;
+                        }
+                    }
+                }
+                Decision::Wake { .. } => {}
+            }
+        }
+
+        /// One scheduling point per cpu: stop a preempted run, claim the slot, or go idle.
+        fn schedule(&mut self, p: &mut dyn Policy, now: u64) {
+            for c in 0..self.running.len() {
+                if let Some((tid, since, true)) = self.running[c] {
+                    let ran = now - since;
+                    self.service[tid as usize] += ran;
+                    self.seq[tid as usize] += 1;
+                    let ran_ns = if self.report_ran { ran } else { 0 };
+                    let (tid, seq, cpu) = (Tid(tid), Seq(self.seq[tid as usize]), CpuId(c as u32));
+                    ev(
+                        p,
+                        Event::Preempted {
+                            tid,
+                            seq,
+                            cpu,
+                            ran_ns,
+                        },
+                        now,
+                    );
+                    self.running[c] = None;
+                }
+                if self.running[c].is_some() {
+                    continue;
+                }
+                if let Some((txn, tid, seq)) = self.slot[c].take() {
+                    assert_eq!(self.seq[tid as usize], seq, "a fresh decision");
+                    self.running[c] = Some((tid, now, false));
+                    self.idle_sent[c] = false;
+                    commit(p, txn, tid, c as u32, now);
+                } else if !self.idle_sent[c] {
+                    self.idle_sent[c] = true;
+                    ev(
+                        p,
+                        Event::CpuIdle {
+                            cpu: CpuId(c as u32),
+                        },
+                        now,
+                    );
+                }
+            }
+        }
+
+        /// Runs from `from` to `to` in steps of `step` ns.
+        fn run(&mut self, p: &mut dyn Policy, from: u64, to: u64, step: u64) {
+            let mut now = from;
+            while now < to {
+                for d in poll(p, now) {
+                    self.apply(p, d, now);
+                }
+                self.schedule(p, now);
+                now += step;
+            }
+        }
+    }
+
+    fn share(service: &[u64], t: usize) -> f64 {
+        service[t] as f64 / service.iter().sum::<u64>() as f64
+    }
+
+    #[test]
+    fn registry_builds_fair_from_its_parameter_block() {
+        let info = crate::registry::by_name("fair").unwrap();
+        assert_eq!(crate::registry::by_id(info.id).unwrap().name, "fair");
+        let mut raw = [0u64; wave_abi::sched::PARAM_WORDS];
+        raw[0] = 20_000;
+        let p = crate::AnyPolicy::<2, 16>::build(info.id, 2, &raw).unwrap();
+        assert_eq!(p.name(), "fair");
+        raw[0] = 10; // below 1 µs
+        assert!(matches!(
+            crate::AnyPolicy::<2, 16>::build(info.id, 2, &raw),
+            Err(ConfigError::Param("slice_ns"))
+        ));
+        assert!(matches!(
+            crate::AnyPolicy::<2, 16>::build(99, 2, &[0; 8]),
+            Err(ConfigError::UnknownPolicy(99))
+        ));
+        // The host-side choice: names, parameters, reports.
+        use crate::registry::PolicyChoice;
+        assert_eq!(PolicyChoice::named("fifo").unwrap().describe(), "fifo");
+        let mut c = PolicyChoice::from_cli("fair", Some(40), &[]).unwrap();
+        assert_eq!(c.describe(), "fair(slice 40 µs)");
+        c.set("steal_after_ns", u64::MAX).unwrap();
+        assert_eq!(c.describe(), "fair(slice 40 µs, steal_after never)");
+        let e = PolicyChoice::from_cli("fifo", Some(30), &[]).unwrap_err();
+        assert!(e.contains("no parameter `slice_ns`"), "{e}");
+        let e = PolicyChoice::from_cli("nope", None, &[]).unwrap_err();
+        assert!(e.contains("fifo, shinjuku, fair"), "{e}");
+        let e = PolicyChoice::from_cli("fair", None, &["slice_ns=5".into()]).unwrap_err();
+        assert!(e.contains("1000..=1000000000"), "{e}");
+    }
+
+    #[test]
+    fn least_virtual_runtime_runs_first_using_the_hosts_run_time() {
+        let mut p = Fair2::new(1).unwrap();
+        for t in 0..3 {
+            new_thread(&mut p, t);
+        }
+        // The host says thread 0 ran 900 µs and thread 1 ran 200 µs (whatever the agent saw).
+        let runs = [(0u32, 900_000u64), (1, 200_000)];
+        for (i, &(tid, ran)) in runs.iter().enumerate() {
+            let now = 1_000 + i as u64 * 10;
+            let d = poll(&mut p, now);
+            let txn = d
+                .iter()
+                .find_map(|d| match d {
+                    Decision::Prestage { txn, tid: t, .. } if t.0 == tid => Some(txn.0),
+                    _ => None,
+                })
+                .expect("the least-vruntime thread (ties: lowest tid) is prestaged");
+            commit(&mut p, txn, tid, 0, now);
+            let (t, seq, cpu) = (Tid(tid), Seq(2), CpuId(0));
+            ev(
+                &mut p,
+                Event::Preempted {
+                    tid: t,
+                    seq,
+                    cpu,
+                    ran_ns: ran,
+                },
+                now + 5,
+            );
+            assert_eq!(
+                p.discipline().vruntime(tid as usize),
+                ran,
+                "host time is charged"
+            );
+        }
+        // Thread 2 (never ran) first, then 1 (200 µs), then 0 (900 µs).
+        let d = poll(&mut p, 2_000);
+        assert!(
+            matches!(d[..], [Decision::Prestage { tid: Tid(2), .. }]),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn without_a_reported_run_time_the_agent_charges_what_it_saw() {
+        let mut p = Fair2::new(1).unwrap();
+        new_thread(&mut p, 0);
+        let d = poll(&mut p, 1_000);
+        let Decision::Prestage { txn, .. } = d[0] else {
+            panic!("{d:?}")
+        };
+        commit(&mut p, txn.0, 0, 0, 1_000);
+        let (tid, seq, cpu) = (Tid(0), Seq(2), CpuId(0));
+        ev(
+            &mut p,
+            Event::Blocked {
+                tid,
+                seq,
+                cpu,
+                ran_ns: 0,
+            },
+            31_000,
+        );
+        assert_eq!(p.discipline().vruntime(0), 30_000);
+    }
+
+    #[test]
+    fn weights_divide_the_cpu_in_proportion() {
+        let mut p = Fair2::new(1).unwrap();
+        p.discipline_mut().set_weight(0, 2048);
+        let mut h = CpuBoundHost::new(1, 3);
+        for t in 0..3 {
+            h.spawn(&mut p, t, 0);
+        }
+        h.run(&mut p, 0, 60_000_000, 5_000);
+        let (a, b, c) = (
+            share(&h.service, 0),
+            share(&h.service, 1),
+            share(&h.service, 2),
+        );
+        assert!(
+            (a - 0.5).abs() < 0.05,
+            "weight 2 gets half: {a:.3} {b:.3} {c:.3}"
+        );
+        assert!(
+            (b - 0.25).abs() < 0.05 && (c - 0.25).abs() < 0.05,
+            "{b:.3} {c:.3}"
+        );
+        assert!(p.stats().slice_preempts > 100, "{:?}", p.stats());
+    }
+
+    #[test]
+    fn equal_threads_get_equal_service_on_two_cpus_even_without_run_times() {
+        let mut p = Fair2::new(2).unwrap();
+        let mut h = CpuBoundHost::new(2, 5);
+        h.report_ran = false;
+        for t in 0..5 {
+            h.spawn(&mut p, t, 0);
+        }
+        h.run(&mut p, 0, 50_000_000, 5_000);
+        for t in 0..5 {
+            let s = share(&h.service, t);
+            assert!(
+                (s - 0.2).abs() < 0.04,
+                "thread {t}: {s:.3} of {:?}",
+                h.service
+            );
+        }
+    }
+
+    #[test]
+    fn a_late_thread_gets_its_share_at_once_but_no_more() {
+        let mut p = Fair2::new(1).unwrap();
+        let mut h = CpuBoundHost::new(1, 3);
+        h.spawn(&mut p, 0, 0);
+        h.spawn(&mut p, 1, 0);
+        h.run(&mut p, 0, 20_000_000, 5_000);
+        let before = h.service.clone();
+        // Thread 2 joins 20 ms late with vruntime 0: placed one slice behind the floor, it
+        // neither waits behind 20 ms of others' history nor monopolises the cpu to catch up.
+        h.spawn(&mut p, 2, 20_000_000);
+        h.run(&mut p, 20_000_000, 21_000_000, 5_000);
+        assert!(h.service[2] > 0, "the newcomer ran within 1 ms");
+        h.run(&mut p, 21_000_000, 50_000_000, 5_000);
+        let gained: Vec<u64> = (0..3).map(|t| h.service[t] - before[t]).collect();
+        for t in 0..3 {
+            let s = share(&gained, t);
+            assert!(
+                (s - 1.0 / 3.0).abs() < 0.05,
+                "thread {t}: {s:.3} of {gained:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn heap_stays_ordered_under_random_charges() {
+        let mut q = FairQueue::<16>::new(50_000, None).unwrap();
+        let mut rng = 12345u64;
+        let mut next = || {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            rng >> 33
+        };
+        for round in 0..2_000 {
+            let t = (next() % 16) as usize;
+            if q.contains(t) {
+                if round % 3 == 0 {
+                    q.remove(t);
+                } else {
+                    q.charge(t, next() % 100_000);
+                }
+            } else {
+                q.enqueue(t, false);
+            }
+            q.check().unwrap();
+            if let Some(best) = q.peek(0, |_| true) {
+                let min = (0..16)
+                    .filter(|&t| q.contains(t))
+                    .map(|t| (q.vruntime(t), t))
+                    .min();
+                assert_eq!(Some((q.vruntime(best), best)), min);
+            }
         }
     }
 }

@@ -1,141 +1,12 @@
 //! The policy's vocabulary: identifiers, the events the host reports, the decisions the policy
 //! emits, the sink decisions are written to, and the counters every policy keeps.
 //!
-//! These types are the *decoded* form: the link layer (`wave-abi`) copies entries out of shared
-//! memory and maps them onto [`Event`]; the policy still treats every field as untrusted (ids
-//! out of range, unknown threads, unknown transactions, old sequence numbers are counted in
-//! [`PolicyStats`] and ignored, never a panic).
+//! One vocabulary: the identifiers and [`Event`] are `wave-abi`'s, re-exported here, so the
+//! link's event decoder yields exactly what the policies consume. The policy still treats every
+//! field as untrusted (ids out of range, unknown threads, unknown transactions, old sequence
+//! numbers are counted in [`PolicyStats`] and ignored, never a panic).
 
-/// A host thread id. The policy maps it directly to a slot index, so the host must allocate
-/// ids densely in `0..T` (the policy's thread capacity); larger ids are rejected and counted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Tid(pub u32);
-
-/// A host CPU index in `0..n_cpus`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct CpuId(pub u32);
-
-/// A transaction id. The policy allocates them unique and strictly increasing from 1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TxnId(pub u64);
-
-/// A thread's sequence number (ghOSt's status-word `barrier`). The host bumps it at every state
-/// change of the thread. It is a wrapping `u32` compared with serial-number arithmetic
-/// (RFC 1982), so a wrap after 2^32 changes is harmless.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Seq(pub u32);
-
-impl Seq {
-    /// `true` if `self` is strictly newer than `other` (within half the number space).
-    #[inline]
-    pub fn is_newer_than(self, other: Seq) -> bool {
-        (self.0.wrapping_sub(other.0) as i32) > 0
-    }
-
-    /// The next sequence number (what the host writes at a state change).
-    #[inline]
-    #[must_use]
-    pub fn next(self) -> Seq {
-        Seq(self.0.wrapping_add(1))
-    }
-}
-
-/// Why the host refused to commit a prestaged transaction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FailReason {
-    /// The thread's sequence number moved on since the decision (the agent has not yet seen
-    /// the newer event, or has and it is in flight).
-    Stale,
-    /// The sequence number matched but the thread was not runnable (running, blocked, dead).
-    NotRunnable,
-    /// No such thread on the host.
-    NotFound,
-    /// Anything else the host rejects (CPU not allowed by affinity, CPU offline, malformed).
-    Invalid,
-}
-
-/// What the host reports. Thread events carry the thread's new sequence number; transaction
-/// outcomes carry the transaction id the policy chose. `cpu` fields name the CPU the thread
-/// was running on (stop events) or the CPU that owns the transaction slot (outcomes).
-///
-/// Ordering the policy relies on for precision (it stays safe without it, because the host
-/// checks every commit): events from one host CPU arrive in the order they happened, and a
-/// thread's first event is its `ThreadNew`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Event {
-    /// A thread joined the scheduler (runnable or blocked). Also revives a tid after `Dead`.
-    ThreadNew { tid: Tid, seq: Seq, runnable: bool },
-    /// A blocked thread became runnable.
-    Wakeup { tid: Tid, seq: Seq },
-    /// The thread running on `cpu` blocked.
-    Blocked { tid: Tid, seq: Seq, cpu: CpuId },
-    /// The thread running on `cpu` yielded (it stays runnable).
-    Yield { tid: Tid, seq: Seq, cpu: CpuId },
-    /// The thread running on `cpu` was preempted (it stays runnable).
-    Preempted { tid: Tid, seq: Seq, cpu: CpuId },
-    /// The thread exited; `cpu` is where it was running, if it was.
-    Dead {
-        tid: Tid,
-        seq: Seq,
-        cpu: Option<CpuId>,
-    },
-    /// The thread's CPU affinity changed (bit `c` = may run on CPU `c`). Run state unchanged.
-    Affinity { tid: Tid, seq: Seq, mask: u64 },
-    /// `cpu` claimed transaction `txn` and now runs `tid` (at the transaction's sequence).
-    TxnCommitted { txn: TxnId, tid: Tid, cpu: CpuId },
-    /// `cpu` tried to claim `txn` and the host refused it.
-    TxnFailed {
-        txn: TxnId,
-        tid: Tid,
-        cpu: CpuId,
-        reason: FailReason,
-    },
-    /// The host retracted `txn` from `cpu`'s slot before any claim (the abort won the race).
-    TxnAborted { txn: TxnId, cpu: CpuId },
-    /// `cpu` has nothing to run and an empty slot: it is going to sleep until a doorbell.
-    CpuIdle { cpu: CpuId },
-}
-
-/// The event kinds, for counting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum EventKind {
-    ThreadNew,
-    Wakeup,
-    Blocked,
-    Yield,
-    Preempted,
-    Dead,
-    Affinity,
-    TxnCommitted,
-    TxnFailed,
-    TxnAborted,
-    CpuIdle,
-}
-
-impl EventKind {
-    /// Number of kinds (length of [`PolicyStats::events`]).
-    pub const COUNT: usize = 11;
-}
-
-impl Event {
-    /// The kind of this event.
-    pub fn kind(&self) -> EventKind {
-        match self {
-            Event::ThreadNew { .. } => EventKind::ThreadNew,
-            Event::Wakeup { .. } => EventKind::Wakeup,
-            Event::Blocked { .. } => EventKind::Blocked,
-            Event::Yield { .. } => EventKind::Yield,
-            Event::Preempted { .. } => EventKind::Preempted,
-            Event::Dead { .. } => EventKind::Dead,
-            Event::Affinity { .. } => EventKind::Affinity,
-            Event::TxnCommitted { .. } => EventKind::TxnCommitted,
-            Event::TxnFailed { .. } => EventKind::TxnFailed,
-            Event::TxnAborted { .. } => EventKind::TxnAborted,
-            Event::CpuIdle { .. } => EventKind::CpuIdle,
-        }
-    }
-}
+pub use wave_abi::sched::{CpuId, Event, EventKind, FailReason, Seq, Tid, TxnId};
 
 /// What the policy asks the host to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -187,7 +58,7 @@ impl DecisionSink for std::vec::Vec<Decision> {
 /// counters block.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PolicyStats {
-    /// Events received, by [`EventKind`] (`events[kind as usize]`), valid or not.
+    /// Events received, by [`EventKind`] (`events[kind.index()]`), valid or not.
     pub events: [u64; EventKind::COUNT],
     /// Events naming a tid `>= T` (ignored).
     pub bad_tid: u64,
@@ -246,7 +117,7 @@ pub struct PolicyStats {
 impl PolicyStats {
     /// Number of events of `kind` received.
     pub fn events_of(&self, kind: EventKind) -> u64 {
-        self.events[kind as usize]
+        self.events[kind.index()]
     }
 
     /// Total events received.
@@ -272,4 +143,20 @@ pub enum ConfigError {
     CpuCount,
     /// The time slice is outside `MIN_SLICE_NS..=MAX_SLICE_NS`.
     TimeSlice,
+    /// No registered policy has this wire id.
+    UnknownPolicy(u32),
+    /// A parameter of the policy's block is out of range (its name), or a word the policy does
+    /// not use is not 0.
+    Param(&'static str),
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConfigError::CpuCount => write!(f, "more cpus than the policy was built for, or none"),
+            ConfigError::TimeSlice => write!(f, "time slice outside 1 µs ..= 1 s"),
+            ConfigError::UnknownPolicy(id) => write!(f, "no policy has wire id {id}"),
+            ConfigError::Param(name) => write!(f, "policy parameter `{name}` out of range"),
+        }
+    }
 }

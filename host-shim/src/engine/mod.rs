@@ -20,7 +20,7 @@ pub mod workload;
 
 use std::time::Duration;
 
-use wave_abi::sched::PolicyKind;
+pub use wave_policy::registry::PolicyChoice;
 
 use crate::link::Link;
 use crate::local::LocalLink;
@@ -63,9 +63,8 @@ pub struct Storm {
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     /// Policy the agent runs.
-    pub policy: PolicyKind,
-    /// Shinjuku time slice (µs).
-    pub slice_us: u64,
+    /// Policy the agent runs, with its parameters (`wave_policy::registry`).
+    pub policy: PolicyChoice,
     /// Offered load, requests per second (Poisson).
     pub rate: f64,
     /// How long the generator offers load.
@@ -101,8 +100,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            policy: PolicyKind::Shinjuku,
-            slice_us: 30,
+            policy: PolicyChoice::named("shinjuku").expect("shinjuku is registered"),
             rate: 10_000.0,
             duration: Duration::from_secs(5),
             cpus: 2,
@@ -169,9 +167,9 @@ impl EngineConfig {
         if !(0.0..=100.0).contains(&self.range_pct) {
             return bad("range-pct must be 0..=100");
         }
-        if !(1..=1_000_000).contains(&self.slice_us) {
-            return bad("slice-us must be 1..=1000000");
-        }
+        let p = &self.policy;
+        wave_policy::Params::resolve(p.info.params, &p.params)
+            .map_err(|e| EngineError::Config(format!("policy {}: {e}", p.info.name)))?;
         if self.get_us <= 0.0 || self.range_ms <= 0.0 {
             return bad("service times must be > 0");
         }

@@ -20,7 +20,7 @@ use corosensei::{Coroutine, CoroutineResult, Yielder};
 use wave_abi::layout::{VECTOR_CONTROL, VECTOR_SCHED};
 use wave_abi::ring::EntryBody;
 use wave_abi::sched::{
-    EventKind, FailReason, PolicyKind, SchedConfig, SchedEvent, SlotReader, CPU_VECTOR_BASE,
+    EventKind, FailReason, SchedConfig, SchedEvent, SlotReader, CPU_VECTOR_BASE,
 };
 use wave_abi::{Channel, Endpoint, Layout, Side};
 
@@ -526,8 +526,8 @@ pub(super) fn run_shim<L: Link>(
     let sched_cfg = SchedConfig {
         n_cpus: cfg.cpus,
         n_threads: cfg.handlers,
-        policy: cfg.policy,
-        slice_ns: cfg.slice_us * 1_000,
+        policy: cfg.policy.info.id,
+        params: cfg.policy.params,
     };
     let mut ep = Endpoint::new(region, &layout, Side::Host, link.epoch())
         .map_err(|e| EngineError::Link(format!("{e:?}")))?;
@@ -782,10 +782,7 @@ fn run_session<'a, L: Link>(
     let wall_s = wall.elapsed().as_secs_f64();
     Ok(EngineResults {
         mode: mode.name().into(),
-        policy: match cfg.policy {
-            PolicyKind::Fifo => "fifo".into(),
-            PolicyKind::Shinjuku => format!("shinjuku({} µs)", cfg.slice_us),
-        },
+        policy: cfg.policy.describe(),
         cpus: cfg.cpus,
         handlers: cfg.handlers,
         rate: cfg.rate,

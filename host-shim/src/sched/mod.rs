@@ -301,7 +301,9 @@ impl<'s> Mechanism<'s> {
         if let Some(t) = self.thread(tid) {
             t.runtime_ns.fetch_add(ran_ns, Ordering::Relaxed);
         }
-        Ok(Self::event(kind, tid, new.seq, cpu, now_ns))
+        let mut e = Self::event(kind, tid, new.seq, cpu, now_ns);
+        e.ran_ns = ran_ns;
+        Ok(e)
     }
 
     /// The thread running on `cpu` blocked after running `ran_ns`: `Blocked`.
@@ -371,7 +373,10 @@ impl<'s> Mechanism<'s> {
         if let Some(t) = self.thread(tid) {
             t.runtime_ns.fetch_add(ran_ns, Ordering::Relaxed);
         }
-        Ok(Self::event(EventKind::Dead, tid, new.seq, cpu, now_ns))
+        let mut e = Self::event(EventKind::Dead, tid, new.seq, cpu, now_ns);
+        // Only a run that ended has a run time (`docs/abi.md` §8).
+        e.ran_ns = if cpu == NO_CPU { 0 } else { ran_ns };
+        Ok(e)
     }
 
     /// Changes a live thread's allowed CPUs (run state unchanged): `Affinity`.

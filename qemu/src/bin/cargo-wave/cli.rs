@@ -49,27 +49,23 @@ pub enum Agent {
     Linux,
 }
 
-/// Scheduling policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PolicyArg {
-    /// Centralized FIFO (no preemption).
-    Fifo,
-    /// Shinjuku: centralized FIFO with time-slice preemption.
-    Shinjuku,
-}
-
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Agents to run, in order (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Agent::Ipu, Agent::Host, Agent::Linux])]
     pub agent: Vec<Agent>,
     /// Scheduling policy.
-    #[arg(long, value_enum, default_value_t = PolicyArg::Shinjuku)]
-    pub policy: PolicyArg,
-    /// Shinjuku time slice in microseconds.
-    #[arg(long, default_value_t = 30, value_name = "US",
+    #[arg(long, default_value = "shinjuku",
+          value_parser = clap::builder::PossibleValuesParser::new(wave_policy::registry::names()))]
+    pub policy: String,
+    /// Time slice in microseconds, for a policy that has one (shinjuku, fair);
+    /// default: the policy's own (shinjuku 30, fair 50).
+    #[arg(long, value_name = "US",
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub slice_us: u64,
+    pub slice_us: Option<u64>,
+    /// A policy parameter, NAME=VALUE (repeatable), e.g. `--param steal_after_ns=50000`.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
     /// Offered load in requests per second (open-loop Poisson arrivals).
     #[arg(long, default_value_t = 10_000.0, value_name = "REQ/S")]
     pub rate: f64,

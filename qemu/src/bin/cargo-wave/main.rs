@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use wave_qemu::{BootConfig, ExitCode};
 
-use cli::{Agent, BootArgs, Cli, Cmd, DemoArgs, ImageArgs, LinkTestArgs, PolicyArg};
+use cli::{Agent, BootArgs, Cli, Cmd, DemoArgs, ImageArgs, LinkTestArgs};
 
 fn exit(code: ExitCode) -> ProcessExit {
     ProcessExit::from(code as u8)
@@ -101,11 +101,12 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let engine = EngineConfig {
-        policy: match args.policy {
-            PolicyArg::Fifo => wave_abi::sched::PolicyKind::Fifo,
-            PolicyArg::Shinjuku => wave_abi::sched::PolicyKind::Shinjuku,
-        },
-        slice_us: args.slice_us,
+        policy: wave_policy::registry::PolicyChoice::from_cli(
+            &args.policy,
+            args.slice_us,
+            &args.params,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?,
         rate: args.rate,
         duration: Duration::from_secs_f64(args.duration),
         cpus: args.cpus,
