@@ -9,7 +9,7 @@
 use crate::layout::{Kind, Layout, LayoutError, Side, IPU_STATUS_OFFSET};
 use crate::region::{RegionError, SharedRegion};
 use crate::ring::{Consumer, EntryBody, Producer, RingError};
-use crate::status::{session_tag, State, StatusSnapshot, StatusView, COUNTERS};
+use crate::status::{session_tag, State, StatusSnapshot, StatusView, COUNTERS, MAX_LANES};
 use crate::sync::{fence, Ordering};
 use crate::{ABI_MAJOR, ABI_MINOR};
 
@@ -99,6 +99,8 @@ pub enum EndpointError {
     Ring(RingError),
     /// Epoch 0 is reserved.
     ZeroEpoch,
+    /// A lane was asked for before this side's primary endpoint published READY.
+    NotStarted,
 }
 
 impl From<RegionError> for EndpointError {
@@ -112,9 +114,33 @@ impl From<RingError> for EndpointError {
     }
 }
 
-/// One side of the link.
+/// Bit `ch` set for every channel in `channels`.
+pub const fn channel_mask(channels: &[Channel]) -> u8 {
+    let mut m = 0u8;
+    let mut i = 0;
+    while i < channels.len() {
+        m |= 1 << channels[i] as u8;
+        i += 1;
+    }
+    m
+}
+
+const _: () = assert!(CHANNELS <= MAX_LANES);
+
+/// Every channel.
+pub const ALL_CHANNELS: [Channel; CHANNELS] = [Channel::LinkTest, Channel::Sched];
+
+/// One side of the link, or one lane of it.
+///
+/// The *primary* endpoint ([`Endpoint::new`]) owns the side's status block: state, epoch,
+/// acknowledgement, heartbeat, side wake word and counters. A *lane* endpoint
+/// ([`Endpoint::lane`]) serves a subset of the channels from another core or thread with the
+/// same epoch: it writes only the lane words of its channels (wake request and counters, see
+/// `docs/abi.md` "Lanes") and resets only its own rings on a new session.
 pub struct Endpoint<'a> {
     side: Side,
+    primary: bool,
+    mine: u8,
     own: StatusView<'a>,
     peer: StatusView<'a>,
     epoch: u32,
@@ -124,8 +150,10 @@ pub struct Endpoint<'a> {
     tx: [Producer<'a>; CHANNELS],
     rx: [Consumer<'a>; CHANNELS],
     tx_vector: [u16; CHANNELS],
+    rx_vector: [u16; CHANNELS],
     sleep_gen: u64,
     last_rung: u64,
+    lane_rung: [u64; CHANNELS],
     heartbeat: u64,
     stats: LinkStats,
 }
@@ -206,9 +234,71 @@ impl<'a> Endpoint<'a> {
         side: Side,
         epoch: u32,
     ) -> Result<Self, EndpointError> {
+        Self::primary(region, layout, side, epoch, &ALL_CHANNELS)
+    }
+
+    /// As [`Self::new`], serving only `channels` (the others are served by lanes).
+    pub fn primary(
+        region: SharedRegion<'a>,
+        layout: &Layout,
+        side: Side,
+        epoch: u32,
+        channels: &[Channel],
+    ) -> Result<Self, EndpointError> {
         if epoch == 0 {
             return Err(EndpointError::ZeroEpoch);
         }
+        let ep = Self::build(region, layout, side, epoch, true, channel_mask(channels))?;
+        let own = ep.own;
+        own.set_state(State::Booting, epoch);
+        own.set_heartbeat(0);
+        own.set_wake(0);
+        own.set_detail(0);
+        own.set_counters(&[0; COUNTERS]);
+        for l in 0..MAX_LANES {
+            own.set_lane_wake(l, 0);
+            own.set_lane_counters(l, 0, 0);
+        }
+        own.set_ack(0, ABI_MAJOR, ABI_MINOR);
+        own.set_state(State::Ready, epoch);
+        Ok(ep)
+    }
+
+    /// A lane of `side` serving `channels`, with the epoch the side's primary endpoint
+    /// published (read back from this side's own status block once, a slow-path read).
+    /// [`EndpointError::NotStarted`] until the primary is READY: retry.
+    pub fn lane(
+        region: SharedRegion<'a>,
+        layout: &Layout,
+        side: Side,
+        channels: &[Channel],
+    ) -> Result<Self, EndpointError> {
+        let own = StatusView::new(&region, status_offset(layout, side))?.snapshot();
+        if own.state != State::Ready || own.epoch == 0 {
+            return Err(EndpointError::NotStarted);
+        }
+        let ep = Self::build(
+            region,
+            layout,
+            side,
+            own.epoch,
+            false,
+            channel_mask(channels),
+        )?;
+        for ch in channels {
+            ep.own.set_lane_wake(*ch as usize, 0);
+        }
+        Ok(ep)
+    }
+
+    fn build(
+        region: SharedRegion<'a>,
+        layout: &Layout,
+        side: Side,
+        epoch: u32,
+        primary: bool,
+        mine: u8,
+    ) -> Result<Self, EndpointError> {
         let own = StatusView::new(&region, status_offset(layout, side))?;
         let peer = StatusView::new(&region, status_offset(layout, side.peer()))?;
         let producer = |ch: Channel| -> Result<Producer<'a>, EndpointError> {
@@ -231,19 +321,11 @@ impl<'a> Endpoint<'a> {
         };
         let tx = [producer(Channel::LinkTest)?, producer(Channel::Sched)?];
         let rx = [consumer(Channel::LinkTest)?, consumer(Channel::Sched)?];
-        let tx_vector = [
-            layout.place(Channel::LinkTest.tx_kind(side)).vector,
-            layout.place(Channel::Sched.tx_kind(side)).vector,
-        ];
-        own.set_state(State::Booting, epoch);
-        own.set_heartbeat(0);
-        own.set_wake(0);
-        own.set_detail(0);
-        own.set_counters(&[0; COUNTERS]);
-        own.set_ack(0, ABI_MAJOR, ABI_MINOR);
-        own.set_state(State::Ready, epoch);
+        let vector = |k: Kind| layout.place(k).vector;
         Ok(Self {
             side,
+            primary,
+            mine,
             own,
             peer,
             epoch,
@@ -252,12 +334,23 @@ impl<'a> Endpoint<'a> {
             up: false,
             tx,
             rx,
-            tx_vector,
+            tx_vector: ALL_CHANNELS.map(|ch| vector(ch.tx_kind(side))),
+            rx_vector: ALL_CHANNELS.map(|ch| vector(ch.rx_kind(side))),
             sleep_gen: 0,
             last_rung: 0,
+            lane_rung: [0; CHANNELS],
             heartbeat: 0,
             stats: LinkStats::default(),
         })
+    }
+
+    fn is_mine(&self, ch: usize) -> bool {
+        self.mine & (1 << ch) != 0
+    }
+
+    /// True for the endpoint that owns this side's status block.
+    pub fn is_primary(&self) -> bool {
+        self.primary
     }
 
     /// This side.
@@ -322,14 +415,17 @@ impl<'a> Endpoint<'a> {
                         Side::Host => session_tag(self.epoch, s.epoch),
                         Side::Ipu => session_tag(s.epoch, self.epoch),
                     };
-                    for p in self.tx.iter_mut() {
-                        p.reset(self.session);
+                    for ch in 0..CHANNELS {
+                        if self.is_mine(ch) {
+                            self.tx[ch].reset(self.session);
+                            self.rx[ch].reset(self.session);
+                        }
                     }
-                    for c in self.rx.iter_mut() {
-                        c.reset(self.session);
-                    }
+                    self.lane_rung = [0; CHANNELS];
                     self.up = false;
-                    self.own.set_ack(s.epoch, ABI_MAJOR, ABI_MINOR);
+                    if self.primary {
+                        self.own.set_ack(s.epoch, ABI_MAJOR, ABI_MINOR);
+                    }
                 }
                 if s.peer_epoch_seen != self.epoch {
                     down(self, Down::AwaitingAck)
@@ -382,7 +478,7 @@ impl<'a> Endpoint<'a> {
             return (0, None);
         }
         let n = self.tx[ch as usize].push_batch(bodies);
-        let ring = if n > 0 && self.peer_wants_wakeup() {
+        let ring = if n > 0 && self.peer_lane_wants_wakeup(ch) {
             Some(self.tx_vector[ch as usize])
         } else {
             None
@@ -401,9 +497,34 @@ impl<'a> Endpoint<'a> {
         ring
     }
 
+    /// After publishing on `ch`: true if the peer's consumer of `ch` announced sleep in its
+    /// lane, or the peer's primary in the side wake word (a 1.1 peer has no lanes), and has not
+    /// been rung for that sleep yet.
+    pub fn peer_lane_wants_wakeup(&mut self, ch: Channel) -> bool {
+        fence(Ordering::SeqCst);
+        let c = ch as usize;
+        let lane = self.peer.lane_wake(c);
+        let by_lane = lane & 1 == 1 && lane != self.lane_rung[c];
+        if by_lane {
+            self.lane_rung[c] = lane;
+        }
+        let by_side = wake_check(&self.peer, &mut self.last_rung);
+        let ring = by_lane || by_side;
+        if ring {
+            self.stats.doorbells += 1;
+        }
+        ring
+    }
+
     /// The doorbell vector that wakes the peer's consumer of `ch`.
     pub fn tx_vector(&self, ch: Channel) -> u16 {
         self.tx_vector[ch as usize]
+    }
+
+    /// The doorbell vector that wakes this side's consumer of `ch` (the one a service on `ch`
+    /// waits for).
+    pub fn rx_vector(&self, ch: Channel) -> u16 {
+        self.rx_vector[ch as usize]
     }
 
     /// Announces that this side is about to sleep on its doorbells. Returns credits first (a
@@ -411,26 +532,57 @@ impl<'a> Endpoint<'a> {
     /// once more and sleep only if they are still empty, always with a timeout, and call
     /// [`Self::end_sleep`] when it wakes.
     pub fn begin_sleep(&mut self) {
-        for c in self.rx.iter_mut() {
-            c.flush_credits();
+        for ch in 0..CHANNELS {
+            if self.is_mine(ch) {
+                self.rx[ch].flush_credits();
+            }
         }
-        self.sleep_gen = sleep_announce(&self.own, self.sleep_gen);
+        let gen = self.sleep_gen.wrapping_add(1);
+        for ch in 0..CHANNELS {
+            if self.is_mine(ch) {
+                self.own.set_lane_wake(ch, (gen << 1) | 1);
+            }
+        }
+        if self.primary {
+            self.sleep_gen = sleep_announce(&self.own, self.sleep_gen);
+        } else {
+            self.sleep_gen = gen;
+            fence(Ordering::SeqCst);
+        }
         self.stats.sleeps += 1;
     }
 
     /// Withdraws the sleep announcement.
     pub fn end_sleep(&mut self) {
-        self.own.set_wake(self.sleep_gen << 1);
+        for ch in 0..CHANNELS {
+            if self.is_mine(ch) {
+                self.own.set_lane_wake(ch, self.sleep_gen << 1);
+            }
+        }
+        if self.primary {
+            self.own.set_wake(self.sleep_gen << 1);
+        }
     }
 
-    /// True if any consumed ring has a published entry waiting (local reads only).
+    /// True if any ring this endpoint consumes has a published entry waiting (local reads).
     pub fn has_work(&self) -> bool {
-        self.rx.iter().any(|c| c.has_entry())
+        (0..CHANNELS).any(|ch| self.is_mine(ch) && self.rx[ch].has_entry())
+    }
+
+    /// Publishes `ch`'s lane counters (invalid entries, service count).
+    pub fn tick_lane(&mut self, ch: Channel, invalid: u64, count: u64) {
+        if self.is_mine(ch as usize) {
+            self.own.set_lane_counters(ch as usize, invalid, count);
+        }
     }
 
     /// Advances the heartbeat and publishes counters (`app` = the caller's own counters, see
     /// `docs/abi.md` "Published counters" for slots 6 and 7).
+    /// A lane endpoint publishes nothing here (its counters go to [`Self::tick_lane`]).
     pub fn tick(&mut self, app_invalid: u64, app_other: u64) {
+        if !self.primary {
+            return;
+        }
         self.heartbeat = self.heartbeat.wrapping_add(1);
         self.own.set_heartbeat(self.heartbeat);
         let mut c = [0u64; COUNTERS];
@@ -450,8 +602,11 @@ impl<'a> Endpoint<'a> {
     }
 
     /// Publishes STOPPED (a clean shutdown the peer can tell from a crash).
+    /// A lane only stops using the link: the primary speaks for the side.
     pub fn stop(&mut self) {
         self.up = false;
-        self.own.set_state(State::Stopped, self.epoch);
+        if self.primary {
+            self.own.set_state(State::Stopped, self.epoch);
+        }
     }
 }

@@ -10,7 +10,8 @@
 //! - [`status`]: per-side state/epoch/heartbeat/wake-request blocks.
 //! - [`ring`]: the consumer-homed SPSC ring with stamps and batched credits.
 //! - [`endpoint`]: one side of the link; attach, restart/resync, wake-ups.
-//! - [`msg`]: link-test messages, decoders with counters, the IPU echo agent.
+//! - [`msg`]: link-test messages and decoders with counters (the echo service that answers
+//!   them lives in `wave-policy`).
 //! - [`sched`]: scheduling: session config, event messages, per-CPU transaction slots.
 //! - [`sync`]: the atomics shim (`core` normally, `loom` under `--cfg loom`).
 //!
@@ -37,7 +38,7 @@ mod loom_tests;
 /// ABI major version: a reader refuses any other major.
 pub const ABI_MAJOR: u16 = 1;
 /// ABI minor version: additions only; readers accept any minor of their major.
-pub const ABI_MINOR: u16 = 1;
+pub const ABI_MINOR: u16 = 2;
 
 pub use endpoint::{Channel, Down, Endpoint, LinkPoll};
 pub use layout::{Kind, Layout, LayoutError, Side};

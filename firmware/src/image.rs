@@ -11,10 +11,10 @@ use wave_boot::pagetable::Attrs;
 use wave_boot::psci::Conduit;
 use wave_boot::vectors::{ExceptionKind, Frame};
 use wave_firmware::board::{Board, Early, PsciMethod, Region};
-use wave_firmware::bootargs::{exit_code, BootArgs, Inject, LinkMode};
+use wave_firmware::bootargs::{exit_code, BootArgs, Inject, Services};
 use wave_firmware::cpus::{self, StartResult};
 use wave_firmware::pci::{self, Ecam};
-use wave_firmware::{console, fault, gic, ivshmem, link, memory, power, println, time};
+use wave_firmware::{console, fault, gic, ivshmem, link, memory, port, power, println, time};
 
 /// How long secondaries get to report in.
 const BRINGUP_TIMEOUT_US: u64 = 5_000_000;
@@ -155,12 +155,17 @@ extern "C" fn wave_primary_main(dtb: usize) -> ! {
     if let Err(e) = &gic_state {
         println!("wave: interrupts unavailable: {e}");
     }
+    if let Some(e) = args.services_error {
+        boot_error(format_args!("wave.services: {e}"));
+    }
+    // Before the cores start: a core with a service waits for it, the others sleep for good.
+    link::plan(&args.services);
     let results = cpus::start_all(&board, conduit, boot_cpu);
     let n = board.cpus.len();
     let online = cpus::wait_online(n, BRINGUP_TIMEOUT_US);
     let boot_ms = time::ticks_to_micros(time::ticks() - t0) as f64 / 1000.0;
 
-    report(&board, conduit, &results, boot_cpu, online);
+    report(&board, conduit, &results, boot_cpu, online, &args.services);
     if let Some(d) = &link_dev {
         println!(
             "link: ivshmem-doorbell at {} (requester id {:#x}): registers @ {:#x}, shared memory {:#x}+{:#x} ({} MiB), {} MSI-X vectors, peer id {}",
@@ -188,30 +193,15 @@ extern "C" fn wave_primary_main(dtb: usize) -> ! {
         power::end(exit_code::CORES_MISSING);
     }
 
-    if let Some(mode) = args.link {
-        let Some(dev) = &link_dev else {
+    if !args.services.is_empty() {
+        let Some(dev) = link_dev.and_then(port::install) else {
             boot_error(format_args!(
-                "wave.link needs the ivshmem-doorbell device (QEMU: -device ivshmem-doorbell,chardev=…)"
+                "wave.services needs the ivshmem-doorbell device (QEMU: -device ivshmem-doorbell,chardev=…)"
             ));
         };
-        if let Err(e) = link::route_doorbells(dev, 0) {
-            boot_error(format_args!("link: {e}"));
-        }
-        match mode {
-            LinkMode::Echo => match link::serve_echo(dev) {
-                Ok(s) => println!(
-                    "link: host stopped; echoed {} invalid {} resyncs {} doorbells {} sleeps {} doorbell-irqs {} timer-wakeups {}",
-                    s.echoed, s.invalid, s.resyncs, s.doorbells, s.sleeps, s.irqs, s.timer_wakeups
-                ),
-                Err(e) => boot_error(format_args!("link: {e}")),
-            },
-            LinkMode::Sched => match link::serve_sched(dev) {
-                Ok(s) => println!(
-                    "sched: host stopped; events {} invalid {} decisions {} sessions {} doorbell-irqs {}",
-                    s.events, s.invalid, s.decisions, s.sessions, s.irqs
-                ),
-                Err(e) => boot_error(format_args!("link: {e}")),
-            },
+        match link::run_services(dev, &args.services, args.spin_us) {
+            Ok(reports) => reports.iter().for_each(|r| r.print()),
+            Err(e) => boot_error(format_args!("link: {e}")),
         }
         power::end(exit_code::PASS)
     }
@@ -262,6 +252,7 @@ fn report(
     results: &[Option<StartResult>],
     boot_cpu: Option<usize>,
     online: u64,
+    services: &Services,
 ) {
     let mut out = console::lock(false);
     let _ = writeln!(out, "wave: boot report");
@@ -346,10 +337,14 @@ fn report(
             Some(StartResult::Refused(_)) => " (PSCI CPU_ON refused)",
             _ => "",
         };
+        let service = cpus::slot_of_cpu(i)
+            .and_then(|slot| services.on_core(slot))
+            .map_or("", |k| k.name());
         let _ = writeln!(
             out,
-            "  cpu {i} mpidr {mpidr:#x} {}{how}",
-            if up { "online" } else { "OFFLINE" }
+            "  cpu {i} mpidr {mpidr:#x} {}{how}{}{service}",
+            if up { "online" } else { "OFFLINE" },
+            if service.is_empty() { "" } else { ", service " }
         );
         if let Some(StartResult::Refused(e)) = results[i] {
             let _ = writeln!(out, "    CPU_ON error: {e:?}");
@@ -397,6 +392,9 @@ fn early_failure_fmt(msg: core::fmt::Arguments<'_>) -> ! {
 extern "C" fn wave_secondary_main(slot: usize) -> ! {
     gic::enable_cpu();
     cpus::report_in(slot);
+    if link::has_service(slot) {
+        link::serve_secondary(slot);
+    }
     loop {
         aarch64_cpu::asm::wfi();
     }

@@ -35,8 +35,11 @@
 #![deny(unsafe_code)]
 
 pub mod agent;
+pub mod echo;
 pub mod fifo;
+pub mod runtime;
 pub mod sched;
+pub mod sched_service;
 pub mod shinjuku;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
