@@ -148,7 +148,7 @@ fn run_with(
         window: 48,
         timeout: Duration::from_secs(120),
         link_up_timeout: Duration::from_secs(30),
-        spin: 200,
+        spin_ns: 5_000,
         ..LinkTestConfig::default()
     };
     let summary = link_test::run(&mut host, cfg).expect("link test runs");

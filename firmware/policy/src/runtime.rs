@@ -52,6 +52,11 @@ pub trait Service<'a> {
     fn deadline_ns(&self, _now_ns: u64) -> Option<u64> {
         None
     }
+    /// True once the service has nothing left to do (a test driver that sent and checked
+    /// everything); the runtime returns when every service is finished.
+    fn finished(&self) -> bool {
+        false
+    }
 }
 
 /// The platform under the runtime.
@@ -62,8 +67,8 @@ pub trait Port: Log {
     fn notify(&mut self, vector: u16);
     /// Sleeps until one of this side's vectors in `mask` fires or `timeout_ns` passes. Calls
     /// `still_idle` once, as late as the platform allows before sleeping (the firmware calls
-    /// it with interrupts masked), and returns at once if it says false. Returns the vectors
-    /// that fired, as far as the platform knows (0 on timeout).
+    /// it with interrupts masked), and returns at once if it says false. Returns non-zero if
+    /// a doorbell ended the wait, as far as the platform knows (0 on timeout).
     fn wait(&mut self, mask: u64, timeout_ns: u64, still_idle: &mut dyn FnMut() -> bool) -> u64;
     /// True when the owner wants the runtime to return (a host thread being stopped).
     fn stop_requested(&mut self) -> bool {
@@ -94,7 +99,7 @@ impl Tuning {
     };
     /// A host thread's default.
     pub const HOST: Tuning = Tuning {
-        spin_ns: 20_000,
+        spin_ns: 10_000,
         max_sleep_ns: 1_000_000,
         min_sleep_ns: 5_000,
         tick_ns: 10_000_000,
@@ -108,6 +113,8 @@ pub enum Exit {
     PeerStopped,
     /// The port asked to stop.
     StopRequested,
+    /// Every service said it is finished.
+    Finished,
 }
 
 /// Runtime counters.
@@ -146,7 +153,8 @@ pub fn wait_mask(ep: &Endpoint<'_>, services: &[&mut dyn Service<'_>]) -> u64 {
     mask
 }
 
-/// Runs `services` over `ep` until the peer stops cleanly or the port asks to stop.
+/// Runs `services` over `ep` until the peer stops cleanly, the port asks to stop, or every
+/// service is finished.
 pub fn run<'a, P: Port>(
     ep: &mut Endpoint<'a>,
     port: &mut P,
@@ -172,6 +180,9 @@ pub fn run<'a, P: Port>(
         }
         let now = port.now_ns();
         let work = step_all(ep, port, now, services, &mut l.stats);
+        if services.iter().all(|s| s.finished()) {
+            break Exit::Finished;
+        }
         if now.saturating_sub(l.last_tick) >= tuning.tick_ns {
             publish(ep, services);
             l.last_tick = now;
