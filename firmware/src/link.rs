@@ -252,6 +252,8 @@ pub fn run_services(
     }) {
         return Err(LinkFailure::NoCore(c));
     }
+    // The boot core sleeps on its timer while it waits for the host and for the results.
+    port::enable_this_core(0);
     let (base, size) = dev.shared_memory();
     // SAFETY: the BAR is mapped normal non-cacheable for the rest of the run (memory.rs), is
     // used only through this region's atomic accesses, and is never unmapped.
@@ -302,7 +304,6 @@ pub fn run_services(
     }
     let mut reports = heapless::Vec::new();
     if let Some(job) = own {
-        port::enable_this_core(0);
         let _ = reports.push(run_job(job));
     }
     for (_, core) in services.iter().filter(|(_, c)| *c != 0) {

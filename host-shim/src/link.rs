@@ -223,3 +223,20 @@ impl wave_policy::runtime::Port for HostPort<'_> {
             || self.past_deadline()
     }
 }
+
+/// Publishes STOPPED for `side` on behalf of its primary endpoint once every driver that used
+/// the region is done (a host that ran a scheduling engine and a link test over one region at
+/// once, each ending without stopping the side), then rings the peer's control vector.
+pub fn stop_side<L: Link + ?Sized>(link: &L, side: Side) -> Result<(), LayoutError> {
+    let region = link.region();
+    let layout = Layout::read(&region)?;
+    let offset = match side {
+        Side::Host => layout.place(Kind::HostStatus).offset,
+        Side::Ipu => layout.place(Kind::IpuStatus).offset,
+    };
+    let view = StatusView::new(&region, offset)?;
+    view.set_state(State::Stopped, view.snapshot().epoch);
+    // Best effort: a sleeping peer also notices within its bounded sleep.
+    let _ = link.notify(wave_abi::layout::VECTOR_CONTROL);
+    Ok(())
+}
