@@ -149,6 +149,7 @@ pub struct HostPort<'s> {
     stop: &'s core::sync::atomic::AtomicBool,
     generation: u64,
     deadline: Option<std::time::Instant>,
+    log_prefix: Option<&'static str>,
     /// Doorbells that failed (counted, never fatal: the peer also wakes on its timeout).
     pub notify_errors: u64,
 }
@@ -167,8 +168,16 @@ impl<'s> HostPort<'s> {
             stop,
             generation: link.generation(),
             deadline: None,
+            log_prefix: None,
             notify_errors: 0,
         }
+    }
+
+    /// Prints the runtime's log lines on stdout with `prefix` (otherwise they go to stderr
+    /// only when `WAVE_AGENT_LOG` is set).
+    pub fn with_log(mut self, prefix: &'static str) -> Self {
+        self.log_prefix = Some(prefix);
+        self
     }
 
     /// Also stops the run at `deadline`.
@@ -193,7 +202,9 @@ impl<'s> HostPort<'s> {
 #[cfg(feature = "std")]
 impl wave_policy::runtime::Log for HostPort<'_> {
     fn log(&mut self, line: core::fmt::Arguments<'_>) {
-        if std::env::var_os("WAVE_AGENT_LOG").is_some() {
+        if let Some(prefix) = self.log_prefix {
+            println!("{prefix}: {line}");
+        } else if std::env::var_os("WAVE_AGENT_LOG").is_some() {
             eprintln!("agent: {line}");
         }
     }

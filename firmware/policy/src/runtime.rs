@@ -154,33 +154,80 @@ pub fn wait_mask(ep: &Endpoint<'_>, services: &[&mut dyn Service<'_>]) -> u64 {
 }
 
 /// Runs `services` over `ep` until the peer stops cleanly, the port asks to stop, or every
-/// service is finished.
+/// service is finished (a run with no service only keeps the link: attach, heartbeat, sleep).
 pub fn run<'a, P: Port>(
     ep: &mut Endpoint<'a>,
     port: &mut P,
     tuning: &Tuning,
     services: &mut [&mut dyn Service<'a>],
 ) -> (Exit, RuntimeStats) {
-    let now = port.now_ns();
-    let mut l = Loop {
-        last_state: None,
-        was_up: false,
-        idle_since: now,
-        last_tick: now,
-        stats: RuntimeStats::default(),
-    };
+    let mut rt = Runtime::new(*tuning);
+    let exit = rt.run(ep, port, services);
+    (exit, rt.stats())
+}
+
+/// A runtime that keeps its state (link state seen, counters) across several runs on one
+/// endpoint, for owners that stop it periodically (to report, or to look at the transport).
+pub struct Runtime {
+    tuning: Tuning,
+    l: Loop,
+}
+
+impl Runtime {
+    /// A runtime with `tuning`.
+    pub fn new(tuning: Tuning) -> Self {
+        Runtime {
+            tuning,
+            l: Loop {
+                last_state: None,
+                was_up: false,
+                idle_since: 0,
+                last_tick: 0,
+                stats: RuntimeStats::default(),
+            },
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> RuntimeStats {
+        self.l.stats
+    }
+
+    /// As [`run`], continuing from the state of the previous run (counters, the link state
+    /// last logged). Returns [`Exit::PeerStopped`] only if the link was up during this run.
+    pub fn run<'a, P: Port>(
+        &mut self,
+        ep: &mut Endpoint<'a>,
+        port: &mut P,
+        services: &mut [&mut dyn Service<'a>],
+    ) -> Exit {
+        let now = port.now_ns();
+        self.l.was_up = ep.is_up();
+        self.l.idle_since = now;
+        self.l.last_tick = now;
+        run_loop(ep, port, &self.tuning, services, &mut self.l)
+    }
+}
+
+fn run_loop<'a, P: Port>(
+    ep: &mut Endpoint<'a>,
+    port: &mut P,
+    tuning: &Tuning,
+    services: &mut [&mut dyn Service<'a>],
+    l: &mut Loop,
+) -> Exit {
     let mask = wait_mask(ep, services);
     let exit = loop {
         if port.stop_requested() {
             break Exit::StopRequested;
         }
-        let state = poll_link(ep, port, &mut l);
+        let state = poll_link(ep, port, l);
         if state == Err(Down::PeerStopped) && l.was_up {
             break Exit::PeerStopped;
         }
         let now = port.now_ns();
         let work = step_all(ep, port, now, services, &mut l.stats);
-        if services.iter().all(|s| s.finished()) {
+        if !services.is_empty() && services.iter().all(|s| s.finished()) {
             break Exit::Finished;
         }
         if now.saturating_sub(l.last_tick) >= tuning.tick_ns {
@@ -191,13 +238,13 @@ pub fn run<'a, P: Port>(
             l.stats.busy += 1;
             l.idle_since = now;
         } else if now.saturating_sub(l.idle_since) >= tuning.spin_ns {
-            idle(ep, port, tuning, services, mask, state, &mut l);
+            idle(ep, port, tuning, services, mask, state, l);
         } else {
             core::hint::spin_loop();
         }
     };
     publish(ep, services);
-    (exit, l.stats)
+    exit
 }
 
 /// Polls the link and logs each change of state.
