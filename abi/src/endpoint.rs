@@ -10,36 +10,47 @@ use crate::layout::{Kind, Layout, LayoutError, Side, IPU_STATUS_OFFSET};
 use crate::region::{RegionError, SharedRegion};
 use crate::ring::{Consumer, EntryBody, Producer, RingError};
 use crate::status::{session_tag, State, StatusSnapshot, StatusView, COUNTERS, MAX_LANES};
+use crate::subsystem::{Subsystem, SUBSYSTEMS};
 use crate::sync::{fence, Ordering};
 use crate::{ABI_MAJOR, ABI_MINOR};
 
-/// A pair of rings, one per direction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Channel {
-    /// Link test: requests host→IPU, responses IPU→host.
-    LinkTest = 0,
-    /// Scheduling: events host→IPU, decisions IPU→host.
-    Sched = 1,
-}
+/// A pair of rings, one per direction: channel `i` is subsystem `i` of
+/// [`crate::subsystem::SUBSYSTEMS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Channel(pub u8);
 
-/// Number of channels.
-pub const CHANNELS: usize = 2;
+pub use crate::subsystem::CHANNELS;
 
+#[allow(non_upper_case_globals)]
 impl Channel {
+    /// Link test: requests host→IPU, responses IPU→host.
+    pub const LinkTest: Channel = Channel(0);
+    /// Scheduling: events host→IPU, decisions IPU→host.
+    pub const Sched: Channel = Channel(1);
+
+    /// Index into per-channel arrays (and into the subsystem table).
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+    /// The subsystem this channel carries (`None` for a channel this build does not know).
+    pub fn subsystem(self) -> Option<&'static Subsystem> {
+        SUBSYSTEMS.get(self.index())
+    }
     /// The ring this side produces into on this channel.
-    pub const fn tx_kind(self, side: Side) -> Kind {
-        match (self, side) {
-            (Channel::LinkTest, Side::Host) => Kind::RingTestRequest,
-            (Channel::LinkTest, Side::Ipu) => Kind::RingTestResponse,
-            (Channel::Sched, Side::Host) => Kind::RingEvents,
-            (Channel::Sched, Side::Ipu) => Kind::RingDecisions,
+    pub fn tx_kind(self, side: Side) -> Kind {
+        match (self.subsystem(), side) {
+            (Some(s), Side::Host) => s.to_ipu.kind,
+            (Some(s), Side::Ipu) => s.to_host.kind,
+            (None, _) => Kind(0),
         }
     }
     /// The ring this side consumes on this channel.
-    pub const fn rx_kind(self, side: Side) -> Kind {
+    pub fn rx_kind(self, side: Side) -> Kind {
         self.tx_kind(side.peer())
     }
 }
+
+const _: () = assert!(CHANNELS <= 8, "channel masks are u8");
 
 /// Why the link is not up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,7 +130,7 @@ pub const fn channel_mask(channels: &[Channel]) -> u8 {
     let mut m = 0u8;
     let mut i = 0;
     while i < channels.len() {
-        m |= 1 << channels[i] as u8;
+        m |= 1 << channels[i].0;
         i += 1;
     }
     m
@@ -127,8 +138,18 @@ pub const fn channel_mask(channels: &[Channel]) -> u8 {
 
 const _: () = assert!(CHANNELS <= MAX_LANES);
 
+const fn all_channels() -> [Channel; CHANNELS] {
+    let mut out = [Channel(0); CHANNELS];
+    let mut i = 0;
+    while i < CHANNELS {
+        out[i] = Channel(i as u8);
+        i += 1;
+    }
+    out
+}
+
 /// Every channel.
-pub const ALL_CHANNELS: [Channel; CHANNELS] = [Channel::LinkTest, Channel::Sched];
+pub const ALL_CHANNELS: [Channel; CHANNELS] = all_channels();
 
 /// One side of the link, or one lane of it.
 ///
@@ -156,6 +177,23 @@ pub struct Endpoint<'a> {
     lane_rung: [u64; CHANNELS],
     heartbeat: u64,
     stats: LinkStats,
+}
+
+/// Byte offset, inside a status block, of a reserved word that stays 0 (read as the credit
+/// word of an absent ring).
+const ABSENT_CREDIT_WORD: usize = 0xFF8;
+
+/// One value per channel, or the first error.
+fn collect<T, E>(mut f: impl FnMut(Channel) -> Result<T, E>) -> Result<[T; CHANNELS], E> {
+    let mut out: [Option<T>; CHANNELS] = [const { None }; CHANNELS];
+    for (slot, ch) in out.iter_mut().zip(ALL_CHANNELS) {
+        *slot = Some(f(ch)?);
+    }
+    Ok(out.map(|v| match v {
+        Some(v) => v,
+        // Every slot was filled above (the loop returns on the first error).
+        None => unreachable!(),
+    }))
 }
 
 fn status_offset(layout: &Layout, side: Side) -> usize {
@@ -286,7 +324,7 @@ impl<'a> Endpoint<'a> {
             channel_mask(channels),
         )?;
         for ch in channels {
-            ep.own.set_lane_wake(*ch as usize, 0);
+            ep.own.set_lane_wake(ch.index(), 0);
         }
         Ok(ep)
     }
@@ -301,8 +339,15 @@ impl<'a> Endpoint<'a> {
     ) -> Result<Self, EndpointError> {
         let own = StatusView::new(&region, status_offset(layout, side))?;
         let peer = StatusView::new(&region, status_offset(layout, side.peer()))?;
+        // An optional ring the table lacks (a subsystem the peer's build does not have) is
+        // absent: it never holds an entry and never has room. Its credit word is a reserved
+        // word of the peer's status block, which nobody writes.
+        let zero = region.word(status_offset(layout, side.peer()) + ABSENT_CREDIT_WORD)?;
         let producer = |ch: Channel| -> Result<Producer<'a>, EndpointError> {
             let p = layout.place(ch.tx_kind(side));
+            if p.size == 0 {
+                return Ok(Producer::absent(zero));
+            }
             Ok(Producer::new(
                 region.words(p.offset, p.size)?,
                 region.word(p.credit_offset)?,
@@ -312,6 +357,9 @@ impl<'a> Endpoint<'a> {
         };
         let consumer = |ch: Channel| -> Result<Consumer<'a>, EndpointError> {
             let p = layout.place(ch.rx_kind(side));
+            if p.size == 0 {
+                return Ok(Consumer::absent(zero));
+            }
             Ok(Consumer::new(
                 region.words(p.offset, p.size)?,
                 region.word(p.credit_offset)?,
@@ -319,8 +367,8 @@ impl<'a> Endpoint<'a> {
                 0,
             )?)
         };
-        let tx = [producer(Channel::LinkTest)?, producer(Channel::Sched)?];
-        let rx = [consumer(Channel::LinkTest)?, consumer(Channel::Sched)?];
+        let tx = collect(producer)?;
+        let rx = collect(consumer)?;
         let vector = |k: Kind| layout.place(k).vector;
         Ok(Self {
             side,
@@ -458,17 +506,17 @@ impl<'a> Endpoint<'a> {
 
     /// The producer for `ch` (writes into the peer's memory).
     pub fn tx(&mut self, ch: Channel) -> &mut Producer<'a> {
-        &mut self.tx[ch as usize]
+        &mut self.tx[ch.index()]
     }
 
     /// The consumer for `ch` (reads this side's memory).
     pub fn rx(&mut self, ch: Channel) -> &mut Consumer<'a> {
-        &mut self.rx[ch as usize]
+        &mut self.rx[ch.index()]
     }
 
     /// Both ends of `ch` at once (an agent that answers what it reads).
     pub fn channel(&mut self, ch: Channel) -> (&mut Consumer<'a>, &mut Producer<'a>) {
-        (&mut self.rx[ch as usize], &mut self.tx[ch as usize])
+        (&mut self.rx[ch.index()], &mut self.tx[ch.index()])
     }
 
     /// Publishes `bodies` on `ch` (as many as fit) if the link is up. Returns how many were
@@ -477,9 +525,9 @@ impl<'a> Endpoint<'a> {
         if !self.up {
             return (0, None);
         }
-        let n = self.tx[ch as usize].push_batch(bodies);
+        let n = self.tx[ch.index()].push_batch(bodies);
         let ring = if n > 0 && self.peer_lane_wants_wakeup(ch) {
-            Some(self.tx_vector[ch as usize])
+            Some(self.tx_vector[ch.index()])
         } else {
             None
         };
@@ -502,7 +550,7 @@ impl<'a> Endpoint<'a> {
     /// been rung for that sleep yet.
     pub fn peer_lane_wants_wakeup(&mut self, ch: Channel) -> bool {
         fence(Ordering::SeqCst);
-        let c = ch as usize;
+        let c = ch.index();
         let lane = self.peer.lane_wake(c);
         let by_lane = lane & 1 == 1 && lane != self.lane_rung[c];
         if by_lane {
@@ -518,13 +566,13 @@ impl<'a> Endpoint<'a> {
 
     /// The doorbell vector that wakes the peer's consumer of `ch`.
     pub fn tx_vector(&self, ch: Channel) -> u16 {
-        self.tx_vector[ch as usize]
+        self.tx_vector[ch.index()]
     }
 
     /// The doorbell vector that wakes this side's consumer of `ch` (the one a service on `ch`
     /// waits for).
     pub fn rx_vector(&self, ch: Channel) -> u16 {
-        self.rx_vector[ch as usize]
+        self.rx_vector[ch.index()]
     }
 
     /// Announces that this side is about to sleep on its doorbells. Returns credits first (a
@@ -571,8 +619,8 @@ impl<'a> Endpoint<'a> {
 
     /// Publishes `ch`'s lane counters (invalid entries, service count).
     pub fn tick_lane(&mut self, ch: Channel, invalid: u64, count: u64) {
-        if self.is_mine(ch as usize) {
-            self.own.set_lane_counters(ch as usize, invalid, count);
+        if self.is_mine(ch.index()) {
+            self.own.set_lane_counters(ch.index(), invalid, count);
         }
     }
 

@@ -9,7 +9,27 @@
 use zerocopy::little_endian::U64;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+use crate::layout::Kind;
 use crate::ring::{EntryBody, PAYLOAD_SIZE};
+use crate::subsystem::{RingDesc, Subsystem};
+
+/// The link-test subsystem (`docs/abi.md`, "Link test"): requests host→IPU, responses back;
+/// no blocks, no extra vectors.
+pub const LINK_TEST: Subsystem = Subsystem {
+    name: "echo",
+    to_ipu: RingDesc {
+        kind: Kind::RingTestRequest,
+        name: "RingTestRequest",
+        optional: false,
+    },
+    to_host: RingDesc {
+        kind: Kind::RingTestResponse,
+        name: "RingTestResponse",
+        optional: false,
+    },
+    blocks: &[],
+    extra_vectors: 0,
+};
 
 /// Link-test request (host→IPU).
 pub const TAG_TEST_REQUEST: u16 = 0x0101;

@@ -183,6 +183,6 @@ fn a_lane_sleeps_and_wakes_on_its_own_channel() {
     // Lane counters are published per channel; the lane stopping does not stop the side.
     lane.tick_lane(Channel::Sched, 2, 40);
     lane.stop();
-    assert_eq!(host.peer_status().lanes[Channel::Sched as usize], (2, 40));
+    assert_eq!(host.peer_status().lanes[Channel::Sched.index()], (2, 40));
     assert!(host.poll_link().state.is_ok());
 }

@@ -465,7 +465,7 @@ fn finish(d: Driver<'_>, elapsed: Duration, bad_stamps: u64) -> LinkTestSummary 
 fn settle_ipu_invalid<L: Link>(link: &L, ep: &Endpoint<'_>, injected: u64) -> u64 {
     let settle = Instant::now();
     loop {
-        let invalid = ep.peer_status().lanes[Channel::LinkTest as usize].0;
+        let invalid = ep.peer_status().lanes[Channel::LinkTest.index()].0;
         if invalid >= injected || settle.elapsed() > Duration::from_millis(500) {
             return invalid;
         }
