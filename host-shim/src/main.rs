@@ -274,7 +274,7 @@ fn main() -> ExitCode {
             messages,
             wait,
         } => {
-            let mut s = match bind(&server) {
+            let s = match bind(&server) {
                 Ok(s) => s,
                 Err(c) => return c,
             };
@@ -292,7 +292,7 @@ fn main() -> ExitCode {
                 link_up_timeout: Duration::from_secs(wait),
                 ..LinkTestConfig::default()
             };
-            match link_test::run(&mut s, cfg) {
+            match link_test::run(&s, cfg) {
                 Ok(sum) => {
                     println!("wave-host: link test: {sum}");
                     if sum.received == messages && sum.corrupt == 0 {

@@ -139,7 +139,7 @@ fn run_with(
     messages: u64,
     ring_entries: u32,
 ) -> (link_test::LinkTestSummary, FakeReport) {
-    let (mut host, ipu) = LocalLink::pair(Layout::min_size(ring_entries), 4, ring_entries).unwrap();
+    let (host, ipu) = LocalLink::pair(Layout::min_size(ring_entries), 4, ring_entries).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let peer = thread::spawn(move || fake_ipu(ipu, script, stop2));
@@ -151,7 +151,7 @@ fn run_with(
         spin_ns: 5_000,
         ..LinkTestConfig::default()
     };
-    let summary = link_test::run(&mut host, cfg).expect("link test runs");
+    let summary = link_test::run(&host, cfg).expect("link test runs");
     println!("{summary}");
     stop.store(true, Ordering::Relaxed);
     let report = peer.join().unwrap();
