@@ -22,29 +22,17 @@ pub enum Inject {
     StackOverflow,
 }
 
-/// A service an IPU core can run over the link.
+/// A service an IPU core can run over the link: its index in the firmware's service table
+/// (`link::SERVICES`), whose names [`BootArgs::parse`] is given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ServiceKind {
-    /// Echo link-test requests (`echo`).
-    Echo,
-    /// The scheduling agent (`sched`).
-    Sched,
-}
+pub struct ServiceKind(pub u8);
 
 impl ServiceKind {
-    /// The name used in `wave.services=` and in the boot report.
-    pub const fn name(self) -> &'static str {
-        match self {
-            ServiceKind::Echo => "echo",
-            ServiceKind::Sched => "sched",
-        }
-    }
-    fn from_name(s: &str) -> Option<ServiceKind> {
-        match s {
-            "echo" => Some(ServiceKind::Echo),
-            "sched" => Some(ServiceKind::Sched),
-            _ => None,
-        }
+    fn from_name(s: &str, known: &[&str]) -> Option<ServiceKind> {
+        known
+            .iter()
+            .position(|k| *k == s)
+            .map(|i| ServiceKind(i as u8))
     }
 }
 
@@ -73,7 +61,7 @@ pub enum ServicesError {
 impl core::fmt::Display for ServicesError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
-            ServicesError::UnknownService => "unknown service (known: echo, sched)",
+            ServicesError::UnknownService => "unknown service name",
             ServicesError::BadCore => "core must be a number below 64",
             ServicesError::Duplicate => "each core runs one service and each service runs once",
             ServicesError::TooMany => "at most 4 services",
@@ -85,7 +73,7 @@ impl core::fmt::Display for ServicesError {
 impl Services {
     /// `SERVICE[@CORE],...`; a service without a core takes the core after the previous one
     /// (the first takes core 0).
-    pub fn parse(v: &str) -> Result<Services, ServicesError> {
+    pub fn parse(v: &str, known: &[&str]) -> Result<Services, ServicesError> {
         let mut out = Services::default();
         let mut next_core = 0usize;
         for (i, item) in v.split(',').filter(|s| !s.is_empty()).enumerate() {
@@ -93,7 +81,7 @@ impl Services {
                 Some((n, c)) => (n, c.parse::<usize>().map_err(|_| ServicesError::BadCore)?),
                 None => (item, next_core),
             };
-            let kind = ServiceKind::from_name(name).ok_or(ServicesError::UnknownService)?;
+            let kind = ServiceKind::from_name(name, known).ok_or(ServicesError::UnknownService)?;
             if core >= 64 {
                 return Err(ServicesError::BadCore);
             }
@@ -147,7 +135,8 @@ pub struct BootArgs {
 
 impl BootArgs {
     /// Parses `bootargs`; unknown words (a real board's kernel arguments) are ignored.
-    pub fn parse(bootargs: &str) -> Self {
+    /// `services` are the names of the services the firmware has, in table order.
+    pub fn parse(bootargs: &str, services: &[&str]) -> Self {
         let mut args = BootArgs {
             exit: ExitMethod::Psci,
             inject: None,
@@ -160,11 +149,11 @@ impl BootArgs {
                 Some(("wave.exit", "semihosting")) => args.exit = ExitMethod::Semihosting,
                 Some(("wave.exit", "psci")) => args.exit = ExitMethod::Psci,
                 Some(("wave.link", v)) => {
-                    if let Some(k) = ServiceKind::from_name(v) {
+                    if let Some(k) = ServiceKind::from_name(v, services) {
                         args.services = Services::single(k);
                     }
                 }
-                Some(("wave.services", v)) => match Services::parse(v) {
+                Some(("wave.services", v)) => match Services::parse(v, services) {
                     Ok(s) => args.services = s,
                     Err(e) => args.services_error = Some(e),
                 },
@@ -198,6 +187,14 @@ pub mod exit_code {
 mod tests {
     use super::*;
 
+    const KNOWN: [&str; 2] = ["echo", "sched"];
+    const ECHO: ServiceKind = ServiceKind(0);
+    const SCHED: ServiceKind = ServiceKind(1);
+
+    fn parse(s: &str) -> BootArgs {
+        BootArgs::parse(s, &KNOWN)
+    }
+
     #[test]
     fn defaults_to_psci_without_injection() {
         let none = BootArgs {
@@ -207,31 +204,24 @@ mod tests {
             services_error: None,
             spin_us: None,
         };
-        assert_eq!(BootArgs::parse(""), none);
-        let a =
-            BootArgs::parse("console=ttyAMA0 root=/dev/vda wave.bogus=1 wave.test= wave.link=x");
+        assert_eq!(parse(""), none);
+        let a = parse("console=ttyAMA0 root=/dev/vda wave.bogus=1 wave.test= wave.link=x");
         assert_eq!(a, none);
-        assert_eq!(
-            BootArgs::parse("wave.link=echo").services,
-            Services::single(ServiceKind::Echo)
-        );
-        assert_eq!(
-            BootArgs::parse("wave.link=sched").services.on_core(0),
-            Some(ServiceKind::Sched)
-        );
+        assert_eq!(parse("wave.link=echo").services, Services::single(ECHO));
+        assert_eq!(parse("wave.link=sched").services.on_core(0), Some(SCHED));
     }
 
     #[test]
     fn assigns_services_to_cores() {
-        let a = BootArgs::parse("wave.services=sched@1,echo@2 wave.spin_us=5");
+        let a = parse("wave.services=sched@1,echo@2 wave.spin_us=5");
         let got: heapless::Vec<_, 4> = a.services.iter().collect();
-        assert_eq!(&got[..], &[(ServiceKind::Sched, 1), (ServiceKind::Echo, 2)]);
+        assert_eq!(&got[..], &[(SCHED, 1), (ECHO, 2)]);
         assert_eq!((a.services_error, a.spin_us), (None, Some(5)));
         // Without cores: consecutive from core 0.
-        let s = Services::parse("echo,sched").unwrap();
-        assert_eq!(s.on_core(0), Some(ServiceKind::Echo));
-        assert_eq!(s.on_core(1), Some(ServiceKind::Sched));
-        assert_eq!(Services::parse(""), Ok(Services::default()));
+        let s = Services::parse("echo,sched", &KNOWN).unwrap();
+        assert_eq!(s.on_core(0), Some(ECHO));
+        assert_eq!(s.on_core(1), Some(SCHED));
+        assert_eq!(Services::parse("", &KNOWN), Ok(Services::default()));
         for (bad, why) in [
             ("mem@1", ServicesError::UnknownService),
             ("sched@x", ServicesError::BadCore),
@@ -239,29 +229,26 @@ mod tests {
             ("sched@1,echo@1", ServicesError::Duplicate),
             ("sched,sched", ServicesError::Duplicate),
         ] {
-            assert_eq!(Services::parse(bad), Err(why), "{bad}");
+            assert_eq!(Services::parse(bad, &KNOWN), Err(why), "{bad}");
         }
-        let a = BootArgs::parse("wave.services=bogus");
+        let a = parse("wave.services=bogus");
         assert!(a.services.is_empty());
         assert_eq!(a.services_error, Some(ServicesError::UnknownService));
     }
 
     #[test]
     fn reads_exit_and_test_words() {
-        let a = BootArgs::parse("  wave.exit=semihosting\twave.test=fault ");
+        let a = parse("  wave.exit=semihosting\twave.test=fault ");
         assert_eq!(a.exit, ExitMethod::Semihosting);
         assert_eq!(a.inject, Some(Inject::Fault));
+        assert_eq!(parse("wave.test=panic").inject, Some(Inject::Panic));
         assert_eq!(
-            BootArgs::parse("wave.test=panic").inject,
-            Some(Inject::Panic)
-        );
-        assert_eq!(
-            BootArgs::parse("wave.test=hang wave.exit=psci").inject,
+            parse("wave.test=hang wave.exit=psci").inject,
             Some(Inject::Hang)
         );
         // The last word wins.
         assert_eq!(
-            BootArgs::parse("wave.exit=semihosting wave.exit=psci").exit,
+            parse("wave.exit=semihosting wave.exit=psci").exit,
             ExitMethod::Psci
         );
     }

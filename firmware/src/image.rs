@@ -80,7 +80,7 @@ extern "C" fn wave_primary_main(dtb: usize) -> ! {
     // SAFETY: the DT names this PL011 as the console; nothing else drives it, and only this
     // core runs.
     unsafe { console::init(uart.base as usize) };
-    let args = BootArgs::parse(early.bootargs);
+    let args = BootArgs::parse(early.bootargs, &link::SERVICE_NAMES);
     power::configure(args.exit, conduit(early.psci.unwrap_or(PsciMethod::Hvc)));
     println!(
         "wave: firmware {} starting on core 0",
@@ -156,7 +156,10 @@ extern "C" fn wave_primary_main(dtb: usize) -> ! {
         println!("wave: interrupts unavailable: {e}");
     }
     if let Some(e) = args.services_error {
-        boot_error(format_args!("wave.services: {e}"));
+        boot_error(format_args!(
+            "wave.services: {e} (this firmware has: {})",
+            ServiceList(&link::SERVICE_NAMES)
+        ));
     }
     // Before the cores start: a core with a service waits for it, the others sleep for good.
     link::plan(&args.services);
@@ -200,7 +203,7 @@ extern "C" fn wave_primary_main(dtb: usize) -> ! {
             ));
         };
         match link::run_services(dev, &args.services, args.spin_us) {
-            Ok(reports) => reports.iter().for_each(|r| r.print()),
+            Ok(()) => {}
             Err(e) => boot_error(format_args!("link: {e}")),
         }
         power::end(exit_code::PASS)
@@ -339,7 +342,7 @@ fn report(
         };
         let service = cpus::slot_of_cpu(i)
             .and_then(|slot| services.on_core(slot))
-            .map_or("", |k| k.name());
+            .map_or("", link::service_name);
         let _ = writeln!(
             out,
             "  cpu {i} mpidr {mpidr:#x} {}{how}{}{service}",
@@ -363,6 +366,21 @@ fn report(
         online.count_ones(),
         board.cpus.len()
     );
+}
+
+/// Names separated by ", ".
+struct ServiceList<'a>(&'a [&'a str]);
+
+impl core::fmt::Display for ServiceList<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (i, n) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(n)?;
+        }
+        Ok(())
+    }
 }
 
 /// A boot error once the console works: print it and end the run (exit code 1).

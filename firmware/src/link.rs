@@ -19,7 +19,7 @@ use wave_abi::layout::{LayoutError, Side};
 use wave_abi::status::next_epoch;
 use wave_abi::{Channel, Endpoint, Layout, SharedRegion};
 use wave_policy::echo::EchoService;
-use wave_policy::runtime::{self, Service, Tuning};
+use wave_policy::runtime::{self, Tuning};
 use wave_policy::sched_service::SchedService;
 
 /// How long to wait for the host to initialise the region.
@@ -75,46 +75,54 @@ impl core::fmt::Display for LinkFailure {
     }
 }
 
-/// What one core's service did.
-#[derive(Clone, Copy, Debug)]
-pub struct CoreReport {
-    /// The core (stack slot).
-    pub core: usize,
-    /// Its service.
-    pub kind: ServiceKind,
-    /// Service counters: echo (echoed, invalid); sched (decisions, invalid).
-    pub count: u64,
-    /// Invalid entries counted and skipped.
-    pub invalid: u64,
-    /// Valid events applied (sched), 0 for echo.
-    pub events: u64,
-    /// Sessions served (sched), 0 for echo.
-    pub sessions: u64,
-    /// Runtime counters.
-    pub runtime: runtime::RuntimeStats,
-    /// Doorbell interrupts this core took.
-    pub irqs: u64,
+/// One service the firmware can run: its name in `wave.services=`, the channel it serves,
+/// and how a core runs it (until the host stops; it prints its own closing line).
+pub struct ServiceEntry {
+    /// Name in `wave.services=` and the boot report.
+    pub name: &'static str,
+    /// The channel (subsystem) it serves.
+    pub channel: Channel,
+    run: fn(&mut Job, &mut IpuPort<'static>) -> runtime::RuntimeStats,
 }
 
-impl CoreReport {
-    /// Prints the closing line for this core (tests look for "host stopped").
-    pub fn print(&self) {
-        let r = &self.runtime;
-        match self.kind {
-            ServiceKind::Echo => println!(
-                "link: host stopped; core {} echoed {} invalid {} resyncs {} doorbells {} sleeps {} doorbell-irqs {}",
-                self.core, self.count, self.invalid, r.resyncs, r.doorbells, r.sleeps, self.irqs
-            ),
-            ServiceKind::Sched => println!(
-                "sched: host stopped; core {} events {} invalid {} decisions {} sessions {} sleeps {} doorbell-irqs {}",
-                self.core, self.events, self.invalid, self.count, self.sessions, r.sleeps, self.irqs
-            ),
-        }
+/// Every service this firmware has: adding a subsystem's service is one line here.
+pub const SERVICES: [ServiceEntry; 2] = [
+    ServiceEntry {
+        name: "echo",
+        channel: Channel::LinkTest,
+        run: run_echo,
+    },
+    ServiceEntry {
+        name: "sched",
+        channel: Channel::Sched,
+        run: run_sched,
+    },
+];
+
+const fn names() -> [&'static str; SERVICES.len()] {
+    let mut out = [""; SERVICES.len()];
+    let mut i = 0;
+    while i < SERVICES.len() {
+        out[i] = SERVICES[i].name;
+        i += 1;
     }
+    out
+}
+
+/// The names of [`SERVICES`], in order (what `BootArgs::parse` is given).
+pub const SERVICE_NAMES: [&str; SERVICES.len()] = names();
+
+fn entry(kind: ServiceKind) -> Option<&'static ServiceEntry> {
+    SERVICES.get(kind.0 as usize)
+}
+
+/// The name of a service (for the boot report).
+pub fn service_name(kind: ServiceKind) -> &'static str {
+    entry(kind).map_or("?", |e| e.name)
 }
 
 /// One core's work: its endpoint (primary or lane) and its service.
-struct Job {
+pub struct Job {
     core: usize,
     kind: ServiceKind,
     ep: Endpoint<'static>,
@@ -136,13 +144,11 @@ struct Mailbox {
     state: AtomicU8,
     assigned: AtomicU8,
     job: UnsafeCell<Option<Job>>,
-    report: UnsafeCell<Option<CoreReport>>,
 }
 
 // SAFETY: `job` is written only by the boot core before it stores POSTED (release) and read
-// only by the one secondary after it loads POSTED (acquire); `report` is written only by that
-// secondary before DONE (release) and read by the boot core after DONE (acquire). The state
-// word orders every access, and no two cores touch a field in the same state.
+// only by the one secondary after it loads POSTED (acquire). The state word orders every
+// access, and no two cores touch the field in the same state.
 unsafe impl Sync for Mailbox {}
 
 static MAILBOXES: [Mailbox; MAX_CPUS] = [const {
@@ -150,7 +156,6 @@ static MAILBOXES: [Mailbox; MAX_CPUS] = [const {
         state: AtomicU8::new(EMPTY),
         assigned: AtomicU8::new(0),
         job: UnsafeCell::new(None),
-        report: UnsafeCell::new(None),
     }
 }; MAX_CPUS];
 
@@ -170,7 +175,7 @@ pub fn has_service(slot: usize) -> bool {
         .is_some_and(|m| m.assigned.load(Ordering::Acquire) != 0)
 }
 
-/// A secondary core with a service: waits for its job, runs it, posts the report.
+/// A secondary core with a service: waits for its job, runs it, reports DONE.
 pub fn serve_secondary(slot: usize) {
     let Some(m) = MAILBOXES.get(slot) else { return };
     port::enable_this_core(slot);
@@ -181,9 +186,9 @@ pub fn serve_secondary(slot: usize) {
     // not touch it again (see `Mailbox`).
     let job = unsafe { (*m.job.get()).take() };
     m.state.store(RUNNING, Ordering::Relaxed);
-    let report = job.map(run_job);
-    // SAFETY: only this core writes `report`, before publishing DONE.
-    unsafe { *m.report.get() = report };
+    if let Some(job) = job {
+        run_job(job);
+    }
     m.state.store(DONE, Ordering::Release);
 }
 
@@ -210,12 +215,9 @@ fn attach(region: &SharedRegion<'_>) -> Result<Layout, LinkFailure> {
     }
 }
 
-/// The channel a service kind serves.
+/// The channel a service serves.
 fn channel(kind: ServiceKind) -> Channel {
-    match kind {
-        ServiceKind::Echo => Channel::LinkTest,
-        ServiceKind::Sched => Channel::Sched,
-    }
+    entry(kind).map_or(Channel(u8::MAX), |e| e.channel)
 }
 
 /// Routes every vector of `dev`: each service's channel vector to its core, every other
@@ -241,12 +243,12 @@ fn route(
 }
 
 /// Attaches to the host's region, places `services` on their cores and runs them until the
-/// host stops its end. Runs on the boot core; returns one report per service.
+/// host stops its end. Runs on the boot core; returns once every service has ended.
 pub fn run_services(
     dev: &'static dyn LinkDevice,
     services: &Services,
     spin_us: Option<u64>,
-) -> Result<heapless::Vec<CoreReport, 4>, LinkFailure> {
+) -> Result<(), LinkFailure> {
     if let Some((_, c)) = services.iter().find(|(_, c)| {
         *c != 0 && cpus::cpu_of_slot(*c).is_none_or(|cpu| cpus::online_mask() & (1 << cpu) == 0)
     }) {
@@ -285,7 +287,7 @@ pub fn run_services(
             Endpoint::lane(region, &layout, Side::Ipu, &[channel(kind)])
         }
         .map_err(|_| LinkFailure::Endpoint)?;
-        println!("link: core {core} runs {}", kind.name());
+        println!("link: core {core} runs {}", service_name(kind));
         let job = Job {
             core,
             kind,
@@ -302,16 +304,13 @@ pub fn run_services(
             post(core, job);
         }
     }
-    let mut reports = heapless::Vec::new();
     if let Some(job) = own {
-        let _ = reports.push(run_job(job));
+        run_job(job);
     }
     for (_, core) in services.iter().filter(|(_, c)| *c != 0) {
-        if let Some(r) = collect(core) {
-            let _ = reports.push(r);
-        }
+        wait_done(core);
     }
-    Ok(reports)
+    Ok(())
 }
 
 fn post(core: usize, job: Job) {
@@ -321,51 +320,49 @@ fn post(core: usize, job: Job) {
     m.state.store(POSTED, Ordering::Release);
 }
 
-fn collect(core: usize) -> Option<CoreReport> {
-    let m = MAILBOXES.get(core)?;
+fn wait_done(core: usize) {
+    let Some(m) = MAILBOXES.get(core) else { return };
     while m.state.load(Ordering::Acquire) != DONE {
         port::sleep_us(MAILBOX_POLL_US);
     }
-    // SAFETY: DONE was loaded with acquire: the secondary wrote `report` and is finished.
-    unsafe { (*m.report.get()).take() }
 }
 
 /// Runs one core's service under the runtime until the host stops.
-fn run_job(mut job: Job) -> CoreReport {
+fn run_job(mut job: Job) {
+    let Some(e) = entry(job.kind) else { return };
     let mut port = IpuPort::new(job.dev, job.vectors);
-    let irq0 = port::irqs(job.vectors);
-    let mut report = CoreReport {
-        core: job.core,
-        kind: job.kind,
-        count: 0,
-        invalid: 0,
-        events: 0,
-        sessions: 0,
-        runtime: runtime::RuntimeStats::default(),
-        irqs: 0,
-    };
-    match job.kind {
-        ServiceKind::Echo => {
-            let mut echo = EchoService::new();
-            let services: &mut [&mut dyn Service<'static>] = &mut [&mut echo];
-            (_, report.runtime) = runtime::run(&mut job.ep, &mut port, &job.tuning, services);
-            (report.invalid, report.count) = (echo.stats().invalid, echo.stats().echoed);
-        }
-        ServiceKind::Sched => {
-            let mut sched: SchedService<'static, AGENT_CPUS, AGENT_THREADS> =
-                SchedService::new(job.region, job.layout);
-            let services: &mut [&mut dyn Service<'static>] = &mut [&mut sched];
-            (_, report.runtime) = runtime::run(&mut job.ep, &mut port, &job.tuning, services);
-            print_policy(&sched);
-            let t = sched.totals();
-            (report.invalid, report.count) = (t.invalid, t.decisions);
-            (report.events, report.sessions) = (t.events, t.sessions);
-        }
-    }
-    report.irqs = port::irqs(job.vectors) - irq0;
-    report
+    (e.run)(&mut job, &mut port);
 }
 
+fn irqs_line(job: &Job, rt: &runtime::RuntimeStats) -> (u64, u64) {
+    (rt.sleeps, port::irqs(job.vectors))
+}
+
+fn run_echo(job: &mut Job, port: &mut IpuPort<'static>) -> runtime::RuntimeStats {
+    let mut echo = EchoService::new();
+    let (_, rt) = runtime::run(&mut job.ep, port, &job.tuning, &mut [&mut echo]);
+    let (sleeps, irqs) = irqs_line(job, &rt);
+    let st = echo.stats();
+    println!(
+        "link: host stopped; core {} echoed {} invalid {} resyncs {} doorbells {} sleeps {sleeps} doorbell-irqs {irqs}",
+        job.core, st.echoed, st.invalid, rt.resyncs, rt.doorbells
+    );
+    rt
+}
+
+fn run_sched(job: &mut Job, port: &mut IpuPort<'static>) -> runtime::RuntimeStats {
+    let mut sched: SchedService<'static, AGENT_CPUS, AGENT_THREADS> =
+        SchedService::new(job.region, job.layout);
+    let (_, rt) = runtime::run(&mut job.ep, port, &job.tuning, &mut [&mut sched]);
+    print_policy(&sched);
+    let (sleeps, irqs) = irqs_line(job, &rt);
+    let t = sched.totals();
+    println!(
+        "sched: host stopped; core {} events {} invalid {} decisions {} sessions {} sleeps {sleeps} doorbell-irqs {irqs}",
+        job.core, t.events, t.invalid, t.decisions, t.sessions
+    );
+    rt
+}
 fn print_policy(sched: &SchedService<'static, AGENT_CPUS, AGENT_THREADS>) {
     if let Some(a) = sched.agent() {
         let ps = a.policy().stats();

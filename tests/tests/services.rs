@@ -86,3 +86,29 @@ fn sched_and_echo_on_two_ipu_cores_at_once() {
         "{console}"
     );
 }
+
+/// A service assignment the firmware cannot honour ends the boot with exit code 1 and says
+/// why, before any core waits for a host.
+#[test]
+fn a_bad_service_assignment_is_a_clear_boot_error() {
+    let image = wave_qemu::image().expect("firmware image");
+    for (append, says) in [
+        ("wave.services=mem@1", "unknown service name"),
+        ("wave.services=sched@1,echo@1", "each core runs one service"),
+        ("wave.services=sched@1", "needs the ivshmem-doorbell device"),
+    ] {
+        let boot = BootConfig {
+            smp: 2,
+            timeout: Duration::from_secs(60),
+            append: vec![append.into()],
+            ..BootConfig::default()
+        };
+        let o = wave_qemu::run_boot_with_image(&boot, &image).expect("qemu runs");
+        assert_eq!(o.status, BootStatus::Exited(1), "{append}\n{}", o.console);
+        assert!(
+            o.console.contains(says),
+            "{append}: no `{says}`\n{}",
+            o.console
+        );
+    }
+}
