@@ -3,6 +3,11 @@
 //! Policies have no hardware access; the firmware, the host shim's on-host mode and the
 //! simulator all link the same code. No allocation: capacities are const parameters.
 //!
+//! The agent runtime ([`runtime`]) runs services over one side's endpoint through a narrow
+//! port (notify, wait with a timeout, a clock): the same loop on the IPU, in a host thread and
+//! under virtual time. Services: [`echo`] (link test) and [`sched_service`] (the scheduling
+//! agent of [`agent`]).
+//!
 //! # Scheduling (ghOSt semantics over PCIe, DESIGN.md §6)
 //! The host is authoritative. It reports [`Event`]s (thread state changes carrying the thread's
 //! new sequence number, outcomes of transactions, cpus going to sleep); the policy answers with
