@@ -261,6 +261,27 @@ pub fn sleep_announce(own: &StatusView<'_>, prev_gen: u64) -> u64 {
     gen
 }
 
+/// Lane `lane`'s half of the wake-up handshake (consumer side): publishes "sleeping" with
+/// generation `gen` in the lane word, then a full fence. The caller re-checks its rings after
+/// this and before sleeping.
+pub fn lane_sleep_announce(own: &StatusView<'_>, lane: usize, gen: u64) {
+    own.set_lane_wake(lane, (gen << 1) | 1);
+    fence(Ordering::SeqCst);
+}
+
+/// Producer half for lane `lane`, run after publishing on it: a full fence, then a local read
+/// of the peer's lane word. True if that lane sleeps and this sleep has not been rung yet.
+pub fn lane_wake_check(peer: &StatusView<'_>, lane: usize, last_rung: &mut u64) -> bool {
+    fence(Ordering::SeqCst);
+    let wake = peer.lane_wake(lane);
+    if wake & 1 == 1 && wake != *last_rung {
+        *last_rung = wake;
+        true
+    } else {
+        false
+    }
+}
+
 impl<'a> Endpoint<'a> {
     /// Starts `side` on a validated `layout` with a fresh `epoch` (use
     /// [`crate::status::next_epoch`] of [`previous_epoch`]). Publishes BOOTING, resets its
@@ -549,13 +570,11 @@ impl<'a> Endpoint<'a> {
     /// lane, or the peer's primary in the side wake word (a 1.1 peer has no lanes), and has not
     /// been rung for that sleep yet.
     pub fn peer_lane_wants_wakeup(&mut self, ch: Channel) -> bool {
-        fence(Ordering::SeqCst);
         let c = ch.index();
-        let lane = self.peer.lane_wake(c);
-        let by_lane = lane & 1 == 1 && lane != self.lane_rung[c];
-        if by_lane {
-            self.lane_rung[c] = lane;
-        }
+        let by_lane = match self.lane_rung.get_mut(c) {
+            Some(last) => lane_wake_check(&self.peer, c, last),
+            None => false,
+        };
         let by_side = wake_check(&self.peer, &mut self.last_rung);
         let ring = by_lane || by_side;
         if ring {
@@ -588,15 +607,14 @@ impl<'a> Endpoint<'a> {
         let gen = self.sleep_gen.wrapping_add(1);
         for ch in 0..CHANNELS {
             if self.is_mine(ch) {
-                self.own.set_lane_wake(ch, (gen << 1) | 1);
+                lane_sleep_announce(&self.own, ch, gen);
             }
         }
-        if self.primary {
-            self.sleep_gen = sleep_announce(&self.own, self.sleep_gen);
+        self.sleep_gen = if self.primary {
+            sleep_announce(&self.own, self.sleep_gen)
         } else {
-            self.sleep_gen = gen;
-            fence(Ordering::SeqCst);
-        }
+            gen
+        };
         self.stats.sleeps += 1;
     }
 

@@ -660,7 +660,7 @@ impl<'a> SlotReader<'a> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::layout::DEFAULT_RING_ENTRIES;
