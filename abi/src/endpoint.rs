@@ -9,37 +9,48 @@
 use crate::layout::{Kind, Layout, LayoutError, Side, IPU_STATUS_OFFSET};
 use crate::region::{RegionError, SharedRegion};
 use crate::ring::{Consumer, EntryBody, Producer, RingError};
-use crate::status::{session_tag, State, StatusSnapshot, StatusView, COUNTERS};
+use crate::status::{session_tag, State, StatusSnapshot, StatusView, COUNTERS, MAX_LANES};
+use crate::subsystem::{Subsystem, SUBSYSTEMS};
 use crate::sync::{fence, Ordering};
 use crate::{ABI_MAJOR, ABI_MINOR};
 
-/// A pair of rings, one per direction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Channel {
-    /// Link test: requests host→IPU, responses IPU→host.
-    LinkTest = 0,
-    /// Scheduling: events host→IPU, decisions IPU→host.
-    Sched = 1,
-}
+/// A pair of rings, one per direction: channel `i` is subsystem `i` of
+/// [`crate::subsystem::SUBSYSTEMS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Channel(pub u8);
 
-/// Number of channels.
-pub const CHANNELS: usize = 2;
+pub use crate::subsystem::CHANNELS;
 
+#[allow(non_upper_case_globals)]
 impl Channel {
+    /// Link test: requests host→IPU, responses IPU→host.
+    pub const LinkTest: Channel = Channel(0);
+    /// Scheduling: events host→IPU, decisions IPU→host.
+    pub const Sched: Channel = Channel(1);
+
+    /// Index into per-channel arrays (and into the subsystem table).
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+    /// The subsystem this channel carries (`None` for a channel this build does not know).
+    pub fn subsystem(self) -> Option<&'static Subsystem> {
+        SUBSYSTEMS.get(self.index())
+    }
     /// The ring this side produces into on this channel.
-    pub const fn tx_kind(self, side: Side) -> Kind {
-        match (self, side) {
-            (Channel::LinkTest, Side::Host) => Kind::RingTestRequest,
-            (Channel::LinkTest, Side::Ipu) => Kind::RingTestResponse,
-            (Channel::Sched, Side::Host) => Kind::RingEvents,
-            (Channel::Sched, Side::Ipu) => Kind::RingDecisions,
+    pub fn tx_kind(self, side: Side) -> Kind {
+        match (self.subsystem(), side) {
+            (Some(s), Side::Host) => s.to_ipu.kind,
+            (Some(s), Side::Ipu) => s.to_host.kind,
+            (None, _) => Kind(0),
         }
     }
     /// The ring this side consumes on this channel.
-    pub const fn rx_kind(self, side: Side) -> Kind {
+    pub fn rx_kind(self, side: Side) -> Kind {
         self.tx_kind(side.peer())
     }
 }
+
+const _: () = assert!(CHANNELS <= 8, "channel masks are u8");
 
 /// Why the link is not up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +110,8 @@ pub enum EndpointError {
     Ring(RingError),
     /// Epoch 0 is reserved.
     ZeroEpoch,
+    /// A lane was asked for before this side's primary endpoint published READY.
+    NotStarted,
 }
 
 impl From<RegionError> for EndpointError {
@@ -112,9 +125,43 @@ impl From<RingError> for EndpointError {
     }
 }
 
-/// One side of the link.
+/// Bit `ch` set for every channel in `channels`.
+pub const fn channel_mask(channels: &[Channel]) -> u8 {
+    let mut m = 0u8;
+    let mut i = 0;
+    while i < channels.len() {
+        m |= 1 << channels[i].0;
+        i += 1;
+    }
+    m
+}
+
+const _: () = assert!(CHANNELS <= MAX_LANES);
+
+const fn all_channels() -> [Channel; CHANNELS] {
+    let mut out = [Channel(0); CHANNELS];
+    let mut i = 0;
+    while i < CHANNELS {
+        out[i] = Channel(i as u8);
+        i += 1;
+    }
+    out
+}
+
+/// Every channel.
+pub const ALL_CHANNELS: [Channel; CHANNELS] = all_channels();
+
+/// One side of the link, or one lane of it.
+///
+/// The *primary* endpoint ([`Endpoint::new`]) owns the side's status block: state, epoch,
+/// acknowledgement, heartbeat, side wake word and counters. A *lane* endpoint
+/// ([`Endpoint::lane`]) serves a subset of the channels from another core or thread with the
+/// same epoch: it writes only the lane words of its channels (wake request and counters, see
+/// `docs/abi.md` "Lanes") and resets only its own rings on a new session.
 pub struct Endpoint<'a> {
     side: Side,
+    primary: bool,
+    mine: u8,
     own: StatusView<'a>,
     peer: StatusView<'a>,
     epoch: u32,
@@ -124,10 +171,29 @@ pub struct Endpoint<'a> {
     tx: [Producer<'a>; CHANNELS],
     rx: [Consumer<'a>; CHANNELS],
     tx_vector: [u16; CHANNELS],
+    rx_vector: [u16; CHANNELS],
     sleep_gen: u64,
     last_rung: u64,
+    lane_rung: [u64; CHANNELS],
     heartbeat: u64,
     stats: LinkStats,
+}
+
+/// Byte offset, inside a status block, of a reserved word that stays 0 (read as the credit
+/// word of an absent ring).
+const ABSENT_CREDIT_WORD: usize = 0xFF8;
+
+/// One value per channel, or the first error.
+fn collect<T, E>(mut f: impl FnMut(Channel) -> Result<T, E>) -> Result<[T; CHANNELS], E> {
+    let mut out: [Option<T>; CHANNELS] = [const { None }; CHANNELS];
+    for (slot, ch) in out.iter_mut().zip(ALL_CHANNELS) {
+        *slot = Some(f(ch)?);
+    }
+    Ok(out.map(|v| match v {
+        Some(v) => v,
+        // Every slot was filled above (the loop returns on the first error).
+        None => unreachable!(),
+    }))
 }
 
 fn status_offset(layout: &Layout, side: Side) -> usize {
@@ -195,6 +261,27 @@ pub fn sleep_announce(own: &StatusView<'_>, prev_gen: u64) -> u64 {
     gen
 }
 
+/// Lane `lane`'s half of the wake-up handshake (consumer side): publishes "sleeping" with
+/// generation `gen` in the lane word, then a full fence. The caller re-checks its rings after
+/// this and before sleeping.
+pub fn lane_sleep_announce(own: &StatusView<'_>, lane: usize, gen: u64) {
+    own.set_lane_wake(lane, (gen << 1) | 1);
+    fence(Ordering::SeqCst);
+}
+
+/// Producer half for lane `lane`, run after publishing on it: a full fence, then a local read
+/// of the peer's lane word. True if that lane sleeps and this sleep has not been rung yet.
+pub fn lane_wake_check(peer: &StatusView<'_>, lane: usize, last_rung: &mut u64) -> bool {
+    fence(Ordering::SeqCst);
+    let wake = peer.lane_wake(lane);
+    if wake & 1 == 1 && wake != *last_rung {
+        *last_rung = wake;
+        true
+    } else {
+        false
+    }
+}
+
 impl<'a> Endpoint<'a> {
     /// Starts `side` on a validated `layout` with a fresh `epoch` (use
     /// [`crate::status::next_epoch`] of [`previous_epoch`]). Publishes BOOTING, resets its
@@ -206,13 +293,82 @@ impl<'a> Endpoint<'a> {
         side: Side,
         epoch: u32,
     ) -> Result<Self, EndpointError> {
+        Self::primary(region, layout, side, epoch, &ALL_CHANNELS)
+    }
+
+    /// As [`Self::new`], serving only `channels` (the others are served by lanes).
+    pub fn primary(
+        region: SharedRegion<'a>,
+        layout: &Layout,
+        side: Side,
+        epoch: u32,
+        channels: &[Channel],
+    ) -> Result<Self, EndpointError> {
         if epoch == 0 {
             return Err(EndpointError::ZeroEpoch);
         }
+        let ep = Self::build(region, layout, side, epoch, true, channel_mask(channels))?;
+        let own = ep.own;
+        own.set_state(State::Booting, epoch);
+        own.set_heartbeat(0);
+        own.set_wake(0);
+        own.set_detail(0);
+        own.set_counters(&[0; COUNTERS]);
+        for l in 0..MAX_LANES {
+            own.set_lane_wake(l, 0);
+            own.set_lane_counters(l, 0, 0);
+        }
+        own.set_ack(0, ABI_MAJOR, ABI_MINOR);
+        own.set_state(State::Ready, epoch);
+        Ok(ep)
+    }
+
+    /// A lane of `side` serving `channels`, with the epoch the side's primary endpoint
+    /// published (read back from this side's own status block once, a slow-path read).
+    /// [`EndpointError::NotStarted`] until the primary is READY: retry.
+    pub fn lane(
+        region: SharedRegion<'a>,
+        layout: &Layout,
+        side: Side,
+        channels: &[Channel],
+    ) -> Result<Self, EndpointError> {
+        let own = StatusView::new(&region, status_offset(layout, side))?.snapshot();
+        if own.state != State::Ready || own.epoch == 0 {
+            return Err(EndpointError::NotStarted);
+        }
+        let ep = Self::build(
+            region,
+            layout,
+            side,
+            own.epoch,
+            false,
+            channel_mask(channels),
+        )?;
+        for ch in channels {
+            ep.own.set_lane_wake(ch.index(), 0);
+        }
+        Ok(ep)
+    }
+
+    fn build(
+        region: SharedRegion<'a>,
+        layout: &Layout,
+        side: Side,
+        epoch: u32,
+        primary: bool,
+        mine: u8,
+    ) -> Result<Self, EndpointError> {
         let own = StatusView::new(&region, status_offset(layout, side))?;
         let peer = StatusView::new(&region, status_offset(layout, side.peer()))?;
+        // An optional ring the table lacks (a subsystem the peer's build does not have) is
+        // absent: it never holds an entry and never has room. Its credit word is a reserved
+        // word of the peer's status block, which nobody writes.
+        let zero = region.word(status_offset(layout, side.peer()) + ABSENT_CREDIT_WORD)?;
         let producer = |ch: Channel| -> Result<Producer<'a>, EndpointError> {
             let p = layout.place(ch.tx_kind(side));
+            if p.size == 0 {
+                return Ok(Producer::absent(zero));
+            }
             Ok(Producer::new(
                 region.words(p.offset, p.size)?,
                 region.word(p.credit_offset)?,
@@ -222,6 +378,9 @@ impl<'a> Endpoint<'a> {
         };
         let consumer = |ch: Channel| -> Result<Consumer<'a>, EndpointError> {
             let p = layout.place(ch.rx_kind(side));
+            if p.size == 0 {
+                return Ok(Consumer::absent(zero));
+            }
             Ok(Consumer::new(
                 region.words(p.offset, p.size)?,
                 region.word(p.credit_offset)?,
@@ -229,21 +388,13 @@ impl<'a> Endpoint<'a> {
                 0,
             )?)
         };
-        let tx = [producer(Channel::LinkTest)?, producer(Channel::Sched)?];
-        let rx = [consumer(Channel::LinkTest)?, consumer(Channel::Sched)?];
-        let tx_vector = [
-            layout.place(Channel::LinkTest.tx_kind(side)).vector,
-            layout.place(Channel::Sched.tx_kind(side)).vector,
-        ];
-        own.set_state(State::Booting, epoch);
-        own.set_heartbeat(0);
-        own.set_wake(0);
-        own.set_detail(0);
-        own.set_counters(&[0; COUNTERS]);
-        own.set_ack(0, ABI_MAJOR, ABI_MINOR);
-        own.set_state(State::Ready, epoch);
+        let tx = collect(producer)?;
+        let rx = collect(consumer)?;
+        let vector = |k: Kind| layout.place(k).vector;
         Ok(Self {
             side,
+            primary,
+            mine,
             own,
             peer,
             epoch,
@@ -252,12 +403,23 @@ impl<'a> Endpoint<'a> {
             up: false,
             tx,
             rx,
-            tx_vector,
+            tx_vector: ALL_CHANNELS.map(|ch| vector(ch.tx_kind(side))),
+            rx_vector: ALL_CHANNELS.map(|ch| vector(ch.rx_kind(side))),
             sleep_gen: 0,
             last_rung: 0,
+            lane_rung: [0; CHANNELS],
             heartbeat: 0,
             stats: LinkStats::default(),
         })
+    }
+
+    fn is_mine(&self, ch: usize) -> bool {
+        self.mine & (1 << ch) != 0
+    }
+
+    /// True for the endpoint that owns this side's status block.
+    pub fn is_primary(&self) -> bool {
+        self.primary
     }
 
     /// This side.
@@ -322,14 +484,17 @@ impl<'a> Endpoint<'a> {
                         Side::Host => session_tag(self.epoch, s.epoch),
                         Side::Ipu => session_tag(s.epoch, self.epoch),
                     };
-                    for p in self.tx.iter_mut() {
-                        p.reset(self.session);
+                    for ch in 0..CHANNELS {
+                        if self.is_mine(ch) {
+                            self.tx[ch].reset(self.session);
+                            self.rx[ch].reset(self.session);
+                        }
                     }
-                    for c in self.rx.iter_mut() {
-                        c.reset(self.session);
-                    }
+                    self.lane_rung = [0; CHANNELS];
                     self.up = false;
-                    self.own.set_ack(s.epoch, ABI_MAJOR, ABI_MINOR);
+                    if self.primary {
+                        self.own.set_ack(s.epoch, ABI_MAJOR, ABI_MINOR);
+                    }
                 }
                 if s.peer_epoch_seen != self.epoch {
                     down(self, Down::AwaitingAck)
@@ -362,17 +527,17 @@ impl<'a> Endpoint<'a> {
 
     /// The producer for `ch` (writes into the peer's memory).
     pub fn tx(&mut self, ch: Channel) -> &mut Producer<'a> {
-        &mut self.tx[ch as usize]
+        &mut self.tx[ch.index()]
     }
 
     /// The consumer for `ch` (reads this side's memory).
     pub fn rx(&mut self, ch: Channel) -> &mut Consumer<'a> {
-        &mut self.rx[ch as usize]
+        &mut self.rx[ch.index()]
     }
 
     /// Both ends of `ch` at once (an agent that answers what it reads).
     pub fn channel(&mut self, ch: Channel) -> (&mut Consumer<'a>, &mut Producer<'a>) {
-        (&mut self.rx[ch as usize], &mut self.tx[ch as usize])
+        (&mut self.rx[ch.index()], &mut self.tx[ch.index()])
     }
 
     /// Publishes `bodies` on `ch` (as many as fit) if the link is up. Returns how many were
@@ -381,9 +546,9 @@ impl<'a> Endpoint<'a> {
         if !self.up {
             return (0, None);
         }
-        let n = self.tx[ch as usize].push_batch(bodies);
-        let ring = if n > 0 && self.peer_wants_wakeup() {
-            Some(self.tx_vector[ch as usize])
+        let n = self.tx[ch.index()].push_batch(bodies);
+        let ring = if n > 0 && self.peer_lane_wants_wakeup(ch) {
+            Some(self.tx_vector[ch.index()])
         } else {
             None
         };
@@ -401,9 +566,32 @@ impl<'a> Endpoint<'a> {
         ring
     }
 
+    /// After publishing on `ch`: true if the peer's consumer of `ch` announced sleep in its
+    /// lane, or the peer's primary in the side wake word (a 1.1 peer has no lanes), and has not
+    /// been rung for that sleep yet.
+    pub fn peer_lane_wants_wakeup(&mut self, ch: Channel) -> bool {
+        let c = ch.index();
+        let by_lane = match self.lane_rung.get_mut(c) {
+            Some(last) => lane_wake_check(&self.peer, c, last),
+            None => false,
+        };
+        let by_side = wake_check(&self.peer, &mut self.last_rung);
+        let ring = by_lane || by_side;
+        if ring {
+            self.stats.doorbells += 1;
+        }
+        ring
+    }
+
     /// The doorbell vector that wakes the peer's consumer of `ch`.
     pub fn tx_vector(&self, ch: Channel) -> u16 {
-        self.tx_vector[ch as usize]
+        self.tx_vector[ch.index()]
+    }
+
+    /// The doorbell vector that wakes this side's consumer of `ch` (the one a service on `ch`
+    /// waits for).
+    pub fn rx_vector(&self, ch: Channel) -> u16 {
+        self.rx_vector[ch.index()]
     }
 
     /// Announces that this side is about to sleep on its doorbells. Returns credits first (a
@@ -411,26 +599,56 @@ impl<'a> Endpoint<'a> {
     /// once more and sleep only if they are still empty, always with a timeout, and call
     /// [`Self::end_sleep`] when it wakes.
     pub fn begin_sleep(&mut self) {
-        for c in self.rx.iter_mut() {
-            c.flush_credits();
+        for ch in 0..CHANNELS {
+            if self.is_mine(ch) {
+                self.rx[ch].flush_credits();
+            }
         }
-        self.sleep_gen = sleep_announce(&self.own, self.sleep_gen);
+        let gen = self.sleep_gen.wrapping_add(1);
+        for ch in 0..CHANNELS {
+            if self.is_mine(ch) {
+                lane_sleep_announce(&self.own, ch, gen);
+            }
+        }
+        self.sleep_gen = if self.primary {
+            sleep_announce(&self.own, self.sleep_gen)
+        } else {
+            gen
+        };
         self.stats.sleeps += 1;
     }
 
     /// Withdraws the sleep announcement.
     pub fn end_sleep(&mut self) {
-        self.own.set_wake(self.sleep_gen << 1);
+        for ch in 0..CHANNELS {
+            if self.is_mine(ch) {
+                self.own.set_lane_wake(ch, self.sleep_gen << 1);
+            }
+        }
+        if self.primary {
+            self.own.set_wake(self.sleep_gen << 1);
+        }
     }
 
-    /// True if any consumed ring has a published entry waiting (local reads only).
+    /// True if any ring this endpoint consumes has a published entry waiting (local reads).
     pub fn has_work(&self) -> bool {
-        self.rx.iter().any(|c| c.has_entry())
+        (0..CHANNELS).any(|ch| self.is_mine(ch) && self.rx[ch].has_entry())
+    }
+
+    /// Publishes `ch`'s lane counters (invalid entries, service count).
+    pub fn tick_lane(&mut self, ch: Channel, invalid: u64, count: u64) {
+        if self.is_mine(ch.index()) {
+            self.own.set_lane_counters(ch.index(), invalid, count);
+        }
     }
 
     /// Advances the heartbeat and publishes counters (`app` = the caller's own counters, see
     /// `docs/abi.md` "Published counters" for slots 6 and 7).
+    /// A lane endpoint publishes nothing here (its counters go to [`Self::tick_lane`]).
     pub fn tick(&mut self, app_invalid: u64, app_other: u64) {
+        if !self.primary {
+            return;
+        }
         self.heartbeat = self.heartbeat.wrapping_add(1);
         self.own.set_heartbeat(self.heartbeat);
         let mut c = [0u64; COUNTERS];
@@ -450,8 +668,11 @@ impl<'a> Endpoint<'a> {
     }
 
     /// Publishes STOPPED (a clean shutdown the peer can tell from a crash).
+    /// A lane only stops using the link: the primary speaks for the side.
     pub fn stop(&mut self) {
         self.up = false;
-        self.own.set_state(State::Stopped, self.epoch);
+        if self.primary {
+            self.own.set_state(State::Stopped, self.epoch);
+        }
     }
 }

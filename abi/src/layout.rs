@@ -10,6 +10,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::region::{load_le, store_le, RegionError, SharedRegion};
 use crate::ring::{ring_words, ENTRY_SIZE};
+use crate::subsystem::{align_up, channel_vector, half_size, kind_info, KINDS, NKINDS};
 use crate::sync::Ordering;
 use crate::{ABI_MAJOR, ABI_MINOR};
 
@@ -28,14 +29,15 @@ pub const IPU_STATUS_OFFSET: usize = 0x1000;
 pub const REGION_ALIGN: usize = 0x1000;
 /// Ring entries in the default (v1.0) layout.
 pub const DEFAULT_RING_ENTRIES: u32 = 512;
-/// Doorbell vectors the v1.0 layout uses (vector 0..=2); the device may have more.
-pub const MIN_VECTORS: u32 = 3;
+/// Doorbell vectors the layout's channels use (control plus one per subsystem, with their
+/// extras in between); the device may have more. Derived from the subsystem table.
+pub const MIN_VECTORS: u32 = crate::subsystem::MIN_VECTORS;
 /// Doorbell vector: link control (a side became ready, restarted or stopped).
 pub const VECTOR_CONTROL: u16 = 0;
-/// Doorbell vector: link-test channel.
-pub const VECTOR_LINK_TEST: u16 = 1;
-/// Doorbell vector: scheduling channel.
-pub const VECTOR_SCHED: u16 = 2;
+/// Doorbell vector: link-test channel (derived from the subsystem table).
+pub const VECTOR_LINK_TEST: u16 = crate::subsystem::channel_vector(0);
+/// Doorbell vector: scheduling channel (derived from the subsystem table).
+pub const VECTOR_SCHED: u16 = crate::subsystem::channel_vector(1);
 /// "No doorbell" in a layout entry's vector field.
 pub const VECTOR_NONE: u16 = 0xFFFF;
 
@@ -66,97 +68,77 @@ impl Side {
     }
 }
 
-/// What a layout entry describes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u16)]
-pub enum Kind {
-    /// The header and layout table. Home host, written by host.
-    Header = 1,
-    /// Host state, epoch, heartbeat, wake request, counters. Home IPU, written by host.
-    HostStatus = 2,
-    /// IPU state, epoch, heartbeat, wake request, counters. Home host, written by IPU.
-    IpuStatus = 3,
-    /// Credit words for host→IPU rings. Home host, written by IPU.
-    CreditsFromIpu = 4,
-    /// Credit words for IPU→host rings. Home IPU, written by host.
-    CreditsFromHost = 5,
-    /// Scheduling session configuration (CPU and thread counts). Home IPU, written by host.
-    /// Optional (added in 1.1).
-    SchedConfig = 6,
-    /// Per-CPU transaction slots: prestaged decisions, aborts, preempt requests. Home host,
-    /// written by IPU. Optional (added in 1.1).
-    CpuSlots = 7,
-    /// Link-test requests, host→IPU. Home IPU, written by host.
-    RingTestRequest = 0x10,
-    /// Link-test responses, IPU→host. Home host, written by IPU.
-    RingTestResponse = 0x11,
-    /// Scheduling events, host→IPU. Home IPU, written by host.
-    RingEvents = 0x12,
-    /// Scheduling decisions, IPU→host. Home host, written by IPU.
-    RingDecisions = 0x13,
-}
+/// What a layout entry describes: the link's own blocks (below) or a subsystem's rings and
+/// blocks (declared in its descriptor, [`crate::subsystem`]). Open: a kind this build does
+/// not know is skipped by readers.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Kind(pub u16);
 
-/// Every kind, in v1.1 table order.
-pub const KINDS: [Kind; 11] = [
-    Kind::Header,
-    Kind::IpuStatus,
-    Kind::CreditsFromIpu,
-    Kind::RingTestResponse,
-    Kind::RingDecisions,
-    Kind::CpuSlots,
-    Kind::HostStatus,
-    Kind::CreditsFromHost,
-    Kind::RingTestRequest,
-    Kind::RingEvents,
-    Kind::SchedConfig,
-];
-
+#[allow(non_upper_case_globals)]
 impl Kind {
-    /// Decodes a table kind; unknown kinds are skipped by readers (minor-version additions).
+    /// The header and layout table. Home host, written by host.
+    pub const Header: Kind = Kind(1);
+    /// Host state, epoch, heartbeat, wake request, counters. Home IPU, written by host.
+    pub const HostStatus: Kind = Kind(2);
+    /// IPU state, epoch, heartbeat, wake request, counters. Home host, written by IPU.
+    pub const IpuStatus: Kind = Kind(3);
+    /// Credit words for host→IPU rings. Home host, written by IPU.
+    pub const CreditsFromIpu: Kind = Kind(4);
+    /// Credit words for IPU→host rings. Home IPU, written by host.
+    pub const CreditsFromHost: Kind = Kind(5);
+    /// Scheduling session configuration (the scheduling subsystem's block).
+    pub const SchedConfig: Kind = Kind(6);
+    /// Per-CPU transaction slots (the scheduling subsystem's block).
+    pub const CpuSlots: Kind = Kind(7);
+    /// Link-test requests, host→IPU (the link-test subsystem's ring).
+    pub const RingTestRequest: Kind = Kind(0x10);
+    /// Link-test responses, IPU→host (the link-test subsystem's ring).
+    pub const RingTestResponse: Kind = Kind(0x11);
+    /// Scheduling events, host→IPU (the scheduling subsystem's ring).
+    pub const RingEvents: Kind = Kind(0x12);
+    /// Scheduling decisions, IPU→host (the scheduling subsystem's ring).
+    pub const RingDecisions: Kind = Kind(0x13);
+
+    /// Decodes a table kind; `None` for kinds this build does not know (readers skip them).
     pub fn from_u16(v: u16) -> Option<Kind> {
-        KINDS.iter().copied().find(|k| *k as u16 == v)
+        kind_info(Kind(v)).map(|k| k.kind)
+    }
+    /// The wire value.
+    pub const fn raw(self) -> u16 {
+        self.0
     }
     /// The side whose memory holds it (the side that reads it on the fast path).
-    pub const fn home(self) -> Side {
-        match self {
-            Kind::Header
-            | Kind::IpuStatus
-            | Kind::CreditsFromIpu
-            | Kind::RingTestResponse
-            | Kind::RingDecisions
-            | Kind::CpuSlots => Side::Host,
-            Kind::HostStatus
-            | Kind::CreditsFromHost
-            | Kind::RingTestRequest
-            | Kind::RingEvents
-            | Kind::SchedConfig => Side::Ipu,
-        }
+    pub fn home(self) -> Side {
+        kind_info(self).map_or(Side::Host, |k| k.home)
     }
     /// The only side that writes it.
-    pub const fn writer(self) -> Side {
-        match self {
-            Kind::Header => Side::Host,
-            k => k.home().peer(),
+    pub fn writer(self) -> Side {
+        if self == Kind::Header {
+            Side::Host
+        } else {
+            self.home().peer()
         }
     }
     /// Kinds a reader accepts a table without (added by a minor version after 1.0); their
     /// [`Layout::place`] then has size 0.
-    pub const fn optional(self) -> bool {
-        matches!(self, Kind::SchedConfig | Kind::CpuSlots)
+    pub fn optional(self) -> bool {
+        kind_info(self).is_some_and(|k| k.optional)
     }
     /// True for rings.
-    pub const fn is_ring(self) -> bool {
-        (self as u16) >= 0x10
+    pub fn is_ring(self) -> bool {
+        kind_info(self).is_some_and(|k| k.ring)
     }
-    fn index(self) -> usize {
-        let mut i = 0;
-        while i < KINDS.len() {
-            if KINDS[i] as u16 == self as u16 {
-                return i;
-            }
-            i += 1;
+    fn index(self) -> Option<usize> {
+        KINDS.iter().position(|k| k.kind == self)
+    }
+}
+
+impl core::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match kind_info(*self) {
+            Some(k) => f.write_str(k.name),
+            None => write!(f, "Kind({:#x})", self.0),
         }
-        0
     }
 }
 
@@ -238,7 +220,8 @@ const _: () = assert!(core::mem::offset_of!(RawLayoutEntry, size) == 0x0C);
 const _: () = assert!(core::mem::offset_of!(RawLayoutEntry, entries) == 0x10);
 const _: () = assert!(core::mem::offset_of!(RawLayoutEntry, credit_offset) == 0x14);
 const _: () = assert!(core::mem::offset_of!(RawLayoutEntry, reserved) == 0x18);
-const _: () = assert!(LAYOUT_TABLE_OFFSET + KINDS.len() * LAYOUT_ENTRY_SIZE <= REGION_ALIGN);
+const _: () = assert!(LAYOUT_TABLE_OFFSET + NKINDS * LAYOUT_ENTRY_SIZE <= REGION_ALIGN);
+const _: () = assert!(NKINDS <= MAX_LAYOUT_ENTRIES);
 
 /// A validated placement of one region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -277,7 +260,7 @@ pub struct Layout {
     pub vectors: u32,
     /// Minor version the writer used.
     pub abi_minor: u16,
-    places: [Placement; KINDS.len()],
+    places: [Placement; NKINDS],
 }
 
 /// Why a header/layout is rejected. Every variant says what was found.
@@ -357,22 +340,20 @@ impl From<RegionError> for LayoutError {
     }
 }
 
-const fn align_up(v: usize, a: usize) -> usize {
-    (v + a - 1) & !(a - 1)
-}
-
 impl Layout {
-    /// The v1.0 layout for rings of `ring_entries` entries in a region of `total_size` bytes.
-    /// Host-homed regions come first, then IPU-homed ones from the next power-of-two half.
+    /// The layout of the registered subsystems for rings of `ring_entries` entries in a
+    /// region of `total_size` bytes: the host-homed kinds from offset 0, the IPU-homed ones
+    /// from the middle (`total_size / 2` of the smallest region), each in [`KINDS`] order,
+    /// 4 KiB aligned. Ring `i`'s credit word is word `8 i` of the credit block in its
+    /// producer's memory; its vector is its channel's ([`crate::subsystem::channel_vector`]).
     pub fn v1(ring_entries: u32, total_size: usize, vectors: u32) -> Result<Layout, LayoutError> {
         ring_words(ring_entries).map_err(|_| LayoutError::BadEntry {
             index: 0,
-            kind: Kind::RingTestRequest as u16,
+            kind: Kind::RingTestRequest.0,
         })?;
         if vectors < MIN_VECTORS {
             return Err(LayoutError::TooFewVectors(vectors));
         }
-        let ring_size = ring_entries as usize * ENTRY_SIZE;
         let need = Self::min_size(ring_entries);
         if total_size < need || !total_size.is_multiple_of(REGION_ALIGN) {
             return Err(LayoutError::Region(RegionError::TooSmall {
@@ -380,96 +361,62 @@ impl Layout {
                 need,
             }));
         }
-        let half = need / 2;
-        let ring_base = 3 * REGION_ALIGN;
-        let stride = align_up(ring_size, REGION_ALIGN);
-        let mut places = [Placement::EMPTY; KINDS.len()];
-        let mut put = |kind: Kind, offset: usize, size: usize, entries: u32, credit: usize| {
-            let vector = match kind {
-                Kind::RingTestRequest | Kind::RingTestResponse => VECTOR_LINK_TEST,
-                Kind::RingEvents | Kind::RingDecisions => VECTOR_SCHED,
-                _ => VECTOR_NONE,
-            };
-            places[kind.index()] = Placement {
-                kind,
-                offset,
+        let ring_size = ring_entries as usize * ENTRY_SIZE;
+        let mut cursor = [0, need / 2]; // host half, IPU half
+        let mut places = [Placement::EMPTY; NKINDS];
+        for (p, k) in places.iter_mut().zip(KINDS.iter()) {
+            let c = &mut cursor[(k.home == Side::Ipu) as usize];
+            let size = if k.ring { ring_size } else { k.size };
+            *p = Placement {
+                kind: k.kind,
+                offset: *c,
                 size,
-                entries,
-                credit_offset: credit,
-                vector,
+                entries: if k.ring { ring_entries } else { 0 },
+                credit_offset: 0,
+                vector: if k.ring {
+                    channel_vector(k.channel as usize)
+                } else {
+                    VECTOR_NONE
+                },
             };
-        };
-        put(Kind::Header, 0, REGION_ALIGN, 0, 0);
-        put(Kind::IpuStatus, IPU_STATUS_OFFSET, REGION_ALIGN, 0, 0);
-        put(Kind::CreditsFromIpu, 2 * REGION_ALIGN, REGION_ALIGN, 0, 0);
-        put(
-            Kind::RingTestResponse,
-            ring_base,
-            ring_size,
-            ring_entries,
-            half + REGION_ALIGN,
-        );
-        put(
-            Kind::RingDecisions,
-            ring_base + stride,
-            ring_size,
-            ring_entries,
-            half + REGION_ALIGN + 64,
-        );
-        put(Kind::HostStatus, half, REGION_ALIGN, 0, 0);
-        put(
-            Kind::CreditsFromHost,
-            half + REGION_ALIGN,
-            REGION_ALIGN,
-            0,
-            0,
-        );
-        put(
-            Kind::RingTestRequest,
-            half + 2 * REGION_ALIGN,
-            ring_size,
-            ring_entries,
-            2 * REGION_ALIGN,
-        );
-        put(
-            Kind::RingEvents,
-            half + 2 * REGION_ALIGN + stride,
-            ring_size,
-            ring_entries,
-            2 * REGION_ALIGN + 64,
-        );
-        put(Kind::CpuSlots, ring_base + 2 * stride, REGION_ALIGN, 0, 0);
-        put(
-            Kind::SchedConfig,
-            half + 2 * REGION_ALIGN + 2 * stride,
-            REGION_ALIGN,
-            0,
-            0,
-        );
-        Ok(Layout {
+            *c += align_up(size, REGION_ALIGN);
+        }
+        let mut layout = Layout {
             total_size,
             vectors,
             abi_minor: ABI_MINOR,
             places,
-        })
-    }
-
-    /// Smallest region (a power of two) that holds the v1 layout with `ring_entries` rings.
-    pub const fn min_size(ring_entries: u32) -> usize {
-        let stride = align_up(ring_entries as usize * ENTRY_SIZE, REGION_ALIGN);
-        let host_half = 4 * REGION_ALIGN + 2 * stride;
-        let ipu_half = 3 * REGION_ALIGN + 2 * stride;
-        let half = if host_half > ipu_half {
-            host_half
-        } else {
-            ipu_half
         };
-        (align_up(half, REGION_ALIGN)).next_power_of_two() * 2
+        for k in KINDS.iter().filter(|k| k.ring) {
+            let block = match k.home {
+                Side::Ipu => layout.place(Kind::CreditsFromIpu),
+                Side::Host => layout.place(Kind::CreditsFromHost),
+            };
+            if let Some(i) = k.kind.index() {
+                layout.places[i].credit_offset = block.offset + 64 * k.channel as usize;
+            }
+        }
+        Ok(layout)
     }
 
-    /// Where `kind` lives.
+    /// Smallest region (a power of two) that holds the layout with `ring_entries` rings.
+    pub const fn min_size(ring_entries: u32) -> usize {
+        let host = half_size(Side::Host, ring_entries);
+        let ipu = half_size(Side::Ipu, ring_entries);
+        let half = if host > ipu { host } else { ipu };
+        align_up(half, REGION_ALIGN).next_power_of_two() * 2
+    }
+
+    /// Where `kind` lives (size 0 if the table does not have it).
     pub fn place(&self, kind: Kind) -> Placement {
-        self.places[kind.index()]
+        kind.index()
+            .and_then(|i| self.places.get(i))
+            .filter(|p| p.size > 0)
+            .copied()
+            .unwrap_or(Placement {
+                kind,
+                ..Placement::EMPTY
+            })
     }
 
     /// All placements, in table order.
@@ -487,14 +434,14 @@ impl Layout {
             }));
         }
         region.zero(0, self.total_size)?;
-        let mut table = [0u8; KINDS.len() * LAYOUT_ENTRY_SIZE];
+        let mut table = [0u8; NKINDS * LAYOUT_ENTRY_SIZE];
         for (p, out) in self
             .places
             .iter()
             .zip(table.chunks_exact_mut(LAYOUT_ENTRY_SIZE))
         {
             let e = RawLayoutEntry {
-                kind: U16::new(p.kind as u16),
+                kind: U16::new(p.kind.0),
                 home: p.kind.home() as u8,
                 writer: p.kind.writer() as u8,
                 vector: U16::new(p.vector),
@@ -519,7 +466,7 @@ impl Layout {
             header_size: U32::new((LAYOUT_TABLE_OFFSET + table.len()) as u32),
             total_size: U64::new(self.total_size as u64),
             layout_offset: U32::new(LAYOUT_TABLE_OFFSET as u32),
-            layout_count: U32::new(KINDS.len() as u32),
+            layout_count: U32::new(NKINDS as u32),
             vectors: U32::new(self.vectors),
             host_peer: U16::new(0),
             ipu_peer: U16::new(1),
@@ -574,21 +521,22 @@ impl Layout {
         if h.vectors.get() < MIN_VECTORS {
             return Err(LayoutError::TooFewVectors(h.vectors.get()));
         }
-        let mut places = [Placement::EMPTY; KINDS.len()];
-        let mut seen = [false; KINDS.len()];
+        let mut places = [Placement::EMPTY; NKINDS];
+        let mut seen = [false; NKINDS];
         for index in 0..count {
             let mut eb = [0u8; LAYOUT_ENTRY_SIZE];
             region.read_bytes(toff + index * LAYOUT_ENTRY_SIZE, &mut eb)?;
             let e = RawLayoutEntry::read_from_bytes(&eb).map_err(|_| LayoutError::BadTable)?;
             let raw_kind = e.kind.get();
-            let Some(kind) = Kind::from_u16(raw_kind) else {
+            let Some(index) = Kind(raw_kind).index() else {
                 continue; // newer minor: not ours to use
             };
+            let kind = Kind(raw_kind);
             let bad = LayoutError::BadEntry {
                 index,
                 kind: raw_kind,
             };
-            if seen[kind.index()] {
+            if seen[index] {
                 return Err(LayoutError::Duplicate(raw_kind));
             }
             let offset = e.offset.get() as usize;
@@ -628,18 +576,22 @@ impl Layout {
                 p.credit_offset = e.credit_offset.get() as usize;
                 p.vector = e.vector.get();
             }
-            places[kind.index()] = p;
-            seen[kind.index()] = true;
+            places[index] = p;
+            seen[index] = true;
         }
         for (i, k) in KINDS.iter().enumerate() {
-            if !seen[i] && !k.optional() {
-                return Err(LayoutError::Missing(*k as u16));
+            if !seen[i] && !k.optional {
+                return Err(LayoutError::Missing(k.kind.0));
             }
         }
         for (i, a) in places.iter().enumerate() {
             for b in places.iter().skip(i + 1) {
-                if a.offset < b.offset + b.size && b.offset < a.offset + a.size {
-                    return Err(LayoutError::Overlap(a.kind as u16, b.kind as u16));
+                if a.size > 0
+                    && b.size > 0
+                    && a.offset < b.offset + b.size
+                    && b.offset < a.offset + a.size
+                {
+                    return Err(LayoutError::Overlap(a.kind.0, b.kind.0));
                 }
             }
         }
@@ -649,9 +601,12 @@ impl Layout {
             if !p.kind.is_ring() {
                 continue;
             }
-            let block = match p.kind.writer() {
-                Side::Host => places[Kind::CreditsFromIpu.index()],
-                Side::Ipu => places[Kind::CreditsFromHost.index()],
+            let credits = match p.kind.writer() {
+                Side::Host => Kind::CreditsFromIpu,
+                Side::Ipu => Kind::CreditsFromHost,
+            };
+            let Some(block) = credits.index().and_then(|i| places.get(i)) else {
+                return Err(LayoutError::Missing(credits.0));
             };
             let inside = p.credit_offset.is_multiple_of(8)
                 && p.credit_offset >= block.offset
@@ -663,7 +618,7 @@ impl Layout {
             if !inside || clash {
                 return Err(LayoutError::BadEntry {
                     index: i,
-                    kind: p.kind as u16,
+                    kind: p.kind.0,
                 });
             }
         }
@@ -676,7 +631,7 @@ impl Layout {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
@@ -706,5 +661,45 @@ mod tests {
                 "{kind:?}"
             );
         }
+    }
+
+    /// A kind from a newer peer's subsystem is skipped, and the rest of the table still reads.
+    #[test]
+    fn unknown_kinds_from_a_newer_peer_are_skipped() {
+        extern crate std;
+        use core::sync::atomic::AtomicU64;
+        use std::format;
+        let size = Layout::min_size(8);
+        let mem: std::vec::Vec<AtomicU64> = (0..size / 8).map(|_| AtomicU64::new(0)).collect();
+        let region = SharedRegion::from_words(&mem);
+        let l = Layout::v1(8, size, 4).unwrap();
+        l.write(&region).unwrap();
+        // Append an entry of kind 0x40 (a subsystem this build does not know) after the table,
+        // placed in the free space at the end of the region, and count it.
+        let e = RawLayoutEntry {
+            kind: U16::new(0x40),
+            home: Side::Ipu as u8,
+            writer: Side::Host as u8,
+            vector: U16::new(3),
+            entry_size: U16::new(ENTRY_SIZE as u16),
+            offset: U32::new((size - REGION_ALIGN) as u32),
+            size: U32::new(REGION_ALIGN as u32),
+            entries: U32::new(64),
+            credit_offset: U32::new(0),
+            reserved: U64::ZERO,
+        };
+        region
+            .write_bytes(
+                LAYOUT_TABLE_OFFSET + NKINDS * LAYOUT_ENTRY_SIZE,
+                e.as_bytes(),
+            )
+            .unwrap();
+        let table_word = LAYOUT_TABLE_OFFSET as u64 | (NKINDS as u64 + 1) << 32;
+        region.write_bytes(0x18, &table_word.to_le_bytes()).unwrap();
+        let read = Layout::read(&region).unwrap();
+        assert_eq!(read.places(), l.places());
+        assert_eq!(read.place(Kind(0x40)).size, 0);
+        assert_eq!(format!("{:?}", Kind(0x40)), "Kind(0x40)");
+        assert_eq!(format!("{:?}", Kind::RingEvents), "RingEvents");
     }
 }

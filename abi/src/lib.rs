@@ -10,8 +10,11 @@
 //! - [`status`]: per-side state/epoch/heartbeat/wake-request blocks.
 //! - [`ring`]: the consumer-homed SPSC ring with stamps and batched credits.
 //! - [`endpoint`]: one side of the link; attach, restart/resync, wake-ups.
-//! - [`msg`]: link-test messages, decoders with counters, the IPU echo agent.
+//! - [`msg`]: link-test messages and decoders with counters (the echo service that answers
+//!   them lives in `wave-policy`).
 //! - [`sched`]: scheduling: session config, event messages, per-CPU transaction slots.
+//! - [`subsystem`]: the subsystem descriptors and their registration; layout, channels and
+//!   vectors are derived from them.
 //! - [`sync`]: the atomics shim (`core` normally, `loom` under `--cfg loom`).
 //!
 //! `no_std`, no allocation, no panics on the data path.
@@ -29,6 +32,7 @@ pub mod region;
 pub mod ring;
 pub mod sched;
 pub mod status;
+pub mod subsystem;
 pub mod sync;
 
 #[cfg(all(test, loom))]

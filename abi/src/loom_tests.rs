@@ -11,9 +11,9 @@ use std::vec::Vec;
 use loom::sync::Arc;
 use loom::thread;
 
-use crate::endpoint::{sleep_announce, wake_check};
+use crate::endpoint::{lane_sleep_announce, lane_wake_check, sleep_announce, wake_check};
 use crate::ring::{Consumer, EntryBody, Producer, ENTRY_WORDS};
-use crate::status::StatusView;
+use crate::status::{StatusView, STATUS_USED};
 use crate::sync::AtomicU64;
 
 const ENTRIES: u32 = 2;
@@ -65,7 +65,7 @@ fn loom_no_lost_wakeup() {
     loom::model(|| {
         let slots = words(ENTRIES as usize * ENTRY_WORDS);
         let credit = words(1);
-        let status = words(16);
+        let status = words(STATUS_USED / 8);
         let (ps, pc, pst) = (slots.clone(), credit.clone(), status.clone());
         let producer = thread::spawn(move || {
             let mut p = Producer::new(&ps, &pc[0], ENTRIES, SESSION).unwrap();
@@ -84,5 +84,34 @@ fn loom_no_lost_wakeup() {
         };
         let rang = producer.join().unwrap();
         assert!(!slept || rang, "consumer slept and nobody rang");
+    });
+}
+
+/// The same handshake on a lane (1.2): a consumer core that announces sleep in its lane word
+/// while another core of its side stays busy is rung by a producer that checks that lane.
+#[test]
+fn loom_no_lost_wakeup_on_a_lane() {
+    loom::model(|| {
+        let slots = words(ENTRIES as usize * ENTRY_WORDS);
+        let credit = words(1);
+        let status = words(STATUS_USED / 8);
+        let (ps, pc, pst) = (slots.clone(), credit.clone(), status.clone());
+        let producer = thread::spawn(move || {
+            let mut p = Producer::new(&ps, &pc[0], ENTRIES, SESSION).unwrap();
+            assert!(p.push(&EntryBody::new(7, 1, &[])));
+            let peer = StatusView::from_words(&pst).unwrap();
+            let mut last = 0;
+            lane_wake_check(&peer, 1, &mut last)
+        });
+        let own = StatusView::from_words(&status).unwrap();
+        let c = Consumer::new(&slots, &credit[0], ENTRIES, SESSION).unwrap();
+        let slept = if c.has_entry() {
+            false
+        } else {
+            lane_sleep_announce(&own, 1, 1);
+            !c.has_entry()
+        };
+        let rang = producer.join().unwrap();
+        assert!(!slept || rang, "lane consumer slept and nobody rang");
     });
 }

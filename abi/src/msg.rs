@@ -1,5 +1,6 @@
 //! Messages carried in ring entries: tags, the link-test request/response, their checksum and
-//! transform, decoders that count what they reject, and the IPU's echo agent.
+//! transform, and decoders that count what they reject (the IPU's echo service that answers
+//! link-test requests is `wave_policy::echo`).
 //!
 //! Everything here works on an [`EntryBody`] already copied out of shared memory. Decoders
 //! never panic: they check tag, length, reserved bytes, checksum and return a typed error,
@@ -8,8 +9,27 @@
 use zerocopy::little_endian::U64;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use crate::endpoint::{Channel, Endpoint};
+use crate::layout::Kind;
 use crate::ring::{EntryBody, PAYLOAD_SIZE};
+use crate::subsystem::{RingDesc, Subsystem};
+
+/// The link-test subsystem (`docs/abi.md`, "Link test"): requests host→IPU, responses back;
+/// no blocks, no extra vectors.
+pub const LINK_TEST: Subsystem = Subsystem {
+    name: "echo",
+    to_ipu: RingDesc {
+        kind: Kind::RingTestRequest,
+        name: "RingTestRequest",
+        optional: false,
+    },
+    to_host: RingDesc {
+        kind: Kind::RingTestResponse,
+        name: "RingTestResponse",
+        optional: false,
+    },
+    blocks: &[],
+    extra_vectors: 0,
+};
 
 /// Link-test request (host→IPU).
 pub const TAG_TEST_REQUEST: u16 = 0x0101;
@@ -169,83 +189,6 @@ impl TestDecoder {
         let r = decode_test(self.tag, body);
         self.stats.count(&r);
         r
-    }
-}
-
-/// Echo-agent counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EchoStats {
-    /// Responses published.
-    pub echoed: u64,
-    /// Requests rejected by the decoder (see `decoder` for why).
-    pub invalid: u64,
-}
-
-/// The IPU side of the link test: reads requests, answers each valid one with
-/// `{seq, test_transform(seq, words)}`, drops (and counts) invalid ones. Bounded work per call,
-/// no allocation; never takes a request it has no response slot for.
-pub struct EchoAgent {
-    decoder: TestDecoder,
-    stats: EchoStats,
-    buf: [EntryBody; 32],
-}
-
-impl Default for EchoAgent {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl EchoAgent {
-    /// A fresh agent.
-    pub fn new() -> Self {
-        Self {
-            decoder: TestDecoder::new(TAG_TEST_REQUEST),
-            stats: EchoStats::default(),
-            buf: [EntryBody::ZERO; 32],
-        }
-    }
-
-    /// Counters.
-    pub fn stats(&self) -> EchoStats {
-        self.stats
-    }
-
-    /// Decoder counters (per rejection reason).
-    pub fn decode_stats(&self) -> DecodeStats {
-        self.decoder.stats
-    }
-
-    /// Processes up to one batch (32 requests). Returns the number of requests taken off the
-    /// ring and, if the host is sleeping, the doorbell vector to ring.
-    pub fn step(&mut self, ep: &mut Endpoint<'_>) -> (usize, Option<u16>) {
-        if !ep.is_up() {
-            return (0, None);
-        }
-        let (rx, tx) = ep.channel(Channel::LinkTest);
-        let room = (tx.free_slots() as usize).min(self.buf.len());
-        let mut n_out = 0;
-        let mut taken = 0;
-        while taken < room {
-            let Some(req) = rx.poll() else { break };
-            taken += 1;
-            match self.decoder.decode(&req) {
-                Ok(m) => {
-                    if let Some(slot) = self.buf.get_mut(n_out) {
-                        let out = test_transform(m.seq, &m.words);
-                        *slot = encode_test(TAG_TEST_RESPONSE, m.seq, &out);
-                        n_out += 1;
-                    }
-                }
-                Err(_) => self.stats.invalid += 1,
-            }
-        }
-        if n_out == 0 {
-            return (taken, None);
-        }
-        let (sent, ring) = ep.send(Channel::LinkTest, self.buf.get(..n_out).unwrap_or(&[]));
-        self.stats.echoed += sent as u64;
-        (taken, ring)
     }
 }
 

@@ -164,6 +164,21 @@ impl<'a> Producer<'a> {
         })
     }
 
+    /// An absent ring (an optional subsystem the peer's table does not have): no slot, never
+    /// room. `zero` is only ever read, and must read 0 (no session is 0).
+    pub fn absent(zero: &'a AtomicU64) -> Self {
+        Self {
+            slots: &[],
+            credit: zero,
+            mask: 0,
+            entries: 0,
+            session: 0,
+            pos: 0,
+            consumed: 0,
+            stats: ProducerStats::default(),
+        }
+    }
+
     /// Starts a new session: position 0, all slots free. Old-session credits are ignored.
     pub fn reset(&mut self, session: u32) {
         self.session = session;
@@ -326,10 +341,26 @@ impl<'a> Consumer<'a> {
         })
     }
 
+    /// An absent ring (an optional subsystem the peer's table does not have): never holds an
+    /// entry, so it never writes `credit`.
+    pub fn absent(credit: &'a AtomicU64) -> Self {
+        Self {
+            slots: &[],
+            credit,
+            mask: 0,
+            entries: 0,
+            session: 0,
+            pos: 0,
+            returned: 0,
+            credit_batch: 1,
+            stats: ConsumerStats::default(),
+        }
+    }
+
     /// Sets how many consumed entries are batched into one credit write (clamped to
     /// `1..=entries`).
     pub fn set_credit_batch(&mut self, batch: u32) {
-        self.credit_batch = batch.clamp(1, self.entries);
+        self.credit_batch = batch.clamp(1, self.entries.max(1));
     }
 
     /// Starts a new session at position 0.
@@ -459,6 +490,20 @@ mod tests {
             core::array::from_fn(|_| AtomicU64::new(0)),
             AtomicU64::new(0),
         )
+    }
+
+    #[test]
+    fn an_absent_ring_is_always_empty_and_full() {
+        let zero = AtomicU64::new(0);
+        let mut p = Producer::absent(&zero);
+        let mut c = Consumer::absent(&zero);
+        assert_eq!(p.free_slots(), 0);
+        assert_eq!(p.push_batch(&[EntryBody::ZERO]), 0);
+        assert!(!c.has_entry());
+        assert!(c.poll().is_none());
+        c.flush_credits();
+        c.reset(7);
+        assert_eq!(load_le(&zero, Ordering::Relaxed), 0, "never written");
     }
 
     #[test]

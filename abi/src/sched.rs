@@ -9,9 +9,11 @@
 //! reports which. No word is written by both sides, and nothing here reads across the link on
 //! the fast path: the IPU only writes slots, the host only writes events and the config.
 
-use crate::layout::{Kind, Layout};
+use crate::endpoint::Channel;
+use crate::layout::{Kind, Layout, Side};
 use crate::region::{load_le, store_le, SharedRegion};
 use crate::ring::EntryBody;
+use crate::subsystem::{BlockDesc, RingDesc, Subsystem};
 use crate::sync::{AtomicU64, Ordering};
 
 /// Most host CPUs a session schedules (one 64-byte slot each in a 4 KiB block).
@@ -20,9 +22,44 @@ pub const MAX_CPUS: u32 = 64;
 pub const MAX_THREADS: u32 = 65_535;
 /// Bytes per CPU slot.
 pub const SLOT_SIZE: usize = 64;
-/// Host doorbell vector of CPU `c` is `CPU_VECTOR_BASE + c` (vectors 0..2 are control,
-/// link test and the IPU's scheduling vector).
-pub const CPU_VECTOR_BASE: u16 = 3;
+/// The scheduling subsystem (`docs/abi.md` §8): events host→IPU, decisions IPU→host, the
+/// session configuration (home IPU) and the per-CPU transaction slots (home host, added in
+/// 1.1), and one host doorbell vector per host CPU after its channel vector.
+pub const SCHED: Subsystem = Subsystem {
+    name: "sched",
+    to_ipu: RingDesc {
+        kind: Kind::RingEvents,
+        name: "RingEvents",
+        optional: false,
+    },
+    to_host: RingDesc {
+        kind: Kind::RingDecisions,
+        name: "RingDecisions",
+        optional: false,
+    },
+    blocks: &[
+        BlockDesc {
+            kind: Kind::CpuSlots,
+            name: "CpuSlots",
+            home: Side::Host,
+            size: 0x1000,
+            optional: true,
+        },
+        BlockDesc {
+            kind: Kind::SchedConfig,
+            name: "SchedConfig",
+            home: Side::Ipu,
+            size: 0x1000,
+            optional: true,
+        },
+    ],
+    extra_vectors: MAX_CPUS as u16,
+};
+
+/// Host doorbell vector of CPU `c` is `CPU_VECTOR_BASE + c`: the scheduling channel's extra
+/// vectors (derived from the subsystem table: 3 while link test and scheduling are the first
+/// two subsystems).
+pub const CPU_VECTOR_BASE: u16 = crate::subsystem::extra_vector_base(Channel::Sched.index());
 /// "No CPU" in an event's `cpu` field.
 pub const NO_CPU: u32 = u32::MAX;
 
@@ -904,7 +941,7 @@ impl<'a> SlotReader<'a> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::layout::DEFAULT_RING_ENTRIES;

@@ -8,8 +8,8 @@
 use crate::region::{load_le, store_le, RegionError, SharedRegion};
 use crate::sync::{AtomicU64, Ordering};
 
-/// Bytes of one status block (two cache lines used, the rest of a 4 KiB page reserved).
-pub const STATUS_USED: usize = 128;
+/// Bytes of one status block (four cache lines used, the rest of a 4 KiB page reserved).
+pub const STATUS_USED: usize = 256;
 /// Word index: `state: u32 | epoch: u32 << 32`.
 pub const W_STATE_EPOCH: usize = 0;
 /// Word index: `peer_epoch_seen: u32 | abi_major: u16 << 32 | abi_minor: u16 << 48`.
@@ -24,6 +24,14 @@ pub const W_DETAIL: usize = 4;
 pub const W_COUNTERS: usize = 8;
 /// Number of published counters.
 pub const COUNTERS: usize = 8;
+/// Word index of the first lane (added in 1.2): one lane per channel, written by whichever
+/// core of this side serves that channel.
+pub const W_LANES: usize = 16;
+/// Words per lane: wake request, invalid entries, service count, reserved.
+pub const LANE_WORDS: usize = 4;
+/// Lanes a status block holds.
+pub const MAX_LANES: usize = 4;
+const _: () = assert!((W_LANES + MAX_LANES * LANE_WORDS) * 8 <= STATUS_USED);
 
 /// A side's state (low 32 bits of word 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +115,8 @@ pub struct StatusSnapshot {
     pub detail: u64,
     /// Published counters (see `docs/abi.md` for their meaning).
     pub counters: [u64; COUNTERS],
+    /// Per-lane (per-channel) counters: (invalid entries, service count).
+    pub lanes: [(u64, u64); MAX_LANES],
 }
 
 impl StatusSnapshot {
@@ -167,6 +177,37 @@ impl<'a> StatusView<'a> {
             wake: self.load(W_WAKE, Ordering::Acquire),
             detail: self.load(W_DETAIL, Ordering::Relaxed),
             counters,
+            lanes: core::array::from_fn(|l| {
+                let w = W_LANES + l * LANE_WORDS;
+                (
+                    self.load(w + 1, Ordering::Relaxed),
+                    self.load(w + 2, Ordering::Relaxed),
+                )
+            }),
+        }
+    }
+
+    /// Writes lane `lane`'s wake request (sequentially consistent, as [`Self::set_wake`]).
+    pub fn set_lane_wake(&self, lane: usize, wake: u64) {
+        if lane < MAX_LANES {
+            self.store(W_LANES + lane * LANE_WORDS, wake, Ordering::SeqCst);
+        }
+    }
+
+    /// Reads lane `lane`'s wake request (0 for a lane out of range).
+    pub fn lane_wake(&self, lane: usize) -> u64 {
+        if lane < MAX_LANES {
+            self.load(W_LANES + lane * LANE_WORDS, Ordering::SeqCst)
+        } else {
+            0
+        }
+    }
+
+    /// Publishes lane `lane`'s counters.
+    pub fn set_lane_counters(&self, lane: usize, invalid: u64, count: u64) {
+        if lane < MAX_LANES {
+            self.store(W_LANES + lane * LANE_WORDS + 1, invalid, Ordering::Relaxed);
+            self.store(W_LANES + lane * LANE_WORDS + 2, count, Ordering::Relaxed);
         }
     }
 

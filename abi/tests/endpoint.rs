@@ -1,5 +1,5 @@
 //! Endpoint tests on a heap buffer standing in for shared memory: attach handshake, link-test
-//! echo through the real agent, restart of either side with resync, and version mismatch.
+//! echo through a minimal inline echo (the real service is `wave_policy::echo`), restart of either side with resync, and version mismatch.
 
 #![cfg(not(loom))]
 
@@ -8,10 +8,23 @@ use std::sync::atomic::AtomicU64;
 use wave_abi::endpoint::{previous_epoch, report_attach_error};
 use wave_abi::layout::{Layout, LayoutError};
 use wave_abi::msg::{
-    decode_test, encode_test, test_transform, EchoAgent, TAG_TEST_REQUEST, TAG_TEST_RESPONSE,
+    decode_test, encode_test, test_transform, TAG_TEST_REQUEST, TAG_TEST_RESPONSE,
 };
 use wave_abi::status::next_epoch;
 use wave_abi::{Channel, Down, Endpoint, SharedRegion, Side};
+
+/// Answers every link-test request waiting on the IPU's ring; returns how many it took.
+fn echo(ipu: &mut Endpoint<'_>) -> usize {
+    let mut taken = 0;
+    while let Some(req) = ipu.rx(Channel::LinkTest).poll() {
+        taken += 1;
+        if let Ok(m) = decode_test(TAG_TEST_REQUEST, &req) {
+            let out = encode_test(TAG_TEST_RESPONSE, m.seq, &test_transform(m.seq, &m.words));
+            ipu.send(Channel::LinkTest, &[out]);
+        }
+    }
+    taken
+}
 
 fn setup(entries: u32) -> (Vec<AtomicU64>, Layout) {
     let size = Layout::min_size(entries);
@@ -32,7 +45,6 @@ fn attach_echo_restart_resync() {
     assert_eq!(host.poll_link().state, Err(Down::AwaitingAck));
     let s = ipu.poll_link().state.unwrap();
     assert_eq!(host.poll_link().state, Ok(s));
-    let mut agent = EchoAgent::new();
 
     for seq in 0..20u64 {
         let w = [seq, seq * 3, !seq, 5];
@@ -41,7 +53,7 @@ fn attach_echo_restart_resync() {
                 .0,
             1
         );
-        assert_eq!(agent.step(&mut ipu).0, 1);
+        assert_eq!(echo(&mut ipu), 1);
         let r = host.rx(Channel::LinkTest).poll().unwrap();
         let m = decode_test(TAG_TEST_RESPONSE, &r).unwrap();
         assert_eq!((m.seq, m.words), (seq, test_transform(seq, &w)));
@@ -63,16 +75,12 @@ fn attach_echo_restart_resync() {
     let s2 = ipu.poll_link().state.unwrap();
     assert_ne!(s, s2);
     assert_eq!(host.poll_link().state, Ok(s2));
-    assert_eq!(
-        agent.step(&mut ipu).0,
-        0,
-        "old-session request must be invisible"
-    );
+    assert_eq!(echo(&mut ipu), 0, "old-session request must be invisible");
     host.send(
         Channel::LinkTest,
         &[encode_test(TAG_TEST_REQUEST, 100, &[1; 4])],
     );
-    assert_eq!(agent.step(&mut ipu).0, 1);
+    assert_eq!(echo(&mut ipu), 1);
     let m = decode_test(
         TAG_TEST_RESPONSE,
         &host.rx(Channel::LinkTest).poll().unwrap(),
@@ -126,4 +134,55 @@ fn ipu_reports_version_mismatch_to_host() {
         host.poll_link().state,
         Err(Down::VersionMismatch { major: 1, minor: 0 })
     );
+}
+
+/// Two services of one side on two cores: the primary serves the link test, a lane serves
+/// scheduling. Each sleeps and is woken on its own, and a lane never writes the side's state.
+#[test]
+fn a_lane_sleeps_and_wakes_on_its_own_channel() {
+    let (words, layout) = setup(8);
+    let region = SharedRegion::from_words(&words);
+    assert_eq!(
+        Endpoint::lane(region, &layout, Side::Ipu, &[Channel::Sched]).err(),
+        Some(wave_abi::endpoint::EndpointError::NotStarted)
+    );
+    let mut host = Endpoint::new(region, &layout, Side::Host, 3).unwrap();
+    let mut ipu = Endpoint::new(region, &layout, Side::Ipu, 5).unwrap();
+    let mut lane = Endpoint::lane(region, &layout, Side::Ipu, &[Channel::Sched]).unwrap();
+    assert!(!lane.is_primary() && lane.epoch() == 5);
+    for _ in 0..3 {
+        ipu.poll_link();
+        lane.poll_link();
+        host.poll_link();
+    }
+    assert!(host.is_up() && ipu.is_up() && lane.is_up());
+    assert_eq!(lane.session(), ipu.session());
+
+    // Only the lane sleeps: a link-test entry rings nobody, a scheduling entry rings it once.
+    lane.begin_sleep();
+    let body = encode_test(TAG_TEST_REQUEST, 1, &[0; 4]);
+    assert_eq!(host.send(Channel::LinkTest, &[body]), (1, None));
+    let v = host.tx_vector(Channel::Sched);
+    assert_eq!(host.send(Channel::Sched, &[body]), (1, Some(v)));
+    assert_eq!(
+        host.send(Channel::Sched, &[body]),
+        (1, None),
+        "once per sleep"
+    );
+    assert!(lane.has_work());
+    lane.end_sleep();
+    assert!(lane.rx(Channel::Sched).poll().is_some());
+    // The primary's sleep (side word) still rings a peer that has no lanes to look at.
+    ipu.begin_sleep();
+    assert_eq!(
+        host.send(Channel::LinkTest, &[body]),
+        (1, Some(host.tx_vector(Channel::LinkTest)))
+    );
+    ipu.end_sleep();
+
+    // Lane counters are published per channel; the lane stopping does not stop the side.
+    lane.tick_lane(Channel::Sched, 2, 40);
+    lane.stop();
+    assert_eq!(host.peer_status().lanes[Channel::Sched.index()], (2, 40));
+    assert!(host.poll_link().state.is_ok());
 }

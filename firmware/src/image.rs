@@ -11,7 +11,7 @@ use wave_boot::pagetable::Attrs;
 use wave_boot::psci::Conduit;
 use wave_boot::vectors::{ExceptionKind, Frame};
 use wave_firmware::board::{Board, Early, PsciMethod, Region};
-use wave_firmware::bootargs::{exit_code, BootArgs, Inject, LinkMode};
+use wave_firmware::bootargs::{exit_code, BootArgs, Inject, Services};
 use wave_firmware::cpus::{self, StartResult};
 use wave_firmware::ivshmem::{self, Ivshmem};
 use wave_firmware::pci::{self, Ecam};
@@ -86,7 +86,7 @@ extern "C" fn wave_primary_main(dtb: usize) -> ! {
     // SAFETY: the DT names this PL011 as the console; nothing else drives it, and only this
     // core runs.
     unsafe { console::init(uart.base as usize) };
-    let args = BootArgs::parse(early.bootargs);
+    let args = BootArgs::parse(early.bootargs, &link::SERVICE_NAMES);
     power::configure(args.exit, conduit(early.psci.unwrap_or(PsciMethod::Hvc)));
     println!(
         "wave: firmware {} starting on core 0",
@@ -178,12 +178,28 @@ extern "C" fn wave_primary_main(dtb: usize) -> ! {
     if let Err(e) = &gic_state {
         println!("wave: interrupts unavailable: {e}");
     }
+    if let Some(e) = args.services_error {
+        boot_error(format_args!(
+            "wave.services: {e} (this firmware has: {})",
+            ServiceList(&link::SERVICE_NAMES)
+        ));
+    }
+    // Before the cores start: a core with a service waits for it, the others sleep for good.
+    link::plan(&args.services);
     let results = cpus::start_all(&board, conduit, boot_cpu);
     let n = board.cpus.len();
     let online = cpus::wait_online(n, BRINGUP_TIMEOUT_US);
     let boot_ms = time::ticks_to_micros(time::ticks() - t0) as f64 / 1000.0;
 
-    report(&board, &ecam, conduit, &results, boot_cpu, online);
+    report(
+        &board,
+        &ecam,
+        conduit,
+        &results,
+        boot_cpu,
+        online,
+        &args.services,
+    );
     if let Some(d) = link_dev {
         println!("link: {d}");
     } else {
@@ -201,30 +217,15 @@ extern "C" fn wave_primary_main(dtb: usize) -> ! {
         power::end(exit_code::CORES_MISSING);
     }
 
-    if let Some(mode) = args.link {
+    if !args.services.is_empty() {
         let Some(dev) = link_dev else {
             boot_error(format_args!(
-                "wave.link needs the ivshmem-doorbell device (QEMU: -device ivshmem-doorbell,chardev=…)"
+                "wave.services needs the ivshmem-doorbell device (QEMU: -device ivshmem-doorbell,chardev=…)"
             ));
         };
-        if let Err(e) = link::route_doorbells(dev, 0) {
-            boot_error(format_args!("link: {e}"));
-        }
-        match mode {
-            LinkMode::Echo => match link::serve_echo(dev) {
-                Ok(s) => println!(
-                    "link: host stopped; echoed {} invalid {} resyncs {} doorbells {} sleeps {} doorbell-irqs {} timer-wakeups {}",
-                    s.echoed, s.invalid, s.resyncs, s.doorbells, s.sleeps, s.irqs, s.timer_wakeups
-                ),
-                Err(e) => boot_error(format_args!("link: {e}")),
-            },
-            LinkMode::Sched => match link::serve_sched(dev) {
-                Ok(s) => println!(
-                    "sched: host stopped; events {} invalid {} decisions {} sessions {} doorbell-irqs {}",
-                    s.events, s.invalid, s.decisions, s.sessions, s.irqs
-                ),
-                Err(e) => boot_error(format_args!("link: {e}")),
-            },
+        match link::run_services(dev, &args.services, args.spin_us) {
+            Ok(()) => {}
+            Err(e) => boot_error(format_args!("link: {e}")),
         }
         power::end(exit_code::PASS)
     }
@@ -276,6 +277,7 @@ fn report(
     results: &[Option<StartResult>],
     boot_cpu: Option<usize>,
     online: u64,
+    services: &Services,
 ) {
     let mut out = console::lock(false);
     let _ = writeln!(out, "wave: boot report");
@@ -357,10 +359,14 @@ fn report(
             Some(StartResult::Refused(_)) => " (PSCI CPU_ON refused)",
             _ => "",
         };
+        let service = cpus::slot_of_cpu(i)
+            .and_then(|slot| services.on_core(slot))
+            .map_or("", link::service_name);
         let _ = writeln!(
             out,
-            "  cpu {i} mpidr {mpidr:#x} {}{how}",
-            if up { "online" } else { "OFFLINE" }
+            "  cpu {i} mpidr {mpidr:#x} {}{how}{}{service}",
+            if up { "online" } else { "OFFLINE" },
+            if service.is_empty() { "" } else { ", service " }
         );
         if let Some(StartResult::Refused(e)) = results[i] {
             let _ = writeln!(out, "    CPU_ON error: {e:?}");
@@ -379,6 +385,21 @@ fn report(
         online.count_ones(),
         board.cpus.len()
     );
+}
+
+/// Names separated by ", ".
+struct ServiceList<'a>(&'a [&'a str]);
+
+impl core::fmt::Display for ServiceList<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (i, n) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(n)?;
+        }
+        Ok(())
+    }
 }
 
 /// A boot error once the console works: print it and end the run (exit code 1).
@@ -408,6 +429,9 @@ fn early_failure_fmt(msg: core::fmt::Arguments<'_>) -> ! {
 extern "C" fn wave_secondary_main(slot: usize) -> ! {
     gic::enable_cpu();
     cpus::report_in(slot);
+    if link::has_service(slot) {
+        link::serve_secondary(slot);
+    }
     loop {
         aarch64_cpu::asm::wfi();
     }

@@ -12,8 +12,9 @@
 //! - [`memory`]: the page tables built from the board description;
 //! - [`gic`]: the interrupt controller and MSI routing (GICv3 + ITS, or GICv2m);
 //! - [`ivshmem`]: the ivshmem-doorbell device that stands in for the PCIe link;
-//! - [`link`]: the IPU end of the link protocol and its agent loop;
+//! - [`link`]: the IPU end of the link: services placed on cores, each run by the agent runtime;
 //! - [`lock`]: the IRQ-masking spin lock around driver state several cores share;
+//! - [`port`]: the runtime's port on this firmware (doorbells, WFI, clock) and the link device;
 //! - [`cpus`]: secondary-core bring-up and the online roll call;
 //! - [`power`]: ending the run (semihosting or PSCI) with a pass/fail result;
 //! - [`fault`]: reporting CPU exceptions and panics;
@@ -44,6 +45,8 @@ pub mod link;
 pub mod lock;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod memory;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod port;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod power;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]

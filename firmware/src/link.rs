@@ -1,30 +1,36 @@
-//! The IPU end of the host link (`docs/abi.md`): attach to the region the host initialised in
-//! the ivshmem shared-memory BAR, route the doorbell vectors to this core, and run an agent
-//! loop that polls its rings and sleeps on a doorbell (or a bounded timer) only after
-//! announcing it in shared memory.
+//! The IPU end of the host link (`docs/abi.md`): attach to the region the host initialised,
+//! place the services the boot arguments name on their cores (`wave.services=sched@1,echo@2`),
+//! route each service's doorbell vector to its core, and run every service under the agent
+//! runtime (`wave_policy::runtime`), one per core, through the core's [`IpuPort`].
 //!
-//! Two services run in that loop: the link-test echo (`wave.link=echo`) and the scheduling
-//! agent (`wave.link=sched`, the policy from `wave-policy`).
+//! The first service listed owns the IPU's status block (state, epoch, heartbeat, control
+//! vector); the others serve their channel as lanes of it (see `docs/abi.md`, "Lanes"). The
+//! boot core hands a secondary core its job through a mailbox; a secondary with a service
+//! waits for it in WFI (woken by its timer), every other secondary stays in WFI for good.
 
-use crate::gic;
-use crate::ivshmem::Ivshmem;
-use crate::println;
-use crate::time;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use crate::board::MAX_CPUS;
+use crate::bootargs::{ServiceKind, Services};
+use crate::port::{self, IpuPort, LinkDevice};
+use crate::{cpus, gic, println, time};
 use wave_abi::layout::{LayoutError, Side};
-use wave_abi::msg::EchoAgent;
-use wave_abi::sched::{SchedError, CPU_VECTOR_BASE};
 use wave_abi::status::next_epoch;
-use wave_abi::{Channel, Down, Endpoint, Layout, SharedRegion};
-use wave_policy::agent::{AgentError, SchedAgent};
+use wave_abi::{Channel, Endpoint, Layout, SharedRegion};
+use wave_policy::echo::EchoService;
+use wave_policy::runtime::{self, Tuning};
+use wave_policy::sched_service::SchedService;
 
 /// How long to wait for the host to initialise the region.
 const ATTACH_TIMEOUT_US: u64 = 30_000_000;
-/// Idle time before announcing sleep.
-const SPIN_US: u64 = 200;
-/// Longest sleep without a doorbell (bounds the cost of a lost wake-up).
-const SLEEP_US: u64 = 2_000;
-/// How often heartbeat and counters are published while busy.
-const TICK_US: u64 = 1_000;
+/// How often a secondary with a service looks for its job, and the boot core for results.
+const MAILBOX_POLL_US: u64 = 1_000;
+
+/// Host CPUs and threads one firmware scheduling agent schedules.
+pub const AGENT_CPUS: usize = 16;
+/// See [`AGENT_CPUS`].
+pub const AGENT_THREADS: usize = 1024;
 
 /// Why the link could not be served.
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +45,8 @@ pub enum LinkFailure {
     Endpoint,
     /// Doorbell interrupts could not be routed.
     Interrupts(gic::GicError),
+    /// A service was assigned to a core that is not online.
+    NoCore(usize),
 }
 
 impl core::fmt::Display for LinkFailure {
@@ -58,42 +66,130 @@ impl core::fmt::Display for LinkFailure {
             LinkFailure::Layout(e) => write!(f, "the host's shared region is unusable: {e:?}"),
             LinkFailure::Endpoint => write!(f, "the layout's ring placements are invalid"),
             LinkFailure::Interrupts(e) => write!(f, "{e}"),
+            LinkFailure::NoCore(c) => write!(
+                f,
+                "a service is assigned to core {c}, which is not online (boot with more cores, e.g. --smp {}, or change wave.services=)",
+                c + 1
+            ),
         }
     }
 }
 
-/// What the echo agent did.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct EchoSummary {
-    /// Responses sent.
-    pub echoed: u64,
-    /// Requests that failed validation (counted and skipped).
-    pub invalid: u64,
-    /// Host restarts seen.
-    pub resyncs: u64,
-    /// Doorbells rung at the host.
-    pub doorbells: u64,
-    /// Sleeps announced.
-    pub sleeps: u64,
-    /// Doorbell interrupts taken.
-    pub irqs: u64,
-    /// Timer wake-ups taken.
-    pub timer_wakeups: u64,
-    /// Our epoch.
-    pub epoch: u32,
+/// One service the firmware can run: its name in `wave.services=`, the channel it serves,
+/// and how a core runs it (until the host stops; it prints its own closing line).
+pub struct ServiceEntry {
+    /// Name in `wave.services=` and the boot report.
+    pub name: &'static str,
+    /// The channel (subsystem) it serves.
+    pub channel: Channel,
+    run: fn(&mut Job, &mut IpuPort<'static>) -> runtime::RuntimeStats,
 }
 
-/// Routes every doorbell vector of `dev` to the core in `slot`, and turns on that core's
-/// interrupts. MSI-X is already enabled with vectors masked (`Ivshmem::enable_msix_masked`),
-/// so doorbells that arrived before this latched in the PBA and fire on unmask.
-pub fn route_doorbells(dev: &Ivshmem, slot: usize) -> Result<(), gic::GicError> {
-    for v in 0..dev.msix.vectors.min(gic::MAX_VECTORS as u16) {
-        let (addr, data) = gic::route_msi(dev.requester_id(), v as u32, slot)?;
-        dev.set_vector(v, addr, data);
+/// Every service this firmware has: adding a subsystem's service is one line here.
+pub const SERVICES: [ServiceEntry; 2] = [
+    ServiceEntry {
+        name: "echo",
+        channel: Channel::LinkTest,
+        run: run_echo,
+    },
+    ServiceEntry {
+        name: "sched",
+        channel: Channel::Sched,
+        run: run_sched,
+    },
+];
+
+const fn names() -> [&'static str; SERVICES.len()] {
+    let mut out = [""; SERVICES.len()];
+    let mut i = 0;
+    while i < SERVICES.len() {
+        out[i] = SERVICES[i].name;
+        i += 1;
     }
-    gic::enable_timer(slot);
-    gic::enable_cpu();
-    Ok(())
+    out
+}
+
+/// The names of [`SERVICES`], in order (what `BootArgs::parse` is given).
+pub const SERVICE_NAMES: [&str; SERVICES.len()] = names();
+
+fn entry(kind: ServiceKind) -> Option<&'static ServiceEntry> {
+    SERVICES.get(kind.0 as usize)
+}
+
+/// The name of a service (for the boot report).
+pub fn service_name(kind: ServiceKind) -> &'static str {
+    entry(kind).map_or("?", |e| e.name)
+}
+
+/// One core's work: its endpoint (primary or lane) and its service.
+pub struct Job {
+    core: usize,
+    kind: ServiceKind,
+    ep: Endpoint<'static>,
+    region: SharedRegion<'static>,
+    layout: Layout,
+    dev: &'static dyn LinkDevice,
+    vectors: u64,
+    tuning: Tuning,
+}
+
+const EMPTY: u8 = 0;
+const POSTED: u8 = 1;
+const RUNNING: u8 = 2;
+const DONE: u8 = 3;
+
+/// A one-shot hand-off between the boot core and one secondary: the boot core writes `job`
+/// then publishes POSTED; the secondary takes it (RUNNING), writes `report`, publishes DONE.
+struct Mailbox {
+    state: AtomicU8,
+    assigned: AtomicU8,
+    job: UnsafeCell<Option<Job>>,
+}
+
+// SAFETY: `job` is written only by the boot core before it stores POSTED (release) and read
+// only by the one secondary after it loads POSTED (acquire). The state word orders every
+// access, and no two cores touch the field in the same state.
+unsafe impl Sync for Mailbox {}
+
+static MAILBOXES: [Mailbox; MAX_CPUS] = [const {
+    Mailbox {
+        state: AtomicU8::new(EMPTY),
+        assigned: AtomicU8::new(0),
+        job: UnsafeCell::new(None),
+    }
+}; MAX_CPUS];
+
+/// Marks the cores that will run a service (before they start: their entry checks it).
+pub fn plan(services: &Services) {
+    for (_, core) in services.iter() {
+        if let Some(m) = MAILBOXES.get(core) {
+            m.assigned.store(1, Ordering::Release);
+        }
+    }
+}
+
+/// True if the core in `slot` will be given a service.
+pub fn has_service(slot: usize) -> bool {
+    MAILBOXES
+        .get(slot)
+        .is_some_and(|m| m.assigned.load(Ordering::Acquire) != 0)
+}
+
+/// A secondary core with a service: waits for its job, runs it, reports DONE.
+pub fn serve_secondary(slot: usize) {
+    let Some(m) = MAILBOXES.get(slot) else { return };
+    port::enable_this_core(slot);
+    while m.state.load(Ordering::Acquire) != POSTED {
+        port::sleep_us(MAILBOX_POLL_US);
+    }
+    // SAFETY: POSTED was loaded with acquire: the boot core finished writing `job` and will
+    // not touch it again (see `Mailbox`).
+    let job = unsafe { (*m.job.get()).take() };
+    m.state.store(RUNNING, Ordering::Relaxed);
+    if let Some(job) = job {
+        run_job(job);
+    }
+    m.state.store(DONE, Ordering::Release);
 }
 
 /// Waits for the host's header and returns the validated layout.
@@ -108,7 +204,7 @@ fn attach(region: &SharedRegion<'_>) -> Result<Layout, LinkFailure> {
                     println!("link: waiting for the host to initialise the shared region");
                     said = true;
                 }
-                sleep_us(1_000);
+                port::sleep_us(1_000);
             }
             Err(LayoutError::BadMagic(_)) => return Err(LinkFailure::NoHost),
             Err(e) => {
@@ -119,307 +215,153 @@ fn attach(region: &SharedRegion<'_>) -> Result<Layout, LinkFailure> {
     }
 }
 
-/// Sleeps until an interrupt or `us` microseconds, with no race against an interrupt that
-/// arrives just before: IRQs are masked around the check, and WFI wakes on a pending IRQ even
-/// while masked.
-fn sleep_us(us: u64) {
-    // IRQs masked from before the timer is armed until after WFI: an interrupt (timer or
-    // doorbell) that arrives in between stays pending and makes WFI return at once, instead of
-    // being handled before WFI and leaving it to sleep with nothing to wake it.
-    let daif: u64;
-    // SAFETY: saving DAIF and masking IRQs on this core; restored below. No `nomem`, so the
-    // compiler does not move the caller's shared-memory checks across the mask.
-    unsafe { core::arch::asm!("mrs {}, daif", "msr daifset, #2", out(reg) daif, options(nostack)) };
-    time::arm_wakeup(us);
-    // SAFETY: WFI only waits; a pending (even masked) interrupt ends it.
-    unsafe { core::arch::asm!("wfi", options(nostack, preserves_flags)) };
-    // SAFETY: restores this core's interrupt mask; a pending IRQ is taken here if unmasked.
-    unsafe { core::arch::asm!("msr daif, {}", in(reg) daif, options(nostack)) };
+/// The channel a service serves.
+fn channel(kind: ServiceKind) -> Channel {
+    entry(kind).map_or(Channel(u8::MAX), |e| e.channel)
 }
 
-/// A service the agent loop runs over the link: link test echo, or the scheduling agent.
-trait Service<'a> {
-    /// One bounded step. Returns the work done (0 = idle) and a bitmask of host doorbell
-    /// vectors to ring.
-    fn step(&mut self, ep: &mut Endpoint<'a>, now_ns: u64) -> (usize, u64);
-    /// Counters to publish: (invalid entries, service-specific count).
-    fn counters(&self) -> (u64, u64);
-    /// When the service next needs a step without any doorbell (ns, same clock as `step`).
-    fn deadline_ns(&self, now_ns: u64) -> Option<u64>;
-}
-
-struct Echo(EchoAgent);
-
-impl<'a> Service<'a> for Echo {
-    fn step(&mut self, ep: &mut Endpoint<'a>, _now: u64) -> (usize, u64) {
-        let (taken, ring) = self.0.step(ep);
-        (taken, ring.map_or(0, |v| 1u64 << (v & 63)))
-    }
-    fn counters(&self) -> (u64, u64) {
-        let st = self.0.stats();
-        (st.invalid, st.echoed)
-    }
-    fn deadline_ns(&self, _now: u64) -> Option<u64> {
-        None
-    }
-}
-
-/// The scheduling agent, rebuilt whenever the link session or the host's configuration
-/// changes (a restarted host starts from scratch: its threads and transactions are gone).
-struct Sched<'a> {
-    region: SharedRegion<'a>,
-    layout: Layout,
-    agent: Option<SchedAgent<'a, AGENT_CPUS, AGENT_THREADS>>,
-    refused: Option<AgentError>,
-    /// Totals over all sessions.
-    events: u64,
-    invalid: u64,
-    decisions: u64,
-    sessions: u64,
-}
-
-/// Host CPUs and threads one firmware agent schedules.
-pub const AGENT_CPUS: usize = 16;
-/// See [`AGENT_CPUS`].
-pub const AGENT_THREADS: usize = 1024;
-
-impl<'a> Service<'a> for Sched<'a> {
-    fn step(&mut self, ep: &mut Endpoint<'a>, now_ns: u64) -> (usize, u64) {
-        let session = ep.session();
-        // A new link session, or a new host configuration (its generation is the host epoch):
-        // the host's threads and transactions are not the ones this agent knows.
-        let host = ep.peer_epoch() as u64;
-        let stale = self
-            .agent
-            .as_ref()
-            .is_some_and(|a| a.session() != session || a.generation() != host);
-        if stale {
-            self.agent = None;
+/// Routes every vector of `dev`: each service's channel vector to its core, every other
+/// vector (control included) to the primary's core. Returns each service's vector mask.
+fn route(
+    dev: &dyn LinkDevice,
+    layout: &Layout,
+    services: &Services,
+) -> Result<[u64; MAX_CPUS], LinkFailure> {
+    let mut masks = [0u64; MAX_CPUS];
+    let primary = services.iter().next().map_or(0, |(_, c)| c);
+    for v in 0..dev.vectors() {
+        let core = services
+            .iter()
+            .find(|(k, _)| layout.place(channel(*k).rx_kind(Side::Ipu)).vector == v)
+            .map_or(primary, |(_, c)| c);
+        dev.route(v, core).map_err(LinkFailure::Interrupts)?;
+        if let Some(m) = masks.get_mut(core) {
+            *m |= 1 << v;
         }
-        if self.agent.is_none() {
-            match SchedAgent::new(&self.region, &self.layout, session) {
-                // Still the previous host's configuration: wait for this host's.
-                Ok(a) if a.generation() != host => return (0, 0),
-                Ok(a) => {
-                    println!(
-                        "sched: session {session:#010x}: {} policy, {} host CPUs, {} threads",
-                        a.policy().name(),
-                        a.config().n_cpus,
-                        a.config().n_threads
-                    );
-                    self.agent = Some(a);
-                    self.refused = None;
-                    self.sessions += 1;
-                }
-                Err(AgentError::Sched(SchedError::NoConfig)) => return (0, 0),
-                Err(e) => {
-                    if self.refused != Some(e) {
-                        println!("sched: refusing the host's configuration: {e}");
-                        self.refused = Some(e);
-                    }
-                    // Drain (and count) events so the host is not blocked by a full ring.
-                    let mut n = 0;
-                    // Bounded: a host that keeps producing cannot keep this step busy.
-                    for _ in 0..wave_policy::agent::EVENTS_PER_STEP {
-                        if ep.rx(Channel::Sched).poll().is_none() {
-                            break;
-                        }
-                        n += 1;
-                        self.invalid += 1;
-                    }
-                    return (n, 0);
-                }
-            }
-        }
-        let Some(agent) = self.agent.as_mut() else {
-            return (0, 0);
-        };
-        let r = agent.step(ep, now_ns);
-        self.events += r.events as u64;
-        self.invalid += r.invalid as u64;
-        self.decisions += r.decisions as u64;
-        let mut vectors = 0u64;
-        let mut cpus = r.ring_cpus;
-        while cpus != 0 {
-            let c = cpus.trailing_zeros() as u64;
-            cpus &= cpus - 1;
-            let v = CPU_VECTOR_BASE as u64 + c;
-            if v < 64 {
-                vectors |= 1 << v;
-            }
-        }
-        (r.events + r.invalid + r.decisions, vectors)
     }
-    fn counters(&self) -> (u64, u64) {
-        (self.invalid, self.decisions)
-    }
-    fn deadline_ns(&self, now_ns: u64) -> Option<u64> {
-        self.agent.as_ref().and_then(|a| a.next_deadline(now_ns))
-    }
+    Ok(masks)
 }
 
-/// Attaches to the host's region and builds this side's endpoint.
-fn connect<'a>(
-    dev: &Ivshmem,
-) -> Result<(SharedRegion<'a>, Layout, Endpoint<'a>, u32), LinkFailure> {
+/// Attaches to the host's region, places `services` on their cores and runs them until the
+/// host stops its end. Runs on the boot core; returns once every service has ended.
+pub fn run_services(
+    dev: &'static dyn LinkDevice,
+    services: &Services,
+    spin_us: Option<u64>,
+) -> Result<(), LinkFailure> {
+    if let Some((_, c)) = services.iter().find(|(_, c)| {
+        *c != 0 && cpus::cpu_of_slot(*c).is_none_or(|cpu| cpus::online_mask() & (1 << cpu) == 0)
+    }) {
+        return Err(LinkFailure::NoCore(c));
+    }
+    // The boot core sleeps on its timer while it waits for the host and for the results.
+    port::enable_this_core(0);
     let region = dev.shared_region().map_err(|_| LinkFailure::Region)?;
+    let size = region.len();
     let layout = attach(&region)?;
+    let masks = route(dev, &layout, services)?;
     let epoch = next_epoch(wave_abi::endpoint::previous_epoch(
         &region,
         &layout,
         Side::Ipu,
     ));
-    let ep = Endpoint::new(region, &layout, Side::Ipu, epoch).map_err(|_| LinkFailure::Endpoint)?;
-    Ok((region, layout, ep, epoch))
-}
-
-/// Polls `service` over the link until the host stops its end: spins while there is work,
-/// publishes counters, announces sleep and waits for a doorbell or the next deadline.
-fn serve<'a>(dev: &Ivshmem, ep: &mut Endpoint<'a>, service: &mut dyn Service<'a>) {
-    let mut was_up = false;
-    let mut last_state = None;
-    let mut idle_since = time::ticks();
-    let mut last_tick = 0u64;
-    let spin = time::frequency() * SPIN_US / 1_000_000;
-    let tick_every = time::frequency() * TICK_US / 1_000_000;
-    loop {
-        let p = ep.poll_link();
-        if Some(p.state) != last_state {
-            match p.state {
-                Ok(session) => {
-                    println!(
-                        "link: up (session {session:#010x}, host epoch {})",
-                        ep.peer_epoch()
-                    );
-                    was_up = true;
-                }
-                Err(Down::PeerStopped) if was_up => break,
-                Err(d) => defmt::info!("link down: {}", defmt::Debug2Format(&d)),
-            }
-            last_state = Some(p.state);
-        }
-        if p.resynced {
-            println!(
-                "link: host restarted (epoch {}); resynchronised",
-                ep.peer_epoch()
-            );
-        }
-        let now = time::ticks();
-        let (work, ring) = service.step(ep, time::ticks_to_nanos(now));
-        let mut bits = ring;
-        while bits != 0 {
-            dev.ring(0, bits.trailing_zeros() as u16);
-            bits &= bits - 1;
-        }
-        if now.wrapping_sub(last_tick) >= tick_every {
-            let (invalid, other) = service.counters();
-            ep.tick(invalid, other);
-            last_tick = now;
-        }
-        if work > 0 {
-            idle_since = now;
-            continue;
-        }
-        if now.wrapping_sub(idle_since) < spin {
-            core::hint::spin_loop();
-            continue;
-        }
-        // Idle: publish counters, announce sleep, re-check, then wait for a doorbell, the
-        // service's next deadline or the bounded timer.
-        let (invalid, other) = service.counters();
-        ep.tick(invalid, other);
-        let mut sleep = SLEEP_US;
-        let now_ns = time::ticks_to_nanos(time::ticks());
-        if let Some(d) = service.deadline_ns(now_ns) {
-            sleep = sleep.min(d.saturating_sub(now_ns) / 1000).max(1);
-        }
-        ep.begin_sleep();
-        // SAFETY: masking IRQs on this core only; unmasked again below.
-        unsafe { core::arch::asm!("msr daifset, #2", options(nostack)) };
-        if !ep.has_work() && ep.poll_link().state == p.state {
-            sleep_us(sleep);
-        }
-        // SAFETY: unmasking IRQs on this core; a pending doorbell or timer IRQ is taken here.
-        unsafe { core::arch::asm!("msr daifclr, #2", options(nostack)) };
-        ep.end_sleep();
-        idle_since = time::ticks();
+    let mut tuning = Tuning::IPU;
+    if let Some(us) = spin_us {
+        tuning.spin_ns = us.saturating_mul(1000);
     }
-    let (invalid, other) = service.counters();
-    ep.tick(invalid, other);
-}
-
-fn irq_counts() -> (u64, u64) {
-    let irqs = gic::MSI_COUNT
-        .iter()
-        .map(|c| c.load(core::sync::atomic::Ordering::Relaxed))
-        .sum();
-    (
-        irqs,
-        gic::TIMER_COUNT.load(core::sync::atomic::Ordering::Relaxed),
-    )
-}
-
-/// Runs the echo agent on this core until the host stops its end of the link.
-pub fn serve_echo(dev: &Ivshmem) -> Result<EchoSummary, LinkFailure> {
-    let (_region, _layout, mut ep, epoch) = connect(dev)?;
     println!(
-        "link: attached to ABI {}.{} region of {} KiB as epoch {epoch}; echo agent running",
+        "link: attached to ABI {}.{} region of {} KiB as epoch {epoch}; spin {} us",
         wave_abi::ABI_MAJOR,
         wave_abi::ABI_MINOR,
-        dev.shared_size() >> 10
+        size >> 10,
+        tuning.spin_ns / 1000
     );
-    let mut echo = Echo(EchoAgent::new());
-    serve(dev, &mut ep, &mut echo);
-    let st = echo.0.stats();
-    let ls = ep.stats();
-    let (irqs, timer_wakeups) = irq_counts();
-    Ok(EchoSummary {
-        echoed: st.echoed,
-        invalid: st.invalid,
-        resyncs: ls.resyncs,
-        doorbells: ls.doorbells,
-        sleeps: ls.sleeps,
-        irqs,
-        timer_wakeups,
-        epoch,
-    })
+    let mut own: Option<Job> = None;
+    for (i, (kind, core)) in services.iter().enumerate() {
+        let ep = if i == 0 {
+            Endpoint::primary(region, &layout, Side::Ipu, epoch, &[channel(kind)])
+        } else {
+            Endpoint::lane(region, &layout, Side::Ipu, &[channel(kind)])
+        }
+        .map_err(|_| LinkFailure::Endpoint)?;
+        println!("link: core {core} runs {}", service_name(kind));
+        let job = Job {
+            core,
+            kind,
+            ep,
+            region,
+            layout,
+            dev,
+            vectors: masks.get(core).copied().unwrap_or(0),
+            tuning,
+        };
+        if core == 0 {
+            own = Some(job);
+        } else {
+            post(core, job);
+        }
+    }
+    if let Some(job) = own {
+        run_job(job);
+    }
+    for (_, core) in services.iter().filter(|(_, c)| *c != 0) {
+        wait_done(core);
+    }
+    Ok(())
 }
 
-/// What the scheduling agent did.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SchedSummary {
-    /// Valid events applied.
-    pub events: u64,
-    /// Invalid events counted and skipped.
-    pub invalid: u64,
-    /// Decisions written.
-    pub decisions: u64,
-    /// Sessions served.
-    pub sessions: u64,
-    /// Doorbell interrupts taken.
-    pub irqs: u64,
+fn post(core: usize, job: Job) {
+    let Some(m) = MAILBOXES.get(core) else { return };
+    // SAFETY: the state is EMPTY, so the secondary does not read `job` until POSTED below.
+    unsafe { *m.job.get() = Some(job) };
+    m.state.store(POSTED, Ordering::Release);
 }
 
-/// Runs the scheduling agent on this core until the host stops its end of the link.
-pub fn serve_sched(dev: &Ivshmem) -> Result<SchedSummary, LinkFailure> {
-    let (region, layout, mut ep, epoch) = connect(dev)?;
+fn wait_done(core: usize) {
+    let Some(m) = MAILBOXES.get(core) else { return };
+    while m.state.load(Ordering::Acquire) != DONE {
+        port::sleep_us(MAILBOX_POLL_US);
+    }
+}
+
+/// Runs one core's service under the runtime until the host stops.
+fn run_job(mut job: Job) {
+    let Some(e) = entry(job.kind) else { return };
+    let mut port = IpuPort::new(job.dev, job.vectors);
+    (e.run)(&mut job, &mut port);
+}
+
+fn irqs_line(job: &Job, rt: &runtime::RuntimeStats) -> (u64, u64) {
+    (rt.sleeps, port::irqs(job.vectors))
+}
+
+fn run_echo(job: &mut Job, port: &mut IpuPort<'static>) -> runtime::RuntimeStats {
+    let mut echo = EchoService::new();
+    let (_, rt) = runtime::run(&mut job.ep, port, &job.tuning, &mut [&mut echo]);
+    let (sleeps, irqs) = irqs_line(job, &rt);
+    let st = echo.stats();
     println!(
-        "link: attached to ABI {}.{} region as epoch {epoch}; scheduling agent running",
-        wave_abi::ABI_MAJOR,
-        wave_abi::ABI_MINOR
+        "link: host stopped; core {} echoed {} invalid {} resyncs {} doorbells {} sleeps {sleeps} doorbell-irqs {irqs}",
+        job.core, st.echoed, st.invalid, rt.resyncs, rt.doorbells
     );
-    let mut sched = Sched {
-        region,
-        layout,
-        agent: None,
-        refused: None,
-        events: 0,
-        invalid: 0,
-        decisions: 0,
-        sessions: 0,
-    };
-    serve(dev, &mut ep, &mut sched);
-    if let Some(a) = &sched.agent {
+    rt
+}
+
+fn run_sched(job: &mut Job, port: &mut IpuPort<'static>) -> runtime::RuntimeStats {
+    let mut sched: SchedService<'static, AGENT_CPUS, AGENT_THREADS> =
+        SchedService::new(job.region, job.layout);
+    let (_, rt) = runtime::run(&mut job.ep, port, &job.tuning, &mut [&mut sched]);
+    print_policy(&sched);
+    let (sleeps, irqs) = irqs_line(job, &rt);
+    let t = sched.totals();
+    println!(
+        "sched: host stopped; core {} events {} invalid {} decisions {} sessions {} sleeps {sleeps} doorbell-irqs {irqs}",
+        job.core, t.events, t.invalid, t.decisions, t.sessions
+    );
+    rt
+}
+fn print_policy(sched: &SchedService<'static, AGENT_CPUS, AGENT_THREADS>) {
+    if let Some(a) = sched.agent() {
         let ps = a.policy().stats();
         println!(
             "sched: policy {}: committed {} stale {} not-runnable {} aborts {} (won {}) preempts {}",
@@ -432,11 +374,4 @@ pub fn serve_sched(dev: &Ivshmem) -> Result<SchedSummary, LinkFailure> {
             ps.preempts
         );
     }
-    Ok(SchedSummary {
-        events: sched.events,
-        invalid: sched.invalid,
-        decisions: sched.decisions,
-        sessions: sched.sessions,
-        irqs: irq_counts().0,
-    })
 }

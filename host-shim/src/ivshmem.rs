@@ -14,23 +14,22 @@
 //! before QEMU has the memfd. A second concurrent client is refused (logged, closed). A client
 //! that disconnects is forgotten; the next one gets a fresh region and a new host epoch.
 
-use std::cell::RefCell;
 use std::io::{IoSlice, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{ppoll, PollFd, PollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
-use wave_abi::layout::{Layout, DEFAULT_RING_ENTRIES, MIN_VECTORS};
-use wave_abi::status::{next_epoch, State, StatusView};
-use wave_abi::{Kind, SharedRegion};
+use nix::sys::time::TimeSpec;
+use wave_abi::layout::{Layout, DEFAULT_RING_ENTRIES, MIN_VECTORS, VECTOR_CONTROL};
+use wave_abi::SharedRegion;
 
 use crate::error::ShimError;
-use crate::link::{wait_eventfds, Doorbells, Link, LinkError, Wake};
+use crate::link::{prepare_region, Link, LinkError, Wake};
 use crate::shm::SharedMemory;
 
 /// ivshmem peer id of the host (this server).
@@ -85,32 +84,11 @@ pub struct ServerCounters {
 }
 
 struct Client {
-    stream: UnixStream,
+    stream: Arc<UnixStream>,
     /// Peer 0's eventfds: QEMU writes them when the guest rings us.
     host_vec: Arc<Vec<EventFd>>,
     /// The client's eventfds: we write them to interrupt the guest.
     ipu_vec: Arc<Vec<EventFd>>,
-}
-
-/// A `Send + Sync` handle on the current client's doorbell eventfds (see
-/// [`Link::doorbells`]): [`IvshmemServer`] itself is single-threaded (its socket servicing
-/// uses a `RefCell`), so a multi-threaded runtime waits and notifies through this handle while
-/// one thread keeps calling [`Link::wait`] to service the socket. The handle stays valid (the
-/// fds stay open) after the client leaves; it is simply never rung again.
-pub struct IvshmemDoorbells {
-    host_vec: Arc<Vec<EventFd>>,
-    ipu_vec: Arc<Vec<EventFd>>,
-}
-
-impl Doorbells for IvshmemDoorbells {
-    fn notify(&self, vector: u16) -> Result<(), LinkError> {
-        crate::link::signal_eventfd(&self.ipu_vec, vector)
-    }
-
-    fn wait(&self, mask: u32, timeout: Duration) -> Result<u32, LinkError> {
-        let refs: Vec<&EventFd> = self.host_vec.iter().collect();
-        wait_eventfds(&refs, mask, timeout)
-    }
 }
 
 struct Inner {
@@ -126,7 +104,7 @@ pub struct IvshmemServer {
     listener: UnixListener,
     shm: SharedMemory,
     layout: Layout,
-    inner: RefCell<Inner>,
+    inner: Mutex<Inner>,
 }
 
 fn log(msg: std::fmt::Arguments<'_>) {
@@ -177,7 +155,7 @@ impl IvshmemServer {
             listener,
             shm,
             layout,
-            inner: RefCell::new(Inner {
+            inner: Mutex::new(Inner {
                 client: None,
                 generation: 0,
                 epoch: 0,
@@ -209,17 +187,23 @@ impl IvshmemServer {
 
     /// Counters.
     pub fn counters(&self) -> ServerCounters {
-        self.inner.borrow().counters
+        self.lock().counters
+    }
+
+    /// The state, even if a thread panicked while holding it (every update is a plain field
+    /// store, so it is never half-done).
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Zeroes the region, writes header and layout, and publishes host BOOTING with a new epoch.
     fn reinit_region(&self) {
         let region = self.shm.region();
-        let mut inner = self.inner.borrow_mut();
-        inner.epoch = next_epoch(inner.epoch);
+        let mut inner = self.lock();
         inner.generation += 1;
-        if let Err(e) = self.layout.write(&region) {
-            log(format_args!("cannot initialise the shared region: {e}"));
+        match prepare_region(&region, &self.layout) {
+            Ok(epoch) => inner.epoch = epoch,
+            Err(e) => log(format_args!("cannot initialise the shared region: {e}")),
         }
         if self.cfg.abi_major != wave_abi::ABI_MAJOR {
             // Header word 1: abi_major (bits 0..16), abi_minor, header_size (docs/abi.md §3).
@@ -233,9 +217,6 @@ impl IvshmemServer {
                 self.cfg.abi_major,
                 wave_abi::ABI_MAJOR
             ));
-        }
-        if let Ok(v) = StatusView::new(&region, self.layout.place(Kind::HostStatus).offset) {
-            v.set_state(State::Booting, inner.epoch);
         }
     }
 
@@ -279,7 +260,7 @@ impl IvshmemServer {
         }
         stream.set_nonblocking(true)?;
         Ok(Client {
-            stream: stream.try_clone()?,
+            stream: Arc::new(stream.try_clone()?),
             host_vec,
             ipu_vec,
         })
@@ -296,8 +277,8 @@ impl IvshmemServer {
                     return changed;
                 }
             };
-            if self.inner.borrow().client.is_some() {
-                self.inner.borrow_mut().counters.clients_refused += 1;
+            if self.lock().client.is_some() {
+                self.lock().counters.clients_refused += 1;
                 log(format_args!(
                     "refusing a second ivshmem client on {}: peer {IPU_PEER} is already \
                      connected (one IPU per socket); closing it",
@@ -311,7 +292,7 @@ impl IvshmemServer {
             changed = true;
             match self.handshake(&stream) {
                 Ok(client) => {
-                    let mut inner = self.inner.borrow_mut();
+                    let mut inner = self.lock();
                     inner.counters.clients_accepted += 1;
                     log(format_args!(
                         "ivshmem client connected as peer {IPU_PEER} (host epoch {}, {} vectors)",
@@ -320,7 +301,7 @@ impl IvshmemServer {
                     inner.client = Some(client);
                 }
                 Err(e) => {
-                    self.inner.borrow_mut().counters.clients_refused += 1;
+                    self.lock().counters.clients_refused += 1;
                     log(format_args!(
                         "ivshmem handshake failed: {e}; closing the client"
                     ));
@@ -330,7 +311,7 @@ impl IvshmemServer {
     }
 
     fn drop_client(&self) {
-        let mut inner = self.inner.borrow_mut();
+        let mut inner = self.lock();
         if inner.client.take().is_some() {
             inner.counters.disconnects += 1;
             inner.generation += 1;
@@ -346,11 +327,11 @@ impl IvshmemServer {
     fn check_client_socket(&self) -> bool {
         let mut buf = [0u8; 64];
         let gone = {
-            let inner = self.inner.borrow();
+            let inner = self.lock();
             let Some(c) = inner.client.as_ref() else {
                 return false;
             };
-            let mut s = &c.stream;
+            let mut s: &UnixStream = &c.stream;
             !matches!(s.read(&mut buf), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock)
         };
         if gone {
@@ -380,7 +361,7 @@ impl Link for IvshmemServer {
     }
 
     fn notify(&self, vector: u16) -> Result<(), LinkError> {
-        let mut inner = self.inner.borrow_mut();
+        let mut inner = self.lock();
         let client = inner.client.as_ref().ok_or(LinkError::NoPeer)?;
         crate::link::signal_eventfd(&client.ipu_vec, vector)?;
         inner.counters.doorbells_out += 1;
@@ -388,48 +369,55 @@ impl Link for IvshmemServer {
     }
 
     fn wait(&self, mask: u32, timeout: Duration) -> Result<Wake, LinkError> {
-        let mut wake = Wake::default();
-        let (fired, listener_ready, client_ready) = {
-            let inner = self.inner.borrow();
-            let mut fds = vec![PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
-            let mut vecs = Vec::new();
-            if let Some(c) = inner.client.as_ref() {
-                fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
-                for (v, fd) in c.host_vec.iter().enumerate() {
-                    if v < 32 && mask & (1 << v) != 0 {
-                        fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
-                        vecs.push(v);
-                    }
-                }
+        // Clone the client's handles and let go of the lock: other threads notify and wait
+        // while this one sleeps.
+        let client = self
+            .lock()
+            .client
+            .as_ref()
+            .map(|c| (c.stream.clone(), c.host_vec.clone()));
+        let service = mask == 0 || mask & (1 << VECTOR_CONTROL) != 0;
+        let mut fds = Vec::new();
+        if service {
+            fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+            if let Some((stream, _)) = &client {
+                fds.push(PollFd::new(stream.as_fd(), PollFlags::POLLIN));
             }
-            let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-            let t = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
-            match poll(&mut fds, t) {
-                Ok(_) => {}
-                Err(nix::Error::EINTR) => return Ok(wake),
-                Err(e) => return Err(errno(e)),
-            }
-            let ready = |p: &PollFd<'_>| p.revents().is_some_and(|r| !r.is_empty());
-            let listener_ready = ready(&fds[0]);
-            let client_ready = fds.get(1).is_some_and(ready);
-            let mut fired = 0u32;
-            if let Some(c) = inner.client.as_ref() {
-                for (i, v) in vecs.iter().enumerate() {
-                    if fds.get(2 + i).is_some_and(ready) {
-                        // Non-blocking read drains the counter (EAGAIN if QEMU's read won).
-                        if let Some(fd) = c.host_vec.get(*v) {
-                            let _ = fd.read();
-                        }
-                        fired |= 1 << v;
-                    }
-                }
-            }
-            (fired, listener_ready, client_ready)
-        };
-        if fired != 0 {
-            self.inner.borrow_mut().counters.doorbells_in += fired.count_ones() as u64;
         }
-        wake.vectors = fired;
+        let first_vector = fds.len();
+        let mut vecs = Vec::new();
+        if let Some((_, host_vec)) = &client {
+            for (v, fd) in host_vec.iter().enumerate() {
+                if v < 32 && mask & (1 << v) != 0 {
+                    fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                    vecs.push(v);
+                }
+            }
+        }
+        match ppoll(&mut fds, Some(TimeSpec::from_duration(timeout)), None) {
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => return Ok(Wake::default()),
+            Err(e) => return Err(errno(e)),
+        }
+        let ready = |p: &PollFd<'_>| p.revents().is_some_and(|r| !r.is_empty());
+        let listener_ready = service && fds.first().is_some_and(ready);
+        let client_ready = service && client.is_some() && fds.get(1).is_some_and(ready);
+        let mut wake = Wake::default();
+        if let Some((_, host_vec)) = &client {
+            for (i, v) in vecs.iter().enumerate() {
+                if fds.get(first_vector + i).is_some_and(ready) {
+                    // Non-blocking read drains the counter (EAGAIN if QEMU's read won).
+                    if let Some(fd) = host_vec.get(*v) {
+                        let _ = fd.read();
+                    }
+                    wake.vectors |= 1 << v;
+                }
+            }
+        }
+        drop(fds);
+        if wake.vectors != 0 {
+            self.lock().counters.doorbells_in += wake.vectors.count_ones() as u64;
+        }
         if client_ready && self.check_client_socket() {
             wake.changed = true;
         }
@@ -440,24 +428,15 @@ impl Link for IvshmemServer {
     }
 
     fn generation(&self) -> u64 {
-        self.inner.borrow().generation
+        self.lock().generation
     }
 
     fn epoch(&self) -> u32 {
-        self.inner.borrow().epoch
+        self.lock().epoch
     }
 
     fn peer_present(&self) -> bool {
-        self.inner.borrow().client.is_some()
-    }
-
-    fn doorbells(&self) -> Option<Arc<dyn Doorbells>> {
-        let inner = self.inner.borrow();
-        let c = inner.client.as_ref()?;
-        Some(Arc::new(IvshmemDoorbells {
-            host_vec: c.host_vec.clone(),
-            ipu_vec: c.ipu_vec.clone(),
-        }))
+        self.lock().client.is_some()
     }
 }
 

@@ -1,9 +1,14 @@
 //! The `Link` trait: what the host side needs from a transport (ivshmem today, a VFIO-mapped
-//! BAR with MSI-X eventfds on a real IPU). `no_std`: a kernel could implement it too.
+//! BAR with MSI-X eventfds on a real IPU), the region setup every transport shares, and the
+//! agent runtime's port over a link ([`HostPort`]). The trait is `no_std`: a kernel could
+//! implement it too.
 
 use core::time::Duration;
 
-use wave_abi::SharedRegion;
+use wave_abi::endpoint::previous_epoch;
+use wave_abi::layout::LayoutError;
+use wave_abi::status::{next_epoch, State, StatusView};
+use wave_abi::{Kind, Layout, SharedRegion, Side};
 
 /// Transport errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,48 +41,53 @@ pub struct Wake {
     pub changed: bool,
 }
 
-/// One side's access to the link.
-pub trait Link {
+/// A link transport: one side's access to the shared region and the doorbells. The one seam
+/// between the host's link code and the hardware (ivshmem today, a VFIO-mapped BAR with
+/// MSI-X eventfds on a real IPU, an in-process pair for tests and the on-host agent).
+///
+/// `Sync`: `notify` may be called from any thread, and `wait` from several threads at once
+/// as long as their masks are disjoint (each waiter drains only the vectors in its own mask;
+/// with overlapping masks one waiter may consume the other's wake-up, which then costs it its
+/// timeout, never a hang). A wait whose mask includes the control vector (or is 0) also
+/// services the transport itself (a new peer, a peer that left).
+pub trait Link: Sync {
     /// The shared region (valid as long as the link lives).
     fn region(&self) -> SharedRegion<'_>;
     /// Doorbell vectors per side.
     fn vectors(&self) -> u16;
     /// Rings the peer's doorbell `vector` (an MSI-X on the IPU).
     fn notify(&self, vector: u16) -> Result<(), LinkError>;
-    /// Waits until one of our vectors in `mask` fires, the transport changes, or `timeout`
-    /// passes. Drains the vectors that fired. Never blocks longer than `timeout`.
+    /// Waits (µs precision or better) until one of our vectors in `mask` fires, the transport
+    /// changes, or `timeout` passes. Drains the vectors that fired. Never blocks longer than
+    /// `timeout`.
     fn wait(&self, mask: u32, timeout: Duration) -> Result<Wake, LinkError>;
     /// Changes whenever the transport re-initialised the region (e.g. a new IPU connected):
     /// build a new `Endpoint` with [`Link::epoch`] when it does.
     fn generation(&self) -> u64 {
         0
     }
-    /// The epoch this side's `Endpoint` must use in the current generation.
+    /// The epoch this side's primary `Endpoint` must use in the current generation.
     fn epoch(&self) -> u32;
     /// False if the transport knows the peer is gone (e.g. QEMU disconnected).
     fn peer_present(&self) -> bool {
         true
     }
-    /// A thread-safe handle on this link's doorbells in the current generation, for runtimes
-    /// that wait and notify from several threads at once (the scheduling engine: one waiter
-    /// per host CPU vector). `None` if the transport has none (no peer yet).
-    #[cfg(feature = "std")]
-    fn doorbells(&self) -> Option<std::sync::Arc<dyn Doorbells>> {
-        None
-    }
 }
 
-/// Doorbells that several threads may use concurrently: `notify` from any thread, and
-/// `wait` from several threads at once as long as their masks are disjoint (each waiter drains
-/// only the vectors in its own mask; with overlapping masks one waiter may consume the other's
-/// wake-up, which then costs it its timeout, never a hang).
-#[cfg(feature = "std")]
-pub trait Doorbells: Send + Sync {
-    /// Rings the peer's doorbell `vector`.
-    fn notify(&self, vector: u16) -> Result<(), LinkError>;
-    /// Waits (with µs precision) until one of our vectors in `mask` fires or `timeout`
-    /// passes; drains and returns the vectors that fired.
-    fn wait(&self, mask: u32, timeout: Duration) -> Result<u32, LinkError>;
+/// Region setup, written once for every transport that owns the region (the host): reads the
+/// host epoch the region last carried, zeroes it, writes header and layout (magic last), and
+/// publishes host BOOTING with the next epoch, which it returns. Call only while no peer can
+/// use the region.
+pub fn prepare_region(region: &SharedRegion<'_>, layout: &Layout) -> Result<u32, LayoutError> {
+    let previous = Layout::read(region)
+        .ok()
+        .map_or(0, |l| previous_epoch(region, &l, Side::Host));
+    let epoch = next_epoch(previous);
+    layout.write(region)?;
+    if let Ok(v) = StatusView::new(region, layout.place(Kind::HostStatus).offset) {
+        v.set_state(State::Booting, epoch);
+    }
+    Ok(epoch)
 }
 
 /// Shared implementation of every `notify` over eventfds: adds 1 to the eventfd of `vector`. A
@@ -96,7 +106,7 @@ pub(crate) fn signal_eventfd(
     }
 }
 
-/// Shared implementation of [`Doorbells::wait`] over non-blocking eventfds: `ppoll` with a
+/// Shared implementation of [`Link::wait`]'s doorbell part over non-blocking eventfds: `ppoll` with a
 /// nanosecond timeout on the fds of `mask`, then a non-blocking read of each that fired.
 #[cfg(feature = "std")]
 pub(crate) fn wait_eventfds<E: core::ops::Deref<Target = nix::sys::eventfd::EventFd>>(
@@ -126,4 +136,118 @@ pub(crate) fn wait_eventfds<E: core::ops::Deref<Target = nix::sys::eventfd::Even
         }
     }
     Ok(fired)
+}
+
+/// The agent runtime's port over a [`Link`] (`wave_policy::runtime`):
+/// the host end of everything that runs a service in a host thread (the on-host scheduling
+/// agent, the link-test driver, test peers). The clock counts from `origin`; the run stops
+/// when `stop` is set, the transport re-initialises the region, or the deadline passes.
+#[cfg(feature = "std")]
+pub struct HostPort<'s> {
+    link: &'s dyn Link,
+    origin: std::time::Instant,
+    stop: &'s core::sync::atomic::AtomicBool,
+    generation: u64,
+    deadline: Option<std::time::Instant>,
+    log_prefix: Option<&'static str>,
+    /// Doorbells that failed (counted, never fatal: the peer also wakes on its timeout).
+    pub notify_errors: u64,
+}
+
+#[cfg(feature = "std")]
+impl<'s> HostPort<'s> {
+    /// A port over `link`, with a clock from `origin`, stopping when `stop` is set.
+    pub fn new(
+        link: &'s dyn Link,
+        origin: std::time::Instant,
+        stop: &'s core::sync::atomic::AtomicBool,
+    ) -> Self {
+        HostPort {
+            link,
+            origin,
+            stop,
+            generation: link.generation(),
+            deadline: None,
+            log_prefix: None,
+            notify_errors: 0,
+        }
+    }
+
+    /// Prints the runtime's log lines on stdout with `prefix` (otherwise they go to stderr
+    /// only when `WAVE_AGENT_LOG` is set).
+    pub fn with_log(mut self, prefix: &'static str) -> Self {
+        self.log_prefix = Some(prefix);
+        self
+    }
+
+    /// Also stops the run at `deadline`.
+    pub fn with_deadline(mut self, deadline: std::time::Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// True if the transport re-initialised the region since this port was made (the run
+    /// stopped for it: build a new endpoint).
+    pub fn transport_changed(&self) -> bool {
+        self.link.generation() != self.generation
+    }
+
+    /// True if the deadline passed.
+    pub fn past_deadline(&self) -> bool {
+        self.deadline
+            .is_some_and(|d| std::time::Instant::now() >= d)
+    }
+}
+
+#[cfg(feature = "std")]
+impl wave_policy::runtime::Log for HostPort<'_> {
+    fn log(&mut self, line: core::fmt::Arguments<'_>) {
+        if let Some(prefix) = self.log_prefix {
+            println!("{prefix}: {line}");
+        } else if std::env::var_os("WAVE_AGENT_LOG").is_some() {
+            eprintln!("agent: {line}");
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl wave_policy::runtime::Port for HostPort<'_> {
+    fn now_ns(&mut self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+    fn notify(&mut self, vector: u16) {
+        if self.link.notify(vector).is_err() {
+            self.notify_errors += 1;
+        }
+    }
+    fn wait(&mut self, mask: u64, timeout_ns: u64, still_idle: &mut dyn FnMut() -> bool) -> u64 {
+        if !still_idle() {
+            return 0;
+        }
+        self.link
+            .wait(mask as u32, Duration::from_nanos(timeout_ns))
+            .map_or(0, |w| u64::from(w.vectors))
+    }
+    fn stop_requested(&mut self) -> bool {
+        self.stop.load(core::sync::atomic::Ordering::Acquire)
+            || self.transport_changed()
+            || self.past_deadline()
+    }
+}
+
+/// Publishes STOPPED for `side` on behalf of its primary endpoint once every driver that used
+/// the region is done (a host that ran a scheduling engine and a link test over one region at
+/// once, each ending without stopping the side), then rings the peer's control vector.
+pub fn stop_side<L: Link + ?Sized>(link: &L, side: Side) -> Result<(), LayoutError> {
+    let region = link.region();
+    let layout = Layout::read(&region)?;
+    let offset = match side {
+        Side::Host => layout.place(Kind::HostStatus).offset,
+        Side::Ipu => layout.place(Kind::IpuStatus).offset,
+    };
+    let view = StatusView::new(&region, offset)?;
+    view.set_state(State::Stopped, view.snapshot().epoch);
+    // Best effort: a sleeping peer also notices within its bounded sleep.
+    let _ = link.notify(wave_abi::layout::VECTOR_CONTROL);
+    Ok(())
 }

@@ -6,6 +6,7 @@
 //! the IPU (new epoch) resynchronises the link: requests in flight are counted lost and the test
 //! goes on. Malformed responses are counted and skipped; valid ones keep flowing.
 
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use wave_abi::endpoint::EndpointError;
@@ -17,7 +18,9 @@ use wave_abi::msg::{
 use wave_abi::ring::EntryBody;
 use wave_abi::{Channel, Down, Endpoint, Layout, Side};
 
-use crate::link::{Link, LinkError};
+use wave_policy::runtime::{self, Exit, Log, Service, Step, Tuning};
+
+use crate::link::{HostPort, Link, LinkError};
 
 /// Settings.
 #[derive(Clone, Debug)]
@@ -30,8 +33,8 @@ pub struct LinkTestConfig {
     pub timeout: Duration,
     /// Give up if the link is not up within this long.
     pub link_up_timeout: Duration,
-    /// Empty polls before announcing sleep.
-    pub spin: u32,
+    /// Idle time spent polling before announcing sleep (ns).
+    pub spin_ns: u64,
     /// Longest single sleep on the doorbell (a lost wake-up costs at most this).
     pub sleep: Duration,
     /// Seed of the request payloads.
@@ -43,6 +46,9 @@ pub struct LinkTestConfig {
     /// request (cycling through [`malformed_request`]'s kinds). The IPU must count and skip
     /// them and keep answering the valid ones; see [`LinkTestSummary::ipu_invalid`].
     pub malformed_every: Option<u64>,
+    /// Run as a lane of the host side (another thread owns the host's status block, e.g. a
+    /// scheduling engine on the same region): never stops the side at the end.
+    pub lane: bool,
 }
 
 /// Kinds of malformed request the hostile-host mode sends, in order.
@@ -72,11 +78,12 @@ impl Default for LinkTestConfig {
             window: 64,
             timeout: Duration::from_secs(60),
             link_up_timeout: Duration::from_secs(30),
-            spin: 2_000,
+            spin_ns: 50_000,
             sleep: Duration::from_millis(2),
             seed: 0x5eed,
             stop_at_end: true,
             malformed_every: None,
+            lane: false,
         }
     }
 }
@@ -173,210 +180,272 @@ impl std::fmt::Display for LinkTestError {
 
 impl std::error::Error for LinkTestError {}
 
-struct InFlight {
-    sent: Option<(Instant, [u64; TEST_WORDS])>,
+/// The host side of the link test as a runtime service: sends a window of requests, checks
+/// every response, and is finished once every request was answered or counted lost.
+struct Driver<'c> {
+    cfg: &'c LinkTestConfig,
+    flights: Vec<Option<(Instant, [u64; TEST_WORDS])>>,
+    answered: Vec<bool>,
+    in_flight: usize,
+    next_seq: u64,
+    session: u32,
+    s: LinkTestSummary,
+    decoder: TestDecoder,
+    rtts: Vec<u64>,
+    batch: Vec<EntryBody>,
 }
 
-/// Runs the link test over `link` as the host side.
-pub fn run<L: Link>(link: &mut L, cfg: LinkTestConfig) -> Result<LinkTestSummary, LinkTestError> {
-    let link: &L = link;
-    let region = link.region();
-    let layout = Layout::read(&region).map_err(LinkTestError::Layout)?;
-    let mut generation = link.generation();
-    let mut ep = Endpoint::new(region, &layout, Side::Host, link.epoch())
-        .map_err(LinkTestError::Endpoint)?;
-    let mask = (1u32 << VECTOR_CONTROL) | (1u32 << VECTOR_LINK_TEST);
+impl<'c> Driver<'c> {
+    fn new(cfg: &'c LinkTestConfig) -> Self {
+        let total = cfg.messages as usize;
+        Driver {
+            cfg,
+            flights: vec![None; total],
+            answered: vec![false; total],
+            in_flight: 0,
+            next_seq: 0,
+            session: 0,
+            s: LinkTestSummary::default(),
+            decoder: TestDecoder::new(TAG_TEST_RESPONSE),
+            rtts: Vec::with_capacity(total),
+            batch: Vec::with_capacity(32),
+        }
+    }
 
-    // Wait for the IPU.
+    /// Every request in flight is lost (the peer restarted, or the run ended).
+    fn lose_all(&mut self) {
+        for f in self.flights.iter_mut() {
+            if f.take().is_some() {
+                self.s.lost += 1;
+            }
+        }
+        self.in_flight = 0;
+    }
+
+    /// One malformed request ahead of the batch whenever the valid count crosses a multiple of
+    /// `malformed_every` (while there are still valid requests to send after it).
+    fn inject(&mut self, ep: &mut Endpoint<'_>) -> u64 {
+        let Some(every) = self.cfg.malformed_every.filter(|&e| e > 0) else {
+            return 0;
+        };
+        if self.batch.is_empty() || self.next_seq / every <= self.s.injected {
+            return 0;
+        }
+        let bad = malformed_request(self.s.injected, self.cfg.seed);
+        let (n, ring) = ep.send(Channel::LinkTest, &[bad]);
+        self.s.injected += n as u64;
+        ring.map_or(0, |v| 1 << (v & 63))
+    }
+
+    /// Sends up to a window of requests; returns (sent, doorbells).
+    fn send(&mut self, ep: &mut Endpoint<'_>) -> (usize, u64) {
+        self.batch.clear();
+        while self.in_flight + self.batch.len() < self.cfg.window
+            && self.next_seq + (self.batch.len() as u64) < self.cfg.messages
+            && self.batch.len() < self.batch.capacity()
+        {
+            let seq = self.next_seq + self.batch.len() as u64;
+            let words = request_words(self.cfg.seed, seq);
+            self.batch.push(encode_test(TAG_TEST_REQUEST, seq, &words));
+        }
+        let mut bells = self.inject(ep);
+        if self.batch.is_empty() {
+            return (0, bells);
+        }
+        let (n, ring) = ep.send(Channel::LinkTest, &self.batch);
+        let now = Instant::now();
+        for seq in self.next_seq..self.next_seq + n as u64 {
+            if let Some(f) = self.flights.get_mut(seq as usize) {
+                *f = Some((now, request_words(self.cfg.seed, seq)));
+            }
+        }
+        self.next_seq += n as u64;
+        self.in_flight += n;
+        self.s.sent += n as u64;
+        bells |= ring.map_or(0, |v| 1 << (v & 63));
+        (n, bells)
+    }
+
+    /// Takes every response waiting and checks it; returns how many.
+    fn receive(&mut self, ep: &mut Endpoint<'_>) -> usize {
+        let mut n = 0;
+        while let Some(body) = ep.rx(Channel::LinkTest).poll() {
+            n += 1;
+            let Ok(m) = self.decoder.decode(&body) else {
+                continue;
+            };
+            if m.seq >= self.next_seq {
+                self.s.unexpected += 1;
+                continue;
+            }
+            let idx = m.seq as usize;
+            match self.flights.get_mut(idx).and_then(|f| f.take()) {
+                Some((t0, words)) => {
+                    self.in_flight -= 1;
+                    if m.words == test_transform(m.seq, &words) {
+                        self.s.received += 1;
+                        self.rtts.push(t0.elapsed().as_nanos() as u64);
+                        if let Some(a) = self.answered.get_mut(idx) {
+                            *a = true;
+                        }
+                    } else {
+                        self.s.mismatched += 1;
+                        self.s.lost += 1;
+                    }
+                }
+                None if self.answered.get(idx).copied().unwrap_or(false) => self.s.duplicate += 1,
+                None => self.s.unexpected += 1,
+            }
+        }
+        n
+    }
+}
+
+impl<'a> Service<'a> for Driver<'_> {
+    fn name(&self) -> &'static str {
+        "link-test"
+    }
+    fn channel(&self) -> Channel {
+        Channel::LinkTest
+    }
+    fn step(&mut self, ep: &mut Endpoint<'a>, _now_ns: u64, _log: &mut dyn Log) -> Step {
+        if ep.session() != self.session {
+            if self.session != 0 {
+                // The IPU restarted: whatever was in flight to it is lost.
+                self.s.resyncs += 1;
+                self.lose_all();
+            }
+            self.session = ep.session();
+        }
+        let (sent, doorbells) = if ep.is_up() { self.send(ep) } else { (0, 0) };
+        // Receive also after the link went down: whatever is there is this session's.
+        let got = self.receive(ep);
+        Step {
+            work: sent + got,
+            doorbells,
+        }
+    }
+    fn counters(&self) -> (u64, u64) {
+        (self.s.corrupt_so_far(&self.decoder), self.s.received)
+    }
+    fn finished(&self) -> bool {
+        self.s.received + self.s.lost >= self.cfg.messages
+    }
+}
+
+/// Builds this side's endpoint: the primary, or (`cfg.lane`) a lane of the primary another
+/// thread runs, waiting for it to start.
+fn endpoint<'a, L: Link>(
+    link: &'a L,
+    layout: &Layout,
+    cfg: &LinkTestConfig,
+) -> Result<Endpoint<'a>, LinkTestError> {
+    let region = link.region();
+    if !cfg.lane {
+        return Endpoint::primary(
+            region,
+            layout,
+            Side::Host,
+            link.epoch(),
+            &[Channel::LinkTest],
+        )
+        .map_err(LinkTestError::Endpoint);
+    }
     let start = Instant::now();
     loop {
-        let p = ep.poll_link();
-        match p.state {
-            Ok(_) => break,
+        match Endpoint::lane(region, layout, Side::Host, &[Channel::LinkTest]) {
+            Err(EndpointError::NotStarted) if start.elapsed() < cfg.link_up_timeout => {
+                let _ = link.wait(1 << VECTOR_CONTROL, Duration::from_millis(1));
+            }
+            r => return r.map_err(LinkTestError::Endpoint),
+        }
+    }
+}
+
+/// Waits for the IPU to come up on `ep` (rebuilding it if the transport changes meanwhile).
+fn wait_up<'a, L: Link>(
+    link: &'a L,
+    layout: &Layout,
+    cfg: &LinkTestConfig,
+    ep: &mut Endpoint<'a>,
+) -> Result<(), LinkTestError> {
+    let mut generation = link.generation();
+    let start = Instant::now();
+    let mask = (1u32 << VECTOR_CONTROL) | (1u32 << VECTOR_LINK_TEST);
+    loop {
+        match ep.poll_link().state {
+            Ok(_) => return Ok(()),
             Err(d @ Down::VersionMismatch { .. }) => return Err(LinkTestError::NeverUp(d)),
             Err(d) if start.elapsed() > cfg.link_up_timeout => {
                 return Err(LinkTestError::NeverUp(d))
             }
             Err(_) => {}
         }
-        ep.begin_sleep();
         let w = link.wait(mask, Duration::from_millis(1));
-        ep.end_sleep();
         let w = w.map_err(LinkTestError::Link)?;
         if w.changed && link.generation() != generation {
             generation = link.generation();
-            ep = Endpoint::new(region, &layout, Side::Host, link.epoch())
-                .map_err(LinkTestError::Endpoint)?;
+            *ep = endpoint(link, layout, cfg)?;
         }
     }
+}
 
-    let total = cfg.messages as usize;
-    let mut flights: Vec<InFlight> = (0..total).map(|_| InFlight { sent: None }).collect();
-    let mut answered = vec![false; total];
-    let mut in_flight = 0usize;
-    let mut next_seq = 0u64;
-    let mut s = LinkTestSummary::default();
-    let mut decoder = TestDecoder::new(TAG_TEST_RESPONSE);
-    let mut rtts: Vec<u64> = Vec::with_capacity(total);
-    let mut batch: Vec<EntryBody> = Vec::with_capacity(32);
-    let mut idle = 0u32;
-    let mut iter = 0u64;
-    let began = Instant::now();
-    let mut bad_stamp_base = 0u64;
-
-    let lose_all = |flights: &mut Vec<InFlight>, in_flight: &mut usize, s: &mut LinkTestSummary| {
-        for f in flights.iter_mut() {
-            if f.sent.take().is_some() {
-                s.lost += 1;
-            }
-        }
-        *in_flight = 0;
+/// Runs the link test over `link` as the host side: the driver service under the agent
+/// runtime, restarted on a new endpoint whenever the transport re-initialises the region.
+pub fn run<L: Link>(link: &L, cfg: LinkTestConfig) -> Result<LinkTestSummary, LinkTestError> {
+    let region = link.region();
+    let layout = Layout::read(&region).map_err(LinkTestError::Layout)?;
+    let mut ep = endpoint(link, &layout, &cfg)?;
+    wait_up(link, &layout, &cfg, &mut ep)?;
+    let tuning = Tuning {
+        spin_ns: cfg.spin_ns,
+        max_sleep_ns: cfg.sleep.as_nanos() as u64,
+        min_sleep_ns: 0,
+        tick_ns: 1_000_000,
     };
-
-    while s.received + s.lost < cfg.messages {
-        if began.elapsed() > cfg.timeout {
-            s.timed_out = true;
-            break;
-        }
-        iter += 1;
-        let mut progress = false;
-
-        if link.generation() != generation {
+    let mut d = Driver::new(&cfg);
+    let began = Instant::now();
+    let stop = AtomicBool::new(false);
+    let mut bad_stamps = 0;
+    loop {
+        let mut port = HostPort::new(link, began, &stop).with_deadline(began + cfg.timeout);
+        let (exit, rt) = runtime::run(&mut ep, &mut port, &tuning, &mut [&mut d]);
+        d.s.sleeps += rt.sleeps;
+        d.s.wakeups += rt.doorbell_wakeups;
+        d.s.doorbells_sent += rt.doorbells;
+        bad_stamps += ep.rx(Channel::LinkTest).stats().bad_stamp;
+        if exit == Exit::StopRequested && port.transport_changed() && !port.past_deadline() {
             // A new IPU connected to the transport: the region was re-initialised.
-            generation = link.generation();
-            s.bad_stamps += ep.rx(Channel::LinkTest).stats().bad_stamp - bad_stamp_base;
-            ep = Endpoint::new(region, &layout, Side::Host, link.epoch())
-                .map_err(LinkTestError::Endpoint)?;
-            bad_stamp_base = 0;
-            s.resyncs += 1;
-            lose_all(&mut flights, &mut in_flight, &mut s);
-        }
-        let p = ep.poll_link();
-        if p.resynced {
-            s.resyncs += 1;
-            lose_all(&mut flights, &mut in_flight, &mut s);
-        }
-
-        if p.state.is_ok() {
-            // Send.
-            batch.clear();
-            while in_flight + batch.len() < cfg.window
-                && next_seq + (batch.len() as u64) < cfg.messages
-                && batch.len() < batch.capacity()
-            {
-                let seq = next_seq + batch.len() as u64;
-                batch.push(encode_test(
-                    TAG_TEST_REQUEST,
-                    seq,
-                    &request_words(cfg.seed, seq),
-                ));
-            }
-            if let Some(every) = cfg.malformed_every.filter(|&e| e > 0) {
-                // One malformed request ahead of the batch whenever the valid count crosses a
-                // multiple of `every` (while there are still valid requests to send after it).
-                if !batch.is_empty() && next_seq / every > s.injected {
-                    let (n, ring) = ep.send(
-                        Channel::LinkTest,
-                        &[malformed_request(s.injected, cfg.seed)],
-                    );
-                    if n == 1 {
-                        s.injected += 1;
-                    }
-                    if let Some(v) = ring {
-                        link.notify(v).map_err(LinkTestError::Link)?;
-                        s.doorbells_sent += 1;
-                    }
-                }
-            }
-            if !batch.is_empty() {
-                let (n, ring) = ep.send(Channel::LinkTest, &batch);
-                let now = Instant::now();
-                for i in 0..n as u64 {
-                    let seq = next_seq + i;
-                    if let Some(f) = flights.get_mut(seq as usize) {
-                        f.sent = Some((now, request_words(cfg.seed, seq)));
-                    }
-                }
-                next_seq += n as u64;
-                in_flight += n;
-                s.sent += n as u64;
-                if n > 0 {
-                    progress = true;
-                }
-                if let Some(v) = ring {
-                    link.notify(v).map_err(LinkTestError::Link)?;
-                    s.doorbells_sent += 1;
-                }
-            }
-        }
-
-        // Receive (also after the link went down: whatever is there is this session's).
-        while let Some(body) = ep.rx(Channel::LinkTest).poll() {
-            progress = true;
-            let Ok(m) = decoder.decode(&body) else {
-                continue;
-            };
-            let idx = m.seq as usize;
-            if m.seq >= next_seq {
-                s.unexpected += 1;
-                continue;
-            }
-            match flights.get_mut(idx).and_then(|f| f.sent.take()) {
-                Some((t0, words)) => {
-                    in_flight -= 1;
-                    if m.words == test_transform(m.seq, &words) {
-                        s.received += 1;
-                        rtts.push(t0.elapsed().as_nanos() as u64);
-                        if let Some(a) = answered.get_mut(idx) {
-                            *a = true;
-                        }
-                    } else {
-                        s.mismatched += 1;
-                        s.lost += 1;
-                    }
-                }
-                None if answered.get(idx).copied().unwrap_or(false) => s.duplicate += 1,
-                None => s.unexpected += 1,
-            }
-        }
-
-        if iter.is_multiple_of(256) {
-            ep.tick(s.corrupt_so_far(&decoder), s.received);
-        }
-        if progress {
-            idle = 0;
+            d.s.resyncs += 1;
+            d.lose_all();
+            ep = endpoint(link, &layout, &cfg)?;
+            d.session = 0;
             continue;
         }
-        idle += 1;
-        if idle >= cfg.spin {
-            idle = 0;
-            ep.begin_sleep();
-            if !ep.has_work() {
-                let w = link.wait(mask, cfg.sleep);
-                s.sleeps += 1;
-                match w {
-                    Ok(w) if w.vectors != 0 => s.wakeups += 1,
-                    Ok(_) => {}
-                    Err(e) => {
-                        ep.end_sleep();
-                        return Err(LinkTestError::Link(e));
-                    }
-                }
-            }
-            ep.end_sleep();
-            ep.tick(s.corrupt_so_far(&decoder), s.received);
-        } else {
-            std::hint::spin_loop();
-        }
+        d.s.timed_out = exit == Exit::StopRequested;
+        break;
     }
-    lose_all(&mut flights, &mut in_flight, &mut s);
+    d.lose_all();
+    let mut s = finish(d, began.elapsed(), bad_stamps);
+    ep.tick(s.corrupt, s.received);
+    s.ipu_invalid = settle_ipu_invalid(link, &ep, s.injected);
+    if cfg.stop_at_end {
+        ep.stop();
+        // Best effort: a sleeping IPU also notices within its bounded sleep.
+        let _ = link.notify(VECTOR_CONTROL);
+    }
+    Ok(s)
+}
 
-    s.elapsed = began.elapsed();
-    s.decode = decoder.stats;
-    s.bad_stamps += ep.rx(Channel::LinkTest).stats().bad_stamp - bad_stamp_base;
+/// The summary of a finished driver.
+fn finish(d: Driver<'_>, elapsed: Duration, bad_stamps: u64) -> LinkTestSummary {
+    let mut s = d.s;
+    s.elapsed = elapsed;
+    s.decode = d.decoder.stats;
+    s.bad_stamps = bad_stamps;
     s.corrupt = s.decode.invalid() + s.unexpected + s.duplicate + s.mismatched + s.bad_stamps;
-    s.doorbells_sent = s.doorbells_sent.max(ep.stats().doorbells);
     s.msgs_per_sec = s.received as f64 / s.elapsed.as_secs_f64().max(1e-9);
+    let mut rtts = d.rtts;
     rtts.sort_unstable();
     let pct = |q: f64| -> Duration {
         if rtts.is_empty() {
@@ -387,23 +456,21 @@ pub fn run<L: Link>(link: &mut L, cfg: LinkTestConfig) -> Result<LinkTestSummary
     };
     s.rtt_p50 = pct(0.50);
     s.rtt_p99 = pct(0.99);
-    ep.tick(s.corrupt, s.received);
-    // The IPU publishes its invalid-request count with its heartbeat; give it a moment to
-    // publish the final value (bounded; the count is only reported, the caller judges it).
+    s
+}
+
+/// The IPU publishes the link-test lane's invalid-request count with its heartbeat; gives it
+/// a moment to publish the final value (bounded; the count is only reported, the caller
+/// judges it).
+fn settle_ipu_invalid<L: Link>(link: &L, ep: &Endpoint<'_>, injected: u64) -> u64 {
     let settle = Instant::now();
     loop {
-        s.ipu_invalid = ep.peer_status().counters[6];
-        if s.ipu_invalid >= s.injected || settle.elapsed() > Duration::from_millis(500) {
-            break;
+        let invalid = ep.peer_status().lanes[Channel::LinkTest.index()].0;
+        if invalid >= injected || settle.elapsed() > Duration::from_millis(500) {
+            return invalid;
         }
-        let _ = link.wait(mask, Duration::from_millis(5));
+        let _ = link.wait(1 << VECTOR_CONTROL, Duration::from_millis(5));
     }
-    if cfg.stop_at_end {
-        ep.stop();
-        // Best effort: a sleeping IPU also notices within its bounded sleep.
-        let _ = link.notify(VECTOR_CONTROL);
-    }
-    Ok(s)
 }
 
 impl LinkTestSummary {

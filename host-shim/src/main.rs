@@ -8,12 +8,15 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use wave_abi::layout::{DEFAULT_RING_ENTRIES, VECTOR_CONTROL, VECTOR_LINK_TEST, VECTOR_SCHED};
+use std::sync::atomic::AtomicBool;
+
+use wave_abi::layout::DEFAULT_RING_ENTRIES;
 use wave_abi::{Endpoint, Layout, Side};
 use wave_host_shim::ivshmem::{IvshmemServer, ServerConfig};
-use wave_host_shim::link::Link;
+use wave_host_shim::link::{HostPort, Link};
 use wave_host_shim::link_test::{self, LinkTestConfig};
 use wave_policy::registry::PolicyChoice;
+use wave_policy::runtime::{Runtime, Tuning};
 
 #[derive(Parser)]
 #[command(name = "wave-host", version, about = "Wave host shim")]
@@ -203,75 +206,62 @@ fn bind(a: &ServerArgs) -> Result<IvshmemServer, ExitCode> {
     }
 }
 
+/// Keeps the host end of the link alive under the agent runtime (with no service: attach,
+/// resynchronise, heartbeat, sleep on the control vector), printing counters every
+/// `interval`, and starts a new endpoint whenever a new QEMU connects.
 fn serve(server: &IvshmemServer, interval: Duration) -> ExitCode {
     let region = server.region();
     let layout: Layout = *server.layout();
-    let mut generation = u64::MAX;
-    let mut ep: Option<Endpoint<'_>> = None;
-    let mut last_report = Instant::now();
-    let mut last_state = None;
-    let mask = (1 << VECTOR_CONTROL) | (1 << VECTOR_LINK_TEST) | (1 << VECTOR_SCHED);
+    let never = AtomicBool::new(false);
+    let origin = Instant::now();
+    let tuning = Tuning {
+        max_sleep_ns: 100_000_000,
+        ..Tuning::HOST
+    };
     loop {
-        if server.generation() != generation {
-            generation = server.generation();
-            ep = if server.peer_present() {
-                Endpoint::new(region, &layout, Side::Host, server.epoch()).ok()
-            } else {
-                None
-            };
-        }
-        if let Some(ep) = ep.as_mut() {
-            let p = ep.poll_link();
-            if Some(p.state) != last_state {
-                match p.state {
-                    Ok(session) => println!(
-                        "wave-host: link up (host epoch {}, IPU epoch {}, session {session:#010x})",
-                        ep.epoch(),
-                        ep.peer_epoch()
-                    ),
-                    Err(d) => println!("wave-host: link down: {d:?}"),
-                }
-                last_state = Some(p.state);
+        if !server.peer_present() {
+            if let Err(e) = server.service(interval) {
+                eprintln!("wave-host: error: {e}");
+                return ExitCode::FAILURE;
             }
-            if p.resynced {
-                println!(
-                    "wave-host: IPU restarted (epoch {}); link resynchronised",
-                    ep.peer_epoch()
-                );
-            }
-            ep.tick(0, 0);
-            ep.begin_sleep();
+            report(server, None);
+            continue;
         }
-        let w = server.wait(mask, Duration::from_millis(100));
-        if let Some(ep) = ep.as_mut() {
-            ep.end_sleep();
-        }
-        if let Err(e) = w {
-            eprintln!("wave-host: error: {e}");
+        let Ok(mut ep) = Endpoint::new(region, &layout, Side::Host, server.epoch()) else {
+            eprintln!("wave-host: error: the region's layout is unusable");
             return ExitCode::FAILURE;
-        }
-        if last_report.elapsed() >= interval {
-            last_report = Instant::now();
-            let c = server.counters();
-            let peer = ep.as_ref().map(|e| e.peer_status());
-            println!(
-                "wave-host: clients={} refused={} disconnects={} doorbells_in={} doorbells_out={} \
-                 ipu={}",
-                c.clients_accepted,
-                c.clients_refused,
-                c.disconnects,
-                c.doorbells_in,
-                c.doorbells_out,
-                match peer {
-                    Some(s) => format!(
-                        "{:?} epoch={} heartbeat={} counters={:?}",
-                        s.state, s.epoch, s.heartbeat, s.counters
-                    ),
-                    None => "not connected".into(),
-                }
-            );
+        };
+        let mut rt = Runtime::new(tuning);
+        loop {
+            let mut port = HostPort::new(server, origin, &never)
+                .with_log("wave-host")
+                .with_deadline(Instant::now() + interval);
+            rt.run(&mut ep, &mut port, &mut []);
+            report(server, Some(&ep));
+            if port.transport_changed() {
+                break;
+            }
         }
     }
+}
+
+fn report(server: &IvshmemServer, ep: Option<&Endpoint<'_>>) {
+    let c = server.counters();
+    println!(
+        "wave-host: clients={} refused={} disconnects={} doorbells_in={} doorbells_out={} ipu={}",
+        c.clients_accepted,
+        c.clients_refused,
+        c.disconnects,
+        c.doorbells_in,
+        c.doorbells_out,
+        match ep.map(|e| e.peer_status()) {
+            Some(s) => format!(
+                "{:?} epoch={} heartbeat={} counters={:?}",
+                s.state, s.epoch, s.heartbeat, s.counters
+            ),
+            None => "not connected".into(),
+        }
+    );
 }
 
 fn main() -> ExitCode {
@@ -290,7 +280,7 @@ fn main() -> ExitCode {
             messages,
             wait,
         } => {
-            let mut s = match bind(&server) {
+            let s = match bind(&server) {
                 Ok(s) => s,
                 Err(c) => return c,
             };
@@ -308,7 +298,7 @@ fn main() -> ExitCode {
                 link_up_timeout: Duration::from_secs(wait),
                 ..LinkTestConfig::default()
             };
-            match link_test::run(&mut s, cfg) {
+            match link_test::run(&s, cfg) {
                 Ok(sum) => {
                     println!("wave-host: link test: {sum}");
                     if sum.received == messages && sum.corrupt == 0 {

@@ -1,5 +1,5 @@
 //! End-to-end link tests on the host: the real link-test driver against an in-process fake IPU
-//! (a thread running the real `EchoAgent` from `wave-abi` over a shared memfd), including an IPU
+//! (a thread running the real `EchoService` from `wave-policy` over a shared memfd), including an IPU
 //! restart mid-run and a hostile IPU that writes malformed responses between valid ones.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,12 +8,13 @@ use std::thread;
 use std::time::Duration;
 
 use wave_abi::layout::{VECTOR_CONTROL, VECTOR_LINK_TEST};
-use wave_abi::msg::{encode_test, test_transform, EchoAgent, TAG_TEST_RESPONSE};
+use wave_abi::msg::{encode_test, test_transform, TAG_TEST_RESPONSE};
 use wave_abi::ring::EntryBody;
 use wave_abi::{Channel, Endpoint, Layout, Side};
 use wave_host_shim::link::Link;
 use wave_host_shim::link_test::{self, request_words, LinkTestConfig};
 use wave_host_shim::local::LocalLink;
+use wave_policy::echo::EchoService;
 
 #[derive(Clone, Copy, Default)]
 struct Script {
@@ -73,7 +74,7 @@ fn fake_ipu(link: LocalLink, script: Script, stop: Arc<AtomicBool>) -> FakeRepor
     let region = link.region();
     let layout = Layout::read(&region).expect("host wrote a valid layout");
     let mut ep = Endpoint::new(region, &layout, Side::Ipu, link.epoch()).unwrap();
-    let mut agent = EchoAgent::new();
+    let mut agent = EchoService::new();
     let mut report = FakeReport::default();
     let mut was_up = false;
     let mut idle = 0u32;
@@ -84,7 +85,7 @@ fn fake_ipu(link: LocalLink, script: Script, stop: Arc<AtomicBool>) -> FakeRepor
             link.notify(VECTOR_CONTROL).unwrap();
         }
         was_up = up;
-        let (taken, ring) = agent.step(&mut ep);
+        let (taken, ring) = agent.echo(&mut ep);
         if let Some(v) = ring {
             link.notify(v).unwrap();
         }
@@ -107,7 +108,7 @@ fn fake_ipu(link: LocalLink, script: Script, stop: Arc<AtomicBool>) -> FakeRepor
             report.restarts += 1;
             // (the old endpoint is simply abandoned, as a crash would)
             ep = Endpoint::new(region, &layout, Side::Ipu, link.epoch()).unwrap();
-            agent = EchoAgent::new();
+            agent = EchoService::new();
             was_up = false;
             continue;
         }
@@ -138,7 +139,7 @@ fn run_with(
     messages: u64,
     ring_entries: u32,
 ) -> (link_test::LinkTestSummary, FakeReport) {
-    let (mut host, ipu) = LocalLink::pair(Layout::min_size(ring_entries), 4, ring_entries).unwrap();
+    let (host, ipu) = LocalLink::pair(Layout::min_size(ring_entries), 4, ring_entries).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let peer = thread::spawn(move || fake_ipu(ipu, script, stop2));
@@ -147,10 +148,10 @@ fn run_with(
         window: 48,
         timeout: Duration::from_secs(120),
         link_up_timeout: Duration::from_secs(30),
-        spin: 200,
+        spin_ns: 5_000,
         ..LinkTestConfig::default()
     };
-    let summary = link_test::run(&mut host, cfg).expect("link test runs");
+    let summary = link_test::run(&host, cfg).expect("link test runs");
     println!("{summary}");
     stop.store(true, Ordering::Relaxed);
     let report = peer.join().unwrap();

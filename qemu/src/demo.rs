@@ -26,6 +26,8 @@ pub struct DemoOptions {
     pub engine: EngineConfig,
     /// IPU cores (`-smp`); the agent runs on core 0.
     pub ipu_cores: u32,
+    /// `wave.spin_us=` for the IPU agent (firmware default if `None`).
+    pub spin_us: Option<u64>,
     /// GIC version of the board.
     pub gic: u8,
     /// Wall-clock limit for the IPU run (QEMU is killed after it).
@@ -43,6 +45,7 @@ impl Default for DemoOptions {
                 ..EngineConfig::default()
             },
             ipu_cores: 1,
+            spin_us: None,
             gic: 3,
             timeout: Duration::from_secs(180),
             echo: false,
@@ -82,7 +85,7 @@ fn children_cpu_s() -> Option<f64> {
     Some(secs(u.user_time()) + secs(u.system_time()))
 }
 
-/// Runs the engine with the agent on the IPU: the firmware in QEMU with `wave.link=sched`.
+/// Runs the engine with the agent on the IPU: the firmware in QEMU with `wave.services=sched@0`.
 pub fn run_ipu(opts: &DemoOptions, image: &Image) -> Result<DemoRun> {
     let cfg = &opts.engine;
     let vectors = (wave_abi::sched::CPU_VECTOR_BASE as u32 + cfg.cpus).max(4) as u16;
@@ -90,7 +93,9 @@ pub fn run_ipu(opts: &DemoOptions, image: &Image) -> Result<DemoRun> {
         smp: opts.ipu_cores,
         gic: opts.gic,
         timeout: opts.timeout,
-        append: vec!["wave.link=sched".into()],
+        append: std::iter::once("wave.services=sched@0".to_string())
+            .chain(opts.spin_us.map(|us| format!("wave.spin_us={us}")))
+            .collect(),
         echo: opts.echo,
         ..BootConfig::default()
     };

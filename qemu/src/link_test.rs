@@ -2,7 +2,7 @@
 //!
 //! The runner becomes the host: it starts the shim's ivshmem server on a fresh socket (the
 //! server must listen before QEMU starts, which blocks until it gets the shared memory), boots
-//! the firmware with `wave.link=echo` and an `ivshmem-doorbell` device on that socket, runs the
+//! the firmware with `wave.services=echo@0` and an `ivshmem-doorbell` device on that socket, runs the
 //! shim's link-test driver (sequence-numbered, checksummed requests the IPU answers with a
 //! transformed payload, doorbells only for a side that announced it sleeps), then stops its end
 //! of the link so the firmware powers off. Pass means: nothing lost, nothing corrupt, every
@@ -100,7 +100,7 @@ pub fn run_link_test(opts: &LinkTestOptions, image: &Image) -> Result<LinkTestOu
         smp: opts.smp,
         gic: opts.gic,
         timeout: opts.timeout,
-        append: vec!["wave.link=echo".into()],
+        append: vec!["wave.services=echo@0".into()],
         echo: opts.echo,
         ..BootConfig::default()
     };

@@ -125,7 +125,7 @@ fn a_new_ipu_connecting_to_the_same_host_gets_a_new_epoch() {
         );
         assert_eq!(fw.status, BootStatus::Exited(0), "{}", fw.console);
         assert!(
-            fw.console.contains(&format!("host epoch {epoch})")),
+            fw.console.contains(&format!("peer epoch {epoch})")),
             "the IPU saw host epoch {epoch}\n{}",
             fw.console
         );

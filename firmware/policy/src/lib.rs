@@ -3,6 +3,11 @@
 //! Policies have no hardware access; the firmware, the host shim's on-host mode and the
 //! simulator (`wave-sim`) all link the same code. No allocation: capacities are const parameters.
 //!
+//! The agent runtime ([`runtime`]) runs services over one side's endpoint through a narrow
+//! port (notify, wait with a timeout, a clock): the same loop on the IPU, in a host thread and
+//! under virtual time. Services: [`echo`] (link test) and [`sched_service`] (the scheduling
+//! agent of [`agent`]).
+//!
 //! # Scheduling (ghOSt semantics over PCIe, DESIGN.md §6)
 //! The host is authoritative. It reports [`Event`]s (thread state changes carrying the thread's
 //! new sequence number, outcomes of transactions, cpus going to sleep); the policy answers with
@@ -41,10 +46,13 @@
 
 pub mod agent;
 pub mod discipline;
+pub mod echo;
 pub mod fair;
 pub mod fifo;
 pub mod registry;
+pub mod runtime;
 pub mod sched;
+pub mod sched_service;
 pub mod shinjuku;
 pub mod types;
 

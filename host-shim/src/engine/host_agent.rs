@@ -1,20 +1,19 @@
-//! The on-host agent (`--agent host`): `wave_policy::agent::SchedAgent` — the same loop and
-//! policy code the IPU firmware runs — in a dedicated host thread over the IPU end of an
-//! in-process link. It polls while there is work, announces sleep and waits on its vector
-//! (with the policy's next deadline as timeout, at most 1 ms) when idle, rings host CPU
-//! doorbells as the agent asks, and reports its own thread CPU time: the host CPU time the
-//! policy costs when it is not offloaded.
+//! The on-host agent (`--agent host`): the scheduling service (`wave_policy::sched_service`)
+//! under the agent runtime (`wave_policy::runtime`) — the same service, loop and policy code
+//! the IPU firmware runs — in a dedicated host thread over the IPU end of an in-process link,
+//! through a [`HostPort`]. It reports its own thread CPU time: the host CPU time the policy
+//! costs when it is not offloaded.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
-use std::time::Duration;
 
-use wave_abi::layout::{VECTOR_CONTROL, VECTOR_SCHED};
-use wave_abi::sched::{SlotReader, CPU_VECTOR_BASE};
-use wave_abi::{Endpoint, Layout, Side};
+use wave_abi::sched::SlotReader;
+use wave_abi::{Channel, Endpoint, Layout, SharedRegion, Side};
 use wave_policy::agent::SchedAgent;
+use wave_policy::runtime::{self, Log, RuntimeStats, Service, Step, Tuning};
+use wave_policy::sched_service::SchedService;
 
 use super::Clock;
-use crate::link::Link;
+use crate::link::{HostPort, Link};
 use crate::local::LocalLink;
 
 /// What the host sees of the in-process agent: when it wrote each CPU's latest preempt
@@ -59,6 +58,72 @@ pub(super) struct AgentReport {
     pub(super) summary: String,
 }
 
+/// The scheduling service plus what the engine watches: after every step, the time each
+/// CPU's newest preempt request was written (to time request → yield on the engine's clock).
+struct Observed<'a, 'v> {
+    inner: SchedService<'a>,
+    region: SharedRegion<'a>,
+    layout: Layout,
+    view: &'v AgentShared,
+    clock: Clock,
+    reader: Option<(u32, SlotReader<'a>)>,
+    last_gen: Vec<u64>,
+    last_preempts: u64,
+}
+
+impl<'a> Observed<'a, '_> {
+    fn observe(&mut self) {
+        let Some(agent) = self.inner.agent() else {
+            return;
+        };
+        let preempts = agent.stats().preempts;
+        if preempts == self.last_preempts {
+            return;
+        }
+        self.last_preempts = preempts;
+        let n = agent.config().n_cpus;
+        let session = agent.session();
+        if self.reader.as_ref().is_none_or(|(s, _)| *s != session) {
+            self.reader = SlotReader::new(&self.region, &self.layout, n, session)
+                .ok()
+                .map(|r| (session, r));
+            self.last_gen = vec![0; n as usize];
+        }
+        let Some((_, reader)) = &self.reader else {
+            return;
+        };
+        let t = self.clock.now_ns();
+        for cpu in 0..n {
+            if let Some(req) = reader.preempt(cpu, self.last_gen[cpu as usize]) {
+                self.last_gen[cpu as usize] = req.generation;
+                self.view.note_written(cpu, req.generation, t);
+            }
+        }
+    }
+}
+
+impl<'a> Service<'a> for Observed<'a, '_> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn channel(&self) -> Channel {
+        self.inner.channel()
+    }
+    fn step(&mut self, ep: &mut Endpoint<'a>, now_ns: u64, log: &mut dyn Log) -> Step {
+        let r = self.inner.step(ep, now_ns, log);
+        self.observe();
+        r
+    }
+    fn counters(&self) -> (u64, u64) {
+        self.inner.counters()
+    }
+    fn deadline_ns(&self, now_ns: u64) -> Option<u64> {
+        self.inner.deadline_ns(now_ns)
+    }
+}
+
+/// Runs the scheduling service under the agent runtime (the same loop the IPU runs) over the
+/// IPU end of `ipu` until `stop` is set.
 pub(super) fn run(
     ipu: &LocalLink,
     stop: &AtomicBool,
@@ -75,101 +140,52 @@ pub(super) fn run(
     let cpu0 = super::thread_cpu_ns();
     let region = ipu.region();
     let layout = Layout::read(&region).map_err(|e| e.to_string())?;
-    let bells = ipu.doorbells().ok_or("no doorbells")?;
     let mut ep =
         Endpoint::new(region, &layout, Side::Ipu, ipu.epoch()).map_err(|e| format!("{e:?}"))?;
-    let mask = 1u32 << VECTOR_CONTROL | 1 << VECTOR_SCHED;
-    while ep.poll_link().state.is_err() {
-        if stop.load(Acquire) {
-            return Err("stopped before the link came up".into());
-        }
-        let _ = bells.wait(mask, Duration::from_millis(1));
-    }
-    let mut agent: SchedAgent<'_> =
-        SchedAgent::new(&region, &layout, ep.session()).map_err(|e| e.to_string())?;
-    let n_cpus = agent.config().n_cpus;
-    let reader =
-        SlotReader::new(&region, &layout, n_cpus, ep.session()).map_err(|e| e.to_string())?;
-    let mut last_gen = vec![0u64; n_cpus as usize];
-    let mut last_preempts = 0u64;
-    let mut idle = 0u32;
-    let mut last_tick = clock.now_ns();
-    let mut sleeps = 0u64;
-    while !stop.load(Acquire) {
-        ep.poll_link();
-        let now = clock.now_ns();
-        let r = agent.step(&mut ep, now);
-        let mut rc = r.ring_cpus;
-        while rc != 0 {
-            let c = rc.trailing_zeros();
-            rc &= rc - 1;
-            let _ = bells.notify(CPU_VECTOR_BASE + c as u16);
-        }
-        let st = agent.stats();
-        if st.preempts != last_preempts {
-            last_preempts = st.preempts;
-            let t = clock.now_ns();
-            for cpu in 0..n_cpus {
-                if let Some(req) = reader.preempt(cpu, last_gen[cpu as usize]) {
-                    last_gen[cpu as usize] = req.generation;
-                    view.note_written(cpu, req.generation, t);
-                }
-            }
-        }
-        if now - last_tick > 10_000_000 {
-            last_tick = now;
-            ep.tick(st.decode.invalid(), st.prestages);
-        }
-        if r.events + r.invalid + r.decisions > 0 {
-            idle = 0;
-            continue;
-        }
-        idle += 1;
-        if idle < 64 {
-            std::hint::spin_loop();
-            continue;
-        }
-        let now = clock.now_ns();
-        let timeout = agent
-            .next_deadline(now)
-            .map_or(1_000_000, |d| d.saturating_sub(now))
-            .min(1_000_000);
-        if timeout < 5_000 {
-            continue;
-        }
-        ep.begin_sleep();
-        if ep.has_work() {
-            ep.end_sleep();
-            continue;
-        }
-        sleeps += 1;
-        let _ = bells.wait(mask, Duration::from_nanos(timeout));
-        ep.end_sleep();
-    }
+    let mut svc = Observed {
+        inner: SchedService::new(region, layout),
+        region,
+        layout,
+        view,
+        clock,
+        reader: None,
+        last_gen: Vec::new(),
+        last_preempts: 0,
+    };
+    let mut port = HostPort::new(ipu, clock.0, stop);
+    let (_, rt) = runtime::run(&mut ep, &mut port, &Tuning::HOST, &mut [&mut svc]);
+    let agent = svc
+        .inner
+        .agent()
+        .ok_or("the agent never started (no session configuration)")?;
+    Ok(AgentReport {
+        cpu_ns: super::thread_cpu_ns().saturating_sub(cpu0),
+        summary: summary(agent, &rt),
+    })
+}
+
+fn summary(agent: &SchedAgent<'_>, rt: &RuntimeStats) -> String {
     let st = agent.stats();
     let ps = *agent.policy().stats();
     let inv = agent.policy().check_invariants();
-    Ok(AgentReport {
-        cpu_ns: super::thread_cpu_ns().saturating_sub(cpu0),
-        summary: format!(
-            "policy {}: events {} (invalid {}), prestages {}, aborts {}, preempts {}, doorbells {}, sleeps {}, committed {}, stale {}, steals {}, slice preempts {}, queue max {}, policy invariants {}",
-            agent.policy().name(),
-            st.decode.ok,
-            st.decode.invalid(),
-            st.prestages,
-            st.aborts,
-            st.preempts,
-            st.doorbells,
-            sleeps,
-            ps.txn_committed,
-            ps.txn_failed_stale,
-            ps.steals,
-            ps.slice_preempts,
-            ps.queue_max,
-            match inv {
-                Ok(()) => "ok".to_string(),
-                Err(e) => format!("VIOLATED: {e}"),
-            }
-        ),
-    })
+    format!(
+        "policy {}: events {} (invalid {}), prestages {}, aborts {}, preempts {}, doorbells {}, sleeps {}, committed {}, stale {}, steals {}, slice preempts {}, queue max {}, policy invariants {}",
+        agent.policy().name(),
+        st.decode.ok,
+        st.decode.invalid(),
+        st.prestages,
+        st.aborts,
+        st.preempts,
+        st.doorbells,
+        rt.sleeps,
+        ps.txn_committed,
+        ps.txn_failed_stale,
+        ps.steals,
+        ps.slice_preempts,
+        ps.queue_max,
+        match inv {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("VIOLATED: {e}"),
+        }
+    )
 }

@@ -4,8 +4,9 @@
 //!
 //! Three agent modes share one workload and one offered load (see `docs/engine.md`):
 //! - [`run_ipu`]: the agent runs on the IPU (firmware in QEMU) at the other end of `link`;
-//! - [`run_host`]: the same agent code (`wave_policy::agent::SchedAgent`) in a host thread over
-//!   an in-process [`crate::local::LocalLink`]; its CPU time is reported;
+//! - [`run_host`]: the same scheduling service under the same agent runtime
+//!   (`wave_policy::sched_service`, `wave_policy::runtime`) in a host thread over an in-process
+//!   [`crate::local::LocalLink`]; its CPU time is reported;
 //! - [`run_linux`]: no shim, the handlers are plain OS threads scheduled by Linux.
 //!
 //! Modules: [`hist`] (lock-free latency histogram), [`workload`] (table, requests, arrivals),
@@ -185,7 +186,9 @@ const SCAN_MIN_KEYS: usize = 4096;
 /// Runs the engine against an agent at the other end of `link` (the IPU: pass the
 /// `IvshmemServer` once QEMU is connected). The link needs `3 + cfg.cpus` doorbell vectors;
 /// the caller's thread services the link (it calls `link.wait` on the control vector) while
-/// worker threads use [`Link::doorbells`].
+/// worker threads wait on their own CPU vectors through the same `link` (it is `Sync`). The
+/// engine is the host's primary endpoint for the scheduling channel only, so another thread
+/// may run the link test over the same region as a lane at the same time.
 pub fn run_ipu<L: Link>(link: &L, cfg: &EngineConfig) -> Result<EngineResults, EngineError> {
     cfg.validate()?;
     runtime::run_shim(link, cfg, AgentMode::Ipu, None)

@@ -12,7 +12,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use corosensei::stack::DefaultStack;
@@ -29,7 +29,7 @@ use super::host_agent::{self, AgentShared};
 use super::results::EngineResults;
 use super::workload::{Kind, Request, Table, Work};
 use super::{AgentMode, Clock, EngineConfig, EngineError};
-use crate::link::{Doorbells, Link};
+use crate::link::Link;
 use crate::local::LocalLink;
 use crate::sched::{ClaimOutcome, CpuCursor, Mechanism, ThreadSlot, ThreadState};
 
@@ -136,7 +136,7 @@ pub(super) struct Shared<'a> {
     mech: Mechanism<'a>,
     slots: SlotReader<'a>,
     funnel: Mutex<Funnel<'a>>,
-    bells: Arc<dyn Doorbells>,
+    bells: &'a dyn Link,
     dispatch: Mutex<Dispatch>,
     mail: Vec<Mutex<Option<Request>>>,
     owner: Vec<AtomicU32>,
@@ -441,8 +441,8 @@ impl<'a> Shared<'a> {
                 });
                 continue; // look at the slot once more before sleeping
             }
-            if let Ok(v) = self.bells.wait(mask, Duration::from_millis(1)) {
-                if v & mask != 0 {
+            if let Ok(w) = self.bells.wait(mask, Duration::from_millis(1)) {
+                if w.vectors & mask != 0 {
                     self.c.doorbells_to_cpus.fetch_add(1, Relaxed);
                 }
             }
@@ -520,16 +520,19 @@ pub(super) fn run_shim<L: Link>(
     let wall = Instant::now();
     let region = link.region();
     let layout = Layout::read(&region).map_err(|e| EngineError::Link(e.to_string()))?;
-    let bells = link
-        .doorbells()
-        .ok_or_else(|| EngineError::Link("the link has no peer doorbells yet".into()))?;
+    if !link.peer_present() {
+        return Err(EngineError::Link("the link has no peer yet".into()));
+    }
+    let bells: &dyn Link = link;
     let sched_cfg = SchedConfig {
         n_cpus: cfg.cpus,
         n_threads: cfg.handlers,
         policy: cfg.policy.info.id,
         params: cfg.policy.params,
     };
-    let mut ep = Endpoint::new(region, &layout, Side::Host, link.epoch())
+    // The engine owns the host's status block but serves only the scheduling channel: another
+    // host thread may run the link test over the same region as a lane.
+    let mut ep = Endpoint::primary(region, &layout, Side::Host, link.epoch(), &[Channel::Sched])
         .map_err(|e| EngineError::Link(format!("{e:?}")))?;
     sched_cfg
         .publish(&region, &layout, ep.epoch() as u64)

@@ -87,9 +87,12 @@ pub struct DemoArgs {
     /// Share of RANGE requests in percent.
     #[arg(long, default_value_t = 0.5, value_name = "PCT")]
     pub range_pct: f64,
-    /// IPU cores (-smp); the agent runs on core 0.
+    /// IPU cores (-smp); the agent runs on core 0, the others sleep in WFI.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub ipu_cores: u32,
+    /// Idle time the IPU agent polls before it sleeps on its doorbell (firmware default 20).
+    #[arg(long, value_name = "US")]
+    pub spin_us: Option<u64>,
     /// GIC version of the virt board.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
     pub gic: u8,

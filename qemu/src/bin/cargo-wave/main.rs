@@ -122,6 +122,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         agents,
         engine,
         ipu_cores: args.ipu_cores,
+        spin_us: args.spin_us,
         gic: args.gic,
         echo: args.console,
         ..Default::default()
