@@ -36,6 +36,7 @@
 
 pub mod agent;
 pub mod fifo;
+pub mod mem;
 pub mod sched;
 pub mod shinjuku;
 #[cfg(any(test, feature = "sim"))]
