@@ -15,7 +15,7 @@
 //! use wave_policy::Seq;
 //! let cfg = MemConfig { n_regions: 4, min_threshold: 1, ..MemConfig::default() };
 //! let mut policy = MemPolicy::<4>::new(cfg).unwrap();
-//! let mut out: Vec<MemDecision> = Vec::new();
+//! let mut out: heapless::Vec<MemDecision, 16> = heapless::Vec::new();
 //! // interval 1: region 0 was written; the others were not touched
 //! policy.on_record(RegionRecord::touched(RegionId(0), Seq(1), false, true));
 //! policy.end_interval(&mut out);
