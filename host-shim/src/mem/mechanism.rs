@@ -454,3 +454,15 @@ pub fn far_tier_available() -> bool {
         f.len() >= 4 && f[2].parse::<u64>().unwrap_or(0) > f[3].parse::<u64>().unwrap_or(u64::MAX)
     })
 }
+
+/// A growable decision sink for the host side (`wave-policy` implements `MemSink` for `Vec`
+/// only with its `std` feature, which this crate does not enable).
+#[derive(Default, Debug)]
+pub struct DecisionVec(pub Vec<MemDecision>);
+
+impl wave_policy::mem::MemSink for DecisionVec {
+    fn try_push(&mut self, d: MemDecision) -> bool {
+        self.0.push(d);
+        true
+    }
+}

@@ -7,6 +7,9 @@
 
 mod area;
 mod far;
+pub mod kv;
+#[cfg(test)]
+mod kv_tests;
 mod mechanism;
 mod sys;
 #[cfg(test)]
@@ -14,4 +17,4 @@ mod tests;
 
 pub use area::{managed_area, AreaConfig, AreaMemory, DEFAULT_REGION_BYTES, PAGE};
 pub use far::{ZramStat, ZramSwap};
-pub use mechanism::{far_tier_available, MechStats, Mechanism};
+pub use mechanism::{far_tier_available, DecisionVec, MechStats, Mechanism};

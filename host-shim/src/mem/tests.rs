@@ -13,14 +13,14 @@ use super::*;
 const MIB: usize = 1 << 20;
 
 /// zram0 and the swap list are machine-wide: one test at a time uses them.
-static SWAP: Mutex<()> = Mutex::new(());
+pub(super) static SWAP: Mutex<()> = Mutex::new(());
 
-fn swap_lock() -> MutexGuard<'static, ()> {
+pub(super) fn swap_lock() -> MutexGuard<'static, ()> {
     SWAP.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A zram far tier for the test, or `None` with the reason printed (not root, zram busy).
-fn zram(bytes: u64) -> Option<ZramSwap> {
+pub(super) fn zram(bytes: u64) -> Option<ZramSwap> {
     match ZramSwap::setup(bytes) {
         Ok(z) => Some(z),
         Err(e) => {

@@ -1,0 +1,192 @@
+//! Tests of the key-value workload, and of the whole host-side loop on real memory: workload,
+//! mechanism (write sets, zram reclaim, fault-back) and the memory policy together.
+
+use std::time::Instant;
+
+use wave_policy::mem::{MemConfig, MemPolicy, RegionId, Tier};
+
+use super::kv::{KvLoad, KvLoadConfig, KvStore, Zipf, SLOT};
+use super::tests::{swap_lock, zram};
+use super::{managed_area, AreaConfig, DecisionVec, DEFAULT_REGION_BYTES};
+use crate::engine::workload::Rng;
+
+const MIB: usize = 1 << 20;
+
+#[test]
+fn values_round_trip_and_corruption_is_counted() {
+    let mut kv = KvStore::new(vec![0u8; 64 * SLOT]);
+    assert_eq!(kv.keys(), 64);
+    assert_eq!(kv.get(3), Some(0));
+    assert_eq!(kv.put(3), Some(1));
+    assert_eq!(kv.put(3), Some(2));
+    assert_eq!(kv.get(3), Some(2));
+    assert_eq!(kv.get(64), None, "out of range: not a checksum failure");
+    assert_eq!(kv.checksum_failures, 0);
+    kv.storage_mut()[5 * SLOT + 77] ^= 1; // one flipped bit in a value
+    assert_eq!(kv.get(5), None);
+    kv.storage_mut()[6 * SLOT] ^= 1; // the key field
+    assert_eq!(kv.get(6), None);
+    assert_eq!(kv.put(5), None, "a put does not paper over corruption");
+    assert_eq!(kv.checksum_failures, 3);
+}
+
+#[test]
+fn zipf_is_skewed_and_in_range() {
+    let z = Zipf::new(100_000, 0.99);
+    let mut rng = Rng::new(7);
+    let mut top = 0;
+    let mut counts = [0u32; 4];
+    for _ in 0..100_000 {
+        let r = z.sample(&mut rng);
+        assert!(r < 100_000);
+        top += (r < 1000) as u32;
+        if r < 4 {
+            counts[r as usize] += 1;
+        }
+    }
+    // theta 0.99 over 1e5 ranks: the top 1% of ranks get about 58% of samples
+    assert!((50_000..66_000).contains(&top), "top 1% got {top}");
+    assert!(counts[0] > counts[1] && counts[1] > counts[3], "{counts:?}");
+}
+
+/// Regions (of 2 MiB) that `n` operations touch.
+fn touched_regions(load: &mut KvLoad, n: usize) -> Vec<usize> {
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..n {
+        let (k, _) = load.next_op();
+        seen.insert(KvStore::<Vec<u8>>::offset(k) / DEFAULT_REGION_BYTES);
+    }
+    seen.into_iter().collect()
+}
+
+#[test]
+fn hot_set_is_laid_out_in_whole_regions_and_moves() {
+    let keys = (32 * MIB / SLOT) as u64; // 16 regions
+    let cfg = KvLoadConfig {
+        cold_fraction: 0.0,
+        ..KvLoadConfig::default()
+    };
+    let mut load = KvLoad::new(cfg, keys);
+    assert_eq!(load.hot_keys(), keys / 4);
+    assert_eq!(touched_regions(&mut load, 50_000), vec![12, 13, 14, 15]);
+    load.move_hot_set();
+    assert_eq!(load.hot_window(), (keys / 2, keys * 3 / 4 - 1));
+    assert_eq!(touched_regions(&mut load, 50_000), vec![8, 9, 10, 11]);
+    // cold reads reach the rest of the table, rarely
+    let cfg = KvLoadConfig {
+        cold_fraction: 0.01,
+        put_fraction: 0.0,
+        ..cfg
+    };
+    let mut load = KvLoad::new(cfg, keys);
+    assert_eq!(touched_regions(&mut load, 50_000).len(), 16);
+}
+
+#[test]
+fn open_loop_serves_on_schedule_and_records_latency() {
+    let mut kv = KvStore::new(vec![0u8; 4096 * SLOT]);
+    let cfg = KvLoadConfig {
+        rate_per_s: 1e6,
+        ..KvLoadConfig::default()
+    };
+    let mut load = KvLoad::new(cfg, kv.keys());
+    let t0 = Instant::now();
+    let now = || t0.elapsed().as_nanos() as u64;
+    let n = load.serve_until(&mut kv, 20_000_000, now); // 20 ms at 1 M/s
+    assert!(
+        (18_000..22_000).contains(&n),
+        "{n} arrivals in 20 ms at 1 M/s"
+    );
+    assert!(
+        t0.elapsed().as_millis() >= 19,
+        "open loop waits for arrivals"
+    );
+    assert_eq!(load.get_latency.count() + load.put_latency.count(), n);
+    assert!(load.put_latency.count() > 0);
+    assert_eq!(kv.checksum_failures, 0);
+}
+
+/// The host-side loop: workload, scan, policy, decisions, outcomes; real zram.
+#[test]
+fn policy_and_mechanism_manage_the_kv_table_with_intact_data() {
+    let _g = swap_lock();
+    let Some(_z) = zram(64 << 20) else { return };
+    let (mem, mut mech) = managed_area(AreaConfig {
+        bytes: 32 * MIB,
+        ..AreaConfig::default()
+    })
+    .unwrap();
+    let mut kv = KvStore::new(mem);
+    let cfg = KvLoadConfig {
+        cold_fraction: 0.0,
+        rate_per_s: 2e6,
+        ..KvLoadConfig::default()
+    };
+    let mut load = KvLoad::new(cfg, kv.keys());
+    let pcfg = MemConfig {
+        n_regions: 16,
+        intervals_per_minute: 10,
+        slo_ppm_per_minute: 1_000_000,
+        ..MemConfig::default()
+    };
+    let mut policy = MemPolicy::<16>::new(pcfg).unwrap();
+    let t0 = Instant::now();
+    let now = || t0.elapsed().as_nanos() as u64;
+    let (mut recs, mut ds) = (Vec::new(), DecisionVec::default());
+    let mut interval =
+        |kv: &mut KvStore<_>, load: &mut KvLoad, policy: &mut MemPolicy<16>, i: u64| {
+            load.serve_until(kv, (i + 1) * 2_000_000, now);
+            recs.clear();
+            mech.scan(&mut recs).unwrap();
+            recs.iter().for_each(|r| policy.on_record(*r));
+            ds.0.clear();
+            policy.end_interval(&mut ds);
+            for d in &ds.0 {
+                policy.on_outcome(mech.apply(*d));
+            }
+            policy.check_invariants().unwrap();
+            (
+                mech.region_tier(RegionId(10)).unwrap(),
+                mech.region_tier(RegionId(14)).unwrap(),
+                *mech.stats(),
+            )
+        };
+    let mut i = 0;
+    for _ in 0..20 {
+        interval(&mut kv, &mut load, &mut policy, i);
+        i += 1;
+    }
+    assert_eq!(
+        policy.far_regions(),
+        12,
+        "everything but the 4 hot regions reclaimed"
+    );
+    load.move_hot_set();
+    let mut last = None;
+    for _ in 0..20 {
+        last = Some(interval(&mut kv, &mut load, &mut policy, i));
+        i += 1;
+    }
+    let (new_hot, old_hot, stats) = last.unwrap();
+    assert_eq!(
+        (new_hot, old_hot),
+        (Tier::Near, Tier::Far),
+        "the hot set moved and memory followed"
+    );
+    assert!(
+        policy.stats().promotions >= 4,
+        "the new hot regions were promoted"
+    );
+    assert!(
+        stats.committed[0] >= 16 && stats.committed[1] >= 4,
+        "{stats:?}"
+    );
+    assert_eq!(kv.checksum_failures, 0);
+    for k in (0..kv.keys()).step_by(97) {
+        assert!(kv.get(k).is_some());
+    }
+    assert_eq!(
+        kv.checksum_failures, 0,
+        "every value intact after reclaim and fault-back"
+    );
+}
