@@ -300,3 +300,39 @@ fn measure_scan_cost_per_gib() {
         );
     }
 }
+
+/// Measures the fault-in latency of pages reclaimed to zram, one read per page (`-- --ignored
+/// --nocapture`). Prints, never gates.
+#[test]
+#[ignore]
+fn measure_fault_in_latency() {
+    let _g = swap_lock();
+    let Some(_z) = zram(128 << 20) else { return };
+    let (mut mem, mut m) = area(64);
+    fill(&mut mem, 6);
+    scan(&mut m);
+    let t0 = Instant::now();
+    for r in 0..32 {
+        assert_eq!(m.apply(dec(&m, r, reclaim)).kind, OutcomeKind::Committed);
+    }
+    eprintln!(
+        "reclaim of 64 MiB: {:?} ({:?} per page)",
+        t0.elapsed(),
+        t0.elapsed() / (32 * 512)
+    );
+    let mut lat: Vec<u64> = Vec::with_capacity(32 * 512);
+    for p in (0..64 * MIB).step_by(PAGE) {
+        let t = Instant::now();
+        std::hint::black_box(mem.as_slice()[p]);
+        lat.push(t.elapsed().as_nanos() as u64);
+    }
+    lat.sort_unstable();
+    let q = |f: f64| lat[((lat.len() - 1) as f64 * f) as usize];
+    eprintln!(
+        "fault-in per page: p50 {} ns, p99 {} ns, max {} ns",
+        q(0.5),
+        q(0.99),
+        q(1.0)
+    );
+    assert_eq!(check(&mem, 6), 0);
+}
