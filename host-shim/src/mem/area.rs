@@ -23,6 +23,10 @@ pub struct AreaConfig {
     /// Intervals a collapsed region stays out of write tracking (tracking write-protects
     /// pages, and the first write to a write-protected huge page splits it).
     pub collapse_lease: u32,
+    /// Pages per region per interval sampled for reads by userfaultfd faults (0: off; then
+    /// reads of resident regions are not seen). With sampling on, the area is populated
+    /// (written with zeros) when it is created.
+    pub read_samples: u32,
 }
 
 impl Default for AreaConfig {
@@ -31,6 +35,7 @@ impl Default for AreaConfig {
             bytes: 1 << 30,
             region_bytes: DEFAULT_REGION_BYTES,
             collapse_lease: 8,
+            read_samples: 1,
         }
     }
 }

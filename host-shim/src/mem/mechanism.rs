@@ -16,6 +16,7 @@ use wave_policy::mem::{
 use wave_policy::Seq;
 
 use super::area::{AreaConfig, Mapping, PAGE};
+use super::sampler::Sampler;
 use super::sys::{self, PageRegion, PmScanArg};
 
 /// One region as the host knows it (the host is authoritative).
@@ -55,18 +56,47 @@ pub struct MechStats {
     pub pages_out: u64,
     /// Wall time spent applying decisions, ns.
     pub apply_ns: u64,
+    /// Read-sample faults handled (a sampled page was touched).
+    pub sample_faults: u64,
+    /// Sampler handler errors (a sample could not be put back at fault time; retried).
+    pub sampler_errors: u64,
 }
 
 /// The mechanism's handle on a managed area.
 pub struct Mechanism {
+    /// First field: dropped first, so sampled pages go home while the area is still mapped.
+    sampler: Option<Sampler>,
     map: Arc<Mapping>,
     cfg: AreaConfig,
-    uffd: OwnedFd,
+    uffd: Arc<OwnedFd>,
     pagemap: OwnedFd,
+    reg_mode: u64,
     regions: Vec<RegionState>,
     buf: Vec<PageRegion>,
     interval: u64,
     stats: MechStats,
+}
+
+/// A userfaultfd with async write-protect (and `UFFDIO_MOVE` when sampling reads).
+fn open_uffd(sampling: bool) -> io::Result<OwnedFd> {
+    let uffd =
+        sys::userfaultfd().map_err(|e| os_err("userfaultfd (needs CONFIG_USERFAULTFD)", e))?;
+    let mut features = sys::UFFD_FEATURE_WP_ASYNC | sys::UFFD_FEATURE_WP_UNPOPULATED;
+    if sampling {
+        features |= sys::UFFD_FEATURE_MOVE;
+    }
+    let mut api = sys::UffdioApi {
+        api: sys::UFFD_API,
+        features,
+        ioctls: 0,
+    };
+    sys::ioctl(&uffd, sys::UFFDIO_API, &mut api).map_err(|e| {
+        os_err(
+            "UFFDIO_API with WP_ASYNC (Linux 6.7+) and MOVE if sampling (6.8+)",
+            e,
+        )
+    })?;
+    Ok(uffd)
 }
 
 fn os_err(what: &str, e: io::Error) -> io::Error {
@@ -75,29 +105,35 @@ fn os_err(what: &str, e: io::Error) -> io::Error {
 
 impl Mechanism {
     pub(super) fn new(map: Arc<Mapping>, cfg: AreaConfig) -> io::Result<Mechanism> {
-        let uffd =
-            sys::userfaultfd().map_err(|e| os_err("userfaultfd (needs CONFIG_USERFAULTFD)", e))?;
-        let want = sys::UFFD_FEATURE_WP_ASYNC | sys::UFFD_FEATURE_WP_UNPOPULATED;
-        let mut api = sys::UffdioApi {
-            api: sys::UFFD_API,
-            features: want,
-            ioctls: 0,
-        };
-        sys::ioctl(&uffd, sys::UFFDIO_API, &mut api)
-            .map_err(|e| os_err("UFFDIO_API with WP_ASYNC (needs Linux 6.7+)", e))?;
+        let sampling = cfg.read_samples > 0;
+        let uffd = Arc::new(open_uffd(sampling)?);
         let pagemap: OwnedFd = File::open("/proc/self/pagemap")?.into();
+        let mut reg_mode = sys::UFFDIO_REGISTER_MODE_WP;
+        if sampling {
+            // sampled pages fault as MISSING; populate first so nothing else does
+            sys::madvise(map.addr, map.len, libc::MADV_POPULATE_WRITE)
+                .map_err(|e| os_err("populating the area for read sampling", e))?;
+            reg_mode |= sys::UFFDIO_REGISTER_MODE_MISSING;
+        }
         let n = map.len / cfg.region_bytes;
         let mut m = Mechanism {
             map,
             cfg,
             uffd,
             pagemap,
+            sampler: None,
+            reg_mode,
             regions: vec![RegionState::default(); n],
             buf: vec![PageRegion::default(); 512],
             interval: 0,
             stats: MechStats::default(),
         };
         m.track(0, m.map.len)?;
+        if sampling {
+            let (base, len, rb) = (m.map.addr, m.map.len, cfg.region_bytes);
+            let s = Sampler::new(m.uffd.clone(), base, len, rb, cfg.read_samples as usize);
+            m.sampler = Some(s.map_err(|e| os_err("read sampler (stash, handler thread)", e))?);
+        }
         Ok(m)
     }
 
@@ -144,7 +180,7 @@ impl Mechanism {
         };
         let mut reg = sys::UffdioRegister {
             range,
-            mode: sys::UFFDIO_REGISTER_MODE_WP,
+            mode: self.reg_mode,
             ioctls: 0,
         };
         sys::ioctl(&self.uffd, sys::UFFDIO_REGISTER, &mut reg)
@@ -220,32 +256,53 @@ impl Mechanism {
     pub fn scan(&mut self, out: &mut Vec<RegionRecord>) -> io::Result<usize> {
         let t0 = Instant::now();
         self.interval += 1;
+        if let Some(s) = &self.sampler {
+            s.restore(None)?; // untouched samples home (write-protected: not a write)
+        }
         self.scan_writes()?;
         self.scan_far()?;
         self.end_leases()?;
+        let n = self.collect_records(out);
+        if let Some(s) = &self.sampler {
+            let regions = &self.regions;
+            s.arm(
+                |r| !regions[r].far && regions[r].huge_until.is_none(),
+                self.interval,
+            );
+            (self.stats.sample_faults, self.stats.sampler_errors) = s.counts();
+        }
+        self.stats.scans += 1;
+        self.stats.records += n as u64;
+        self.stats.scan_ns += t0.elapsed().as_nanos() as u64;
+        Ok(n)
+    }
+
+    /// One record per region touched in the interval (bumping its sequence number).
+    fn collect_records(&mut self, out: &mut Vec<RegionRecord>) -> usize {
         let mut n = 0;
         for (i, r) in self.regions.iter_mut().enumerate() {
             if r.huge_until.is_some() {
                 r.read = true; // out of tracking while leased: assumed hot (see docs/memory.md)
             }
+            if self.sampler.as_ref().is_some_and(|s| s.take_touched(i)) {
+                r.read = true;
+            }
             if r.read || r.written {
                 r.seq = r.seq.wrapping_add(1);
                 let tier = if r.far { Tier::Far } else { Tier::Near };
+                let (read, written) = (r.read, r.written);
                 out.push(RegionRecord {
                     region: RegionId(i as u32),
                     seq: Seq(r.seq),
-                    read: r.read,
-                    written: r.written,
+                    read,
+                    written,
                     tier,
                 });
                 (r.read, r.written) = (false, false);
                 n += 1;
             }
         }
-        self.stats.scans += 1;
-        self.stats.records += n as u64;
-        self.stats.scan_ns += t0.elapsed().as_nanos() as u64;
-        Ok(n)
+        n
     }
 
     /// The write-set pass over every run of tracked (not leased) regions.
@@ -360,6 +417,9 @@ impl Mechanism {
     }
 
     fn transact(&mut self, action: MemAction, i: usize) -> io::Result<OutcomeKind> {
+        if let Some(s) = &self.sampler {
+            s.restore(Some(i))?; // sampled pages go with the region (and before untracking)
+        }
         let (addr, len) = self.span(i);
         let far = self.regions[i].far;
         match action {

@@ -11,6 +11,9 @@ pub mod kv;
 #[cfg(test)]
 mod kv_tests;
 mod mechanism;
+mod sampler;
+#[cfg(test)]
+mod sampler_tests;
 mod sys;
 #[cfg(test)]
 mod tests;

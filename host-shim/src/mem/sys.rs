@@ -22,6 +22,14 @@ pub const UFFD_USER_MODE_ONLY: libc::c_int = 1;
 pub const UFFD_FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
 /// `UFFD_FEATURE_WP_ASYNC` (1 << 15): the kernel resolves WP faults itself (no handler).
 pub const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
+/// `UFFD_FEATURE_MOVE` (1 << 16): `UFFDIO_MOVE` (Linux 6.8+).
+pub const UFFD_FEATURE_MOVE: u64 = 1 << 16;
+/// `UFFDIO_REGISTER_MODE_MISSING`.
+pub const UFFDIO_REGISTER_MODE_MISSING: u64 = 1 << 0;
+/// `UFFDIO_COPY_MODE_WP`: install the copied page write-protected.
+pub const UFFDIO_COPY_MODE_WP: u64 = 1 << 1;
+/// `UFFD_EVENT_PAGEFAULT` (`uffd_msg.event`).
+pub const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
 /// `UFFDIO_REGISTER_MODE_WP`.
 pub const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
 
@@ -51,6 +59,41 @@ pub struct UffdioRegister {
     pub ioctls: u64,
 }
 
+/// `struct uffdio_copy` (`copy` is the kernel's result: bytes copied or -errno).
+#[repr(C)]
+#[derive(Default)]
+pub struct UffdioCopy {
+    pub dst: u64,
+    pub src: u64,
+    pub len: u64,
+    pub mode: u64,
+    pub copy: i64,
+}
+
+/// `struct uffdio_move` (same shape as `uffdio_copy`; `moved` is the result).
+#[repr(C)]
+#[derive(Default)]
+pub struct UffdioMove {
+    pub dst: u64,
+    pub src: u64,
+    pub len: u64,
+    pub mode: u64,
+    pub moved: i64,
+}
+
+/// `struct uffd_msg` (packed, 32 bytes); only the page-fault member is decoded.
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+pub struct UffdMsg {
+    pub event: u8,
+    pub reserved: [u8; 7],
+    /// `arg.pagefault.flags`.
+    pub flags: u64,
+    /// `arg.pagefault.address`.
+    pub address: u64,
+    pub rest: u64,
+}
+
 const UFFDIO: u64 = 0xAA;
 /// `UFFDIO_API`: `_IOWR(UFFDIO, 0x3F, struct uffdio_api)`.
 pub const UFFDIO_API: u64 = ioc(IOC_READ | IOC_WRITE, UFFDIO, 0x3F, size_of::<UffdioApi>());
@@ -63,6 +106,12 @@ pub const UFFDIO_REGISTER: u64 = ioc(
 );
 /// `UFFDIO_UNREGISTER`: `_IOR(UFFDIO, 0x01, struct uffdio_range)`.
 pub const UFFDIO_UNREGISTER: u64 = ioc(IOC_READ, UFFDIO, 0x01, size_of::<UffdioRange>());
+/// `UFFDIO_WAKE`: `_IOR(UFFDIO, 0x02, struct uffdio_range)`.
+pub const UFFDIO_WAKE: u64 = ioc(IOC_READ, UFFDIO, 0x02, size_of::<UffdioRange>());
+/// `UFFDIO_COPY`: `_IOWR(UFFDIO, 0x03, struct uffdio_copy)`.
+pub const UFFDIO_COPY: u64 = ioc(IOC_READ | IOC_WRITE, UFFDIO, 0x03, size_of::<UffdioCopy>());
+/// `UFFDIO_MOVE`: `_IOWR(UFFDIO, 0x05, struct uffdio_move)`.
+pub const UFFDIO_MOVE: u64 = ioc(IOC_READ | IOC_WRITE, UFFDIO, 0x05, size_of::<UffdioMove>());
 
 // ---- fs.h: PAGEMAP_SCAN ----
 /// `PAGE_IS_WRITTEN`: written since last write-protected (uffd-wp async).
@@ -154,12 +203,16 @@ mod tests {
     use super::*;
 
     /// The computed numbers match the kernel's: the userfaultfd ones as printed from the system
-    /// `<linux/userfaultfd.h>`, `PAGEMAP_SCAN` computed by hand from `fs.h` (`_IOWR('f', 16, 96 bytes)`).
+    /// `<linux/userfaultfd.h>` (`UFFDIO_MOVE`, newer than that header, by hand), `PAGEMAP_SCAN` computed by hand from `fs.h` (`_IOWR('f', 16, 96 bytes)`).
     #[test]
     fn ioctl_numbers_match_the_kernel() {
         assert_eq!(UFFDIO_API, 0xC018_AA3F);
         assert_eq!(UFFDIO_REGISTER, 0xC020_AA00);
         assert_eq!(UFFDIO_UNREGISTER, 0x8010_AA01);
+        assert_eq!(UFFDIO_WAKE, 0x8010_AA02);
+        assert_eq!(UFFDIO_COPY, 0xC028_AA03);
+        assert_eq!(UFFDIO_MOVE, 0xC028_AA05);
+        assert_eq!(size_of::<UffdMsg>(), 32);
         assert_eq!(PAGEMAP_SCAN, 0xC060_6610);
         assert_eq!(size_of::<PmScanArg>(), 96);
         assert_eq!(size_of::<PageRegion>(), 24);
