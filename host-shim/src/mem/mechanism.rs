@@ -260,21 +260,45 @@ impl Mechanism {
             s.restore(None)?; // untouched samples home (write-protected: not a write)
         }
         self.scan_writes()?;
+        self.arm_samples();
         self.scan_far()?;
         self.end_leases()?;
         let n = self.collect_records(out);
-        if let Some(s) = &self.sampler {
-            let regions = &self.regions;
-            s.arm(
-                |r| !regions[r].far && regions[r].huge_until.is_none(),
-                self.interval,
-            );
-            (self.stats.sample_faults, self.stats.sampler_errors) = s.counts();
-        }
         self.stats.scans += 1;
         self.stats.records += n as u64;
         self.stats.scan_ns += t0.elapsed().as_nanos() as u64;
         Ok(n)
+    }
+
+    /// Sample the next interval's reads: move a few pages per resident, tracked region out.
+    fn arm_samples(&mut self) {
+        let Some(s) = self.sampler.take() else { return };
+        let ok: Vec<bool> = self
+            .regions
+            .iter()
+            .map(|r| !r.far && r.huge_until.is_none())
+            .collect();
+        let (base, rb) = (self.map.addr, self.cfg.region_bytes);
+        let (mut hits, interval) = (Vec::new(), self.interval);
+        s.arm(
+            |r| ok[r],
+            |page| {
+                let mut hit = false;
+                let off = page - base;
+                if self
+                    .pm_scan(off, PAGE, true, sys::PAGE_IS_WRITTEN, |_| hit = true)
+                    .is_ok()
+                    && hit
+                {
+                    hits.push(off / rb);
+                }
+            },
+            interval,
+        );
+        hits.into_iter()
+            .for_each(|r| self.regions[r].written = true);
+        (self.stats.sample_faults, self.stats.sampler_errors) = s.counts();
+        self.sampler = Some(s);
     }
 
     /// One record per region touched in the interval (bumping its sequence number).

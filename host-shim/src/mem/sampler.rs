@@ -208,7 +208,15 @@ impl Sampler {
 
     /// Move `per_region` pseudo-random pages of each region `eligible` says yes to out to the
     /// stash. Pages that cannot be moved (not present, swapped, shared) are skipped.
-    pub(super) fn arm(&self, eligible: impl Fn(usize) -> bool, salt: u64) {
+    /// `written(page)` is asked right before each move (it re-protects the page and says if
+    /// it was written since the last scan): moving a page out forgets that it was written, so
+    /// the caller records it first.
+    pub(super) fn arm(
+        &self,
+        eligible: impl Fn(usize) -> bool,
+        mut written: impl FnMut(usize),
+        salt: u64,
+    ) {
         let sh = &self.shared;
         let pages = sh.region_bytes / PAGE;
         let mut out = sh.out.lock().unwrap_or_else(|e| e.into_inner());
@@ -225,6 +233,7 @@ impl Sampler {
                 if out.contains_key(&page) {
                     continue;
                 }
+                written(page);
                 let mut mv = sys::UffdioMove {
                     dst: slot as u64,
                     src: page as u64,
