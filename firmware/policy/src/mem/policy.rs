@@ -277,6 +277,7 @@ impl<const N: usize> MemPolicy<N> {
             }
             (OutcomeKind::Committed, MemAction::Promote) => {
                 reg.far = false;
+                reg.want_promote = false;
                 reg.age = 0;
             }
             (OutcomeKind::Committed, MemAction::Collapse) => reg.huge = true,

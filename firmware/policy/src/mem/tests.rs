@@ -540,3 +540,131 @@ fn lost_outcomes_expire() {
     assert_eq!(p.stats().unknown_outcomes, 2);
     assert_eq!(p.pending(), 2, "expired, then reissued");
 }
+
+mod fuzz {
+    //! Random mixes of valid and hostile input: the policy never panics, keeps its invariants,
+    //! respects its quotas, and only names regions it has.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Record {
+            region: u32,
+            seq_step: i32,
+            read: bool,
+            written: bool,
+            far: bool,
+        },
+        Answer {
+            pick: usize,
+            kind: u8,
+            seq_step: u32,
+        },
+        Garbage {
+            txn: u64,
+            region: u32,
+            kind: u8,
+        },
+        End,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u32..80, -2i32..4, any::<bool>(), any::<bool>(), any::<bool>())
+                .prop_map(|(region, seq_step, read, written, far)| Op::Record { region, seq_step, read, written, far }),
+            3 => (any::<usize>(), 0u8..3, 0u32..3).prop_map(|(pick, kind, seq_step)| Op::Answer { pick, kind, seq_step }),
+            1 => (any::<u64>(), 0u32..100, 0u8..3).prop_map(|(txn, region, kind)| Op::Garbage { txn, region, kind }),
+            3 => Just(Op::End),
+        ]
+    }
+
+    fn kind(k: u8) -> OutcomeKind {
+        [
+            OutcomeKind::Committed,
+            OutcomeKind::Stale,
+            OutcomeKind::Failed,
+        ][k as usize % 3]
+    }
+
+    fn run(ops: &[Op]) {
+        let cfg = MemConfig {
+            reclaim_quota: 5,
+            promote_quota: 3,
+            collapse_after: 2,
+            collapse_quota: 2,
+            ..cfg(48)
+        };
+        let mut p = P::new(cfg).unwrap();
+        let mut seqs = [0u32; 80];
+        let mut open: Vec<MemDecision> = Vec::new();
+        for op in ops {
+            match *op {
+                Op::Record {
+                    region,
+                    seq_step,
+                    read,
+                    written,
+                    far,
+                } => {
+                    let s = &mut seqs[region as usize];
+                    *s = s.wrapping_add_signed(seq_step);
+                    let tier = if far { Tier::Far } else { Tier::Near };
+                    p.on_record(RegionRecord {
+                        region: RegionId(region),
+                        seq: Seq(*s),
+                        read,
+                        written,
+                        tier,
+                    });
+                }
+                Op::Answer {
+                    pick,
+                    kind: k,
+                    seq_step,
+                } if !open.is_empty() => {
+                    let d = open.swap_remove(pick % open.len());
+                    let (_, txn, region, _) = d.parts();
+                    let s = &mut seqs[region.0 as usize];
+                    *s = s.wrapping_add(seq_step);
+                    p.on_outcome(MemOutcome {
+                        txn,
+                        region,
+                        seq: Seq(*s),
+                        kind: kind(k),
+                    });
+                }
+                Op::Answer { .. } => {}
+                Op::Garbage {
+                    txn,
+                    region,
+                    kind: k,
+                } => {
+                    p.on_outcome(MemOutcome {
+                        txn: TxnId(txn),
+                        region: RegionId(region),
+                        seq: Seq(0),
+                        kind: kind(k),
+                    });
+                }
+                Op::End => {
+                    let ds = step(&mut p);
+                    let count = |a: MemAction| ds.iter().filter(|d| d.parts().0 == a).count();
+                    assert!(count(MemAction::Reclaim) <= 5 && count(MemAction::Promote) <= 3);
+                    assert!(count(MemAction::Collapse) <= 2);
+                    assert!(ds.iter().all(|d| d.parts().2 .0 < 48));
+                    open.extend(ds);
+                }
+            }
+            p.check_invariants().unwrap();
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn random_and_hostile_input_never_breaks_the_policy(ops in proptest::collection::vec(op(), 1..400)) {
+            run(&ops);
+        }
+    }
+}
