@@ -3,11 +3,12 @@
 
 use std::time::Instant;
 
-use wave_policy::mem::{MemConfig, MemPolicy, RegionId, Tier};
+use wave_policy::mem::{MemConfig, RegionId, Tier};
 
 use super::kv::{KvLoad, KvLoadConfig, KvStore, Zipf, SLOT};
+use super::on_host::OnHostLoop;
 use super::tests::{swap_lock, zram};
-use super::{managed_area, AreaConfig, DecisionVec, DEFAULT_REGION_BYTES};
+use super::{managed_area, AreaConfig, DEFAULT_REGION_BYTES};
 use crate::engine::workload::Rng;
 
 const MIB: usize = 1 << 20;
@@ -111,7 +112,7 @@ fn open_loop_serves_on_schedule_and_records_latency() {
 fn policy_and_mechanism_manage_the_kv_table_with_intact_data() {
     let _g = swap_lock();
     let Some(_z) = zram(64 << 20) else { return };
-    let (mem, mut mech) = managed_area(AreaConfig {
+    let (mem, mech) = managed_area(AreaConfig {
         bytes: 32 * MIB,
         ..AreaConfig::default()
     })
@@ -124,62 +125,52 @@ fn policy_and_mechanism_manage_the_kv_table_with_intact_data() {
     };
     let mut load = KvLoad::new(cfg, kv.keys());
     let pcfg = MemConfig {
-        n_regions: 16,
         intervals_per_minute: 10,
         slo_ppm_per_minute: 1_000_000,
         ..MemConfig::default()
     };
-    let mut policy = MemPolicy::<16>::new(pcfg).unwrap();
+    let mut lp = OnHostLoop::<16>::new(mech, pcfg).unwrap();
     let t0 = Instant::now();
     let now = || t0.elapsed().as_nanos() as u64;
-    let (mut recs, mut ds) = (Vec::new(), DecisionVec::default());
-    let mut interval =
-        |kv: &mut KvStore<_>, load: &mut KvLoad, policy: &mut MemPolicy<16>, i: u64| {
-            load.serve_until(kv, (i + 1) * 2_000_000, now);
-            recs.clear();
-            mech.scan(&mut recs).unwrap();
-            recs.iter().for_each(|r| policy.on_record(*r));
-            ds.0.clear();
-            policy.end_interval(&mut ds);
-            for d in &ds.0 {
-                policy.on_outcome(mech.apply(*d));
-            }
-            policy.check_invariants().unwrap();
-            (
-                mech.region_tier(RegionId(10)).unwrap(),
-                mech.region_tier(RegionId(14)).unwrap(),
-                *mech.stats(),
-            )
-        };
     let mut i = 0;
-    for _ in 0..20 {
-        interval(&mut kv, &mut load, &mut policy, i);
+    let mut interval = |kv: &mut KvStore<_>, load: &mut KvLoad, lp: &mut OnHostLoop<16>| {
+        load.serve_until(kv, (i + 1) * 2_000_000, now);
         i += 1;
+        let r = lp.step().unwrap();
+        lp.policy.check_invariants().unwrap();
+        r
+    };
+    for _ in 0..20 {
+        interval(&mut kv, &mut load, &mut lp);
     }
     assert_eq!(
-        policy.far_regions(),
+        lp.policy.far_regions(),
         12,
         "everything but the 4 hot regions reclaimed"
     );
     load.move_hot_set();
-    let mut last = None;
     for _ in 0..20 {
-        last = Some(interval(&mut kv, &mut load, &mut policy, i));
-        i += 1;
+        interval(&mut kv, &mut load, &mut lp);
     }
-    let (new_hot, old_hot, stats) = last.unwrap();
+    let tier = |r| lp.mech.region_tier(RegionId(r)).unwrap();
     assert_eq!(
-        (new_hot, old_hot),
+        (tier(10), tier(14)),
         (Tier::Near, Tier::Far),
         "the hot set moved and memory followed"
     );
     assert!(
-        policy.stats().promotions >= 4,
+        lp.policy.stats().promotions >= 4,
         "the new hot regions were promoted"
     );
+    let stats = *lp.mech.stats();
     assert!(
         stats.committed[0] >= 16 && stats.committed[1] >= 4,
         "{stats:?}"
+    );
+    assert!(
+        lp.cpu_ns.0 > 0 && lp.cpu_ns.1 > 0,
+        "cpu accounted: {:?}",
+        lp.cpu_ns
     );
     assert_eq!(kv.checksum_failures, 0);
     for k in (0..kv.keys()).step_by(97) {

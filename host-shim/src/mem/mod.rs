@@ -11,6 +11,7 @@ pub mod kv;
 #[cfg(test)]
 mod kv_tests;
 mod mechanism;
+pub mod on_host;
 mod sampler;
 #[cfg(test)]
 mod sampler_tests;

@@ -668,3 +668,67 @@ mod fuzz {
         }
     }
 }
+
+/// Policy cost per interval against memory size (2 MiB regions; 1% of regions touched per
+/// interval, the host committing every decision). Prints, never gates:
+/// `cargo test -p wave-policy --release mem::tests::measure -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_policy_cost_by_memory_size() {
+    fn run<const N: usize>() {
+        let cfg = MemConfig {
+            n_regions: N as u32,
+            ..MemConfig::default()
+        };
+        let mut p = Box::new(MemPolicy::<N>::new(cfg).unwrap());
+        let mut seqs = vec![0u32; N];
+        let mut out = Vec::new();
+        let intervals = 200;
+        let t0 = std::time::Instant::now();
+        for i in 0..intervals {
+            for k in 0..N / 100 {
+                let r = (spread(i, k) % N as u64) as usize;
+                seqs[r] += 1;
+                p.on_record(RegionRecord::touched(
+                    RegionId(r as u32),
+                    Seq(seqs[r]),
+                    true,
+                    false,
+                ));
+            }
+            out.clear();
+            p.end_interval(&mut out);
+            for d in &out {
+                let (_, txn, region, _) = d.parts();
+                let i = region.0 as usize;
+                seqs[i] += 1;
+                p.on_outcome(MemOutcome {
+                    txn,
+                    region,
+                    seq: Seq(seqs[i]),
+                    kind: OutcomeKind::Committed,
+                });
+            }
+        }
+        let per = t0.elapsed() / intervals as u32;
+        let gib = N * 2 / 1024;
+        eprintln!(
+            "{gib:>4} GiB ({N:>6} regions): {per:?} per interval; far {}",
+            p.far_regions()
+        );
+    }
+    let t = std::thread::Builder::new().stack_size(256 << 20).spawn(|| {
+        run::<512>();
+        run::<8192>();
+        run::<32768>();
+        run::<131072>();
+    });
+    t.unwrap().join().unwrap();
+}
+
+fn spread(i: u64, k: usize) -> u64 {
+    let mut z =
+        i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (k as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z ^= z >> 31;
+    z.wrapping_mul(0x94D0_49BB_1331_11EB) >> 7
+}
