@@ -181,3 +181,105 @@ fn policy_and_mechanism_manage_the_kv_table_with_intact_data() {
         "every value intact after reclaim and fault-back"
     );
 }
+
+/// A small preview of the demo (not the demo): a 256 MiB table, open-loop load on its own
+/// thread for 8 s with a hot-set move at 4 s; first with no memory management, then with the
+/// on-host loop (100 ms intervals, read sampling, zram). Prints, never gates:
+/// `cargo test -p wave-host-shim --lib mem::kv_tests::measure -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_kv_with_and_without_management() {
+    const RUN_NS: u64 = 8_000_000_000;
+    let load_cfg = KvLoadConfig {
+        rate_per_s: 100_000.0,
+        ..KvLoadConfig::default()
+    };
+    fn drive<S: super::kv::Storage + Send + 'static>(
+        kv: KvStore<S>,
+        cfg: KvLoadConfig,
+    ) -> std::thread::JoinHandle<(KvLoad, u64)> {
+        std::thread::spawn(move || {
+            let mut kv = kv;
+            let mut load = KvLoad::new(cfg, kv.keys());
+            let t0 = Instant::now();
+            let now = || t0.elapsed().as_nanos() as u64;
+            load.serve_until(&mut kv, RUN_NS / 2, now);
+            load.move_hot_set();
+            load.serve_until(&mut kv, RUN_NS, now);
+            (load, kv.checksum_failures)
+        })
+    }
+    let summary = |name: &str, load: &KvLoad, failures: u64| {
+        let h = &load.get_latency;
+        eprintln!(
+            "{name:>5}: {} ops, GET p50 {} ns, p99 {} ns, p99.9 {} ns; checksum failures {failures}",
+            load.ops,
+            h.quantile(0.5),
+            h.quantile(0.99),
+            h.quantile(0.999)
+        );
+    };
+    let table = 256 * MIB;
+    let (load, failures) = drive(KvStore::new(vec![0u8; table]), load_cfg)
+        .join()
+        .unwrap();
+    summary("none", &load, failures);
+
+    let _g = swap_lock();
+    let Some(z) = zram(512 << 20) else { return };
+    let (mem, mech) = managed_area(AreaConfig {
+        bytes: table,
+        ..AreaConfig::default()
+    })
+    .unwrap();
+    let kv = KvStore::new(mem);
+    let pcfg = MemConfig {
+        intervals_per_minute: 10,
+        ..MemConfig::default()
+    };
+    let mut lp = OnHostLoop::<128>::new(mech, pcfg).unwrap();
+    let worker = drive(kv, load_cfg);
+    let t0 = Instant::now();
+    let mut i = 0u64;
+    while !worker.is_finished() {
+        i += 1;
+        let r = lp.step().unwrap();
+        if i % 10 == 0 {
+            let (present, swapped) = lp.mech.residency().unwrap();
+            eprintln!(
+                "  t={:>4.1}s resident {:>3} MiB, far {:>3} MiB, threshold {:>5}, records {:>3}, decisions {:>3}",
+                t0.elapsed().as_secs_f64(),
+                present * 4096 / MIB as u64,
+                swapped * 4096 / MIB as u64,
+                r.threshold,
+                r.records,
+                r.decisions
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (load, failures) = worker.join().unwrap();
+    summary("host", &load, failures);
+    let (present, _) = lp.mech.residency().unwrap();
+    let st = z.stat().unwrap();
+    let saved = table as i64 - (present * 4096) as i64 - st.mem_used as i64;
+    let ps = lp.policy.stats();
+    eprintln!(
+        "  saved net of zram ({} KiB used): {} MiB of {} MiB; promotions {} in {} intervals (SLO minute = 10 intervals, WSS now {} regions); stale {} failed {}",
+        st.mem_used / 1024,
+        saved / MIB as i64,
+        table / MIB,
+        ps.promotions,
+        ps.intervals,
+        lp.policy.working_set(),
+        ps.outcomes[1],
+        ps.outcomes[2]
+    );
+    eprintln!(
+        "  host CPU over the run: mechanism scan {} us, policy {} us, apply {} us; sample faults {}",
+        lp.cpu_ns.0 / 1000,
+        lp.cpu_ns.1 / 1000,
+        lp.cpu_ns.2 / 1000,
+        lp.mech.stats().sample_faults
+    );
+}

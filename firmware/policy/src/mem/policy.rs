@@ -25,7 +25,8 @@ pub struct MemConfig {
     pub intervals_per_minute: u32,
     /// The SLO: promotions per minute, in parts per million of the working set (2000 = 0.2%).
     pub slo_ppm_per_minute: u32,
-    /// A region belongs to the working set if its age is below this (Google: 120 s).
+    /// A region belongs to the working set if its age is below this (Google: 120 s); 0 means
+    /// two SLO minutes (`2 * intervals_per_minute`), which follows the time base.
     pub wss_age: u32,
     /// Most reclaim decisions per interval (DAMOS-style quota).
     pub reclaim_quota: u32,
@@ -47,7 +48,7 @@ impl Default for MemConfig {
             max_threshold: 1 << 14,
             intervals_per_minute: 60,
             slo_ppm_per_minute: 2000,
-            wss_age: 120,
+            wss_age: 0,
             reclaim_quota: 64,
             promote_quota: 64,
             collapse_after: 8,
@@ -305,7 +306,11 @@ impl<const N: usize> MemPolicy<N> {
     /// Age every region by one interval; rebuild the cold histogram and the working set.
     fn age_regions(&mut self) {
         let now = self.stats.intervals;
-        let (timeout, wss_age) = (self.cfg.pending_timeout as u64, self.cfg.wss_age);
+        let timeout = self.cfg.pending_timeout as u64;
+        let wss_age = match self.cfg.wss_age {
+            0 => self.cfg.intervals_per_minute.saturating_mul(2),
+            a => a,
+        };
         let n = self.cfg.n_regions as usize;
         self.cold.clear();
         self.wss = 0;

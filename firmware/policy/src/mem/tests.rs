@@ -732,3 +732,24 @@ fn spread(i: u64, k: usize) -> u64 {
     z ^= z >> 31;
     z.wrapping_mul(0x94D0_49BB_1331_11EB) >> 7
 }
+
+#[test]
+fn working_set_age_follows_the_time_base_by_default() {
+    let mut p = P::new(MemConfig {
+        wss_age: 0,
+        intervals_per_minute: 3,
+        min_threshold: 64,
+        ..cfg(4)
+    })
+    .unwrap();
+    let mut h = Host::new();
+    for _ in 0..6 {
+        h.touch(&mut p, 0, true);
+        step(&mut p);
+    }
+    assert_eq!(
+        p.working_set(),
+        1,
+        "idle regions leave the working set after 2 minutes (6 intervals)"
+    );
+}
