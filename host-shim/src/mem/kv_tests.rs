@@ -244,7 +244,7 @@ fn measure_kv_with_and_without_management() {
     while !worker.is_finished() {
         i += 1;
         let r = lp.step().unwrap();
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             let (present, swapped) = lp.mech.residency().unwrap();
             eprintln!(
                 "  t={:>4.1}s resident {:>3} MiB, far {:>3} MiB, threshold {:>5}, records {:>3}, decisions {:>3}",
