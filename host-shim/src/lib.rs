@@ -29,6 +29,8 @@ pub mod link_test;
 #[cfg(feature = "std")]
 pub mod local;
 #[cfg(feature = "std")]
+pub mod mem;
+#[cfg(feature = "std")]
 pub mod shm;
 
 pub use link::{Link, LinkError, Wake};

@@ -49,6 +49,7 @@ pub mod discipline;
 pub mod echo;
 pub mod fair;
 pub mod fifo;
+pub mod mem;
 pub mod registry;
 pub mod runtime;
 pub mod sched;

@@ -1,0 +1,282 @@
+//! Fault-based read sampling (DAMON-style, in userspace): each interval a few random pages
+//! per region are moved out of the area into a private stash (`UFFDIO_MOVE`, zero-copy), so
+//! the next access to one of them, read or write, raises a userfaultfd MISSING fault. A
+//! handler thread notes the region as accessed and puts the page back with `UFFDIO_COPY` in
+//! write-protect mode (so write tracking stays exact), which wakes the faulting thread.
+//! Samples nobody touched are put back the same way at the next interval.
+//!
+//! One mutex orders every move of a sampled page (out, back by the handler, back by the
+//! mechanism), so a page is restored exactly once and never replaced by a zero page.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use super::area::PAGE;
+use super::sys;
+
+/// State shared with the fault handler thread.
+struct Shared {
+    uffd: Arc<OwnedFd>,
+    /// Sampled page address -> its stash slot address.
+    out: Mutex<HashMap<usize, usize>>,
+    /// Per region: a sampled page was touched since the flags were last taken.
+    touched: Vec<AtomicBool>,
+    base: usize,
+    region_bytes: usize,
+    stop: AtomicBool,
+    faults: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// The sampler of one managed area.
+pub(super) struct Sampler {
+    shared: Arc<Shared>,
+    stash: usize,
+    per_region: usize,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Copy the page in stash slot `src` back to `dst` write-protected (waking any faulting
+/// thread). `Ok(false)` if `dst` was already present.
+fn put_back(uffd: &OwnedFd, dst: usize, src: usize) -> io::Result<bool> {
+    let mut c = sys::UffdioCopy {
+        dst: dst as u64,
+        src: src as u64,
+        len: PAGE as u64,
+        mode: sys::UFFDIO_COPY_MODE_WP,
+        copy: 0,
+    };
+    match sys::ioctl(uffd, sys::UFFDIO_COPY, &mut c) {
+        Ok(_) => {
+            // the stash slot must be empty for the next UFFDIO_MOVE into it
+            sys::madvise(src, PAGE, libc::MADV_DONTNEED)?;
+            Ok(true)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+impl Shared {
+    /// Resolve one MISSING fault at `addr` (the handler thread).
+    fn resolve(&self, addr: usize) {
+        let page = addr & !(PAGE - 1);
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let res = if let Some(slot) = out.remove(&page) {
+            self.faults.fetch_add(1, Ordering::Relaxed);
+            let r = (page - self.base) / self.region_bytes;
+            self.touched[r].store(true, Ordering::Relaxed);
+            put_back(&self.uffd, page, slot)
+        } else {
+            // not a sample (never populated): a zero page, write-protected like the rest
+            static ZERO: [u8; PAGE] = [0; PAGE];
+            put_back_zero(&self.uffd, page, ZERO.as_ptr() as usize)
+        };
+        drop(out);
+        if !matches!(res, Ok(true)) {
+            if res.is_err() {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut range = sys::UffdioRange {
+                start: page as u64,
+                len: PAGE as u64,
+            };
+            let _ = sys::ioctl(&self.uffd, sys::UFFDIO_WAKE, &mut range);
+        }
+    }
+
+    fn run(&self) {
+        let mut pfd = libc::pollfd {
+            fd: self.uffd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        while !self.stop.load(Ordering::Acquire) {
+            // SAFETY: one valid pollfd for the duration of the call.
+            let n = unsafe { libc::poll(&mut pfd, 1, 20) };
+            if n <= 0 {
+                continue;
+            }
+            let mut msg = sys::UffdMsg::default();
+            // SAFETY: reads at most size_of::<UffdMsg>() bytes into `msg`, a plain repr(C) struct.
+            let got = unsafe {
+                libc::read(
+                    self.uffd.as_raw_fd(),
+                    (&mut msg as *mut sys::UffdMsg).cast(),
+                    size_of::<sys::UffdMsg>(),
+                )
+            };
+            if got == size_of::<sys::UffdMsg>() as isize && msg.event == sys::UFFD_EVENT_PAGEFAULT {
+                self.resolve(msg.address as usize);
+            }
+        }
+    }
+}
+
+/// `UFFDIO_COPY` of the zero page at `zero` (no stash slot to clear).
+fn put_back_zero(uffd: &OwnedFd, dst: usize, zero: usize) -> io::Result<bool> {
+    let mut c = sys::UffdioCopy {
+        dst: dst as u64,
+        src: zero as u64,
+        len: PAGE as u64,
+        mode: sys::UFFDIO_COPY_MODE_WP,
+        copy: 0,
+    };
+    match sys::ioctl(uffd, sys::UFFDIO_COPY, &mut c) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+impl Sampler {
+    /// A sampler over the area `[base, base + len)` (already registered with `uffd` in
+    /// MISSING | WP mode), `per_region` sample pages per region.
+    pub(super) fn new(
+        uffd: Arc<OwnedFd>,
+        base: usize,
+        len: usize,
+        region_bytes: usize,
+        per_region: usize,
+    ) -> io::Result<Sampler> {
+        let n_regions = len / region_bytes;
+        let stash_len = n_regions * per_region * PAGE;
+        // SAFETY: a fresh private anonymous mapping; the kernel picks the address.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                stash_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stash = p as usize;
+        let range = sys::UffdioRange {
+            start: stash as u64,
+            len: stash_len as u64,
+        };
+        let mode = sys::UFFDIO_REGISTER_MODE_MISSING | sys::UFFDIO_REGISTER_MODE_WP;
+        let mut reg = sys::UffdioRegister {
+            range,
+            mode,
+            ioctls: 0,
+        };
+        sys::ioctl(&uffd, sys::UFFDIO_REGISTER, &mut reg)?;
+        let shared = Arc::new(Shared {
+            uffd,
+            out: Mutex::new(HashMap::new()),
+            touched: (0..n_regions).map(|_| AtomicBool::new(false)).collect(),
+            base,
+            region_bytes,
+            stop: AtomicBool::new(false),
+            faults: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        });
+        let s2 = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("wave-mem-uffd".into())
+            .spawn(move || s2.run())?;
+        Ok(Sampler {
+            shared,
+            stash,
+            per_region,
+            thread: Some(thread),
+        })
+    }
+
+    /// Sample faults handled, and handler errors.
+    pub(super) fn counts(&self) -> (u64, u64) {
+        (
+            self.shared.faults.load(Ordering::Relaxed),
+            self.shared.errors.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Whether a sample of region `r` was touched since the last call (clears the flag).
+    pub(super) fn take_touched(&self, r: usize) -> bool {
+        self.shared.touched[r].swap(false, Ordering::Relaxed)
+    }
+
+    /// Move `per_region` pseudo-random pages of each region `eligible` says yes to out to the
+    /// stash. Pages that cannot be moved (not present, swapped, shared) are skipped.
+    /// `written(page)` is asked right before each move (it re-protects the page and says if
+    /// it was written since the last scan): moving a page out forgets that it was written, so
+    /// the caller records it first.
+    pub(super) fn arm(
+        &self,
+        eligible: impl Fn(usize) -> bool,
+        mut written: impl FnMut(usize),
+        salt: u64,
+    ) {
+        let sh = &self.shared;
+        let pages = sh.region_bytes / PAGE;
+        let mut out = sh.out.lock().unwrap_or_else(|e| e.into_inner());
+        for r in 0..sh.touched.len() {
+            if !eligible(r) {
+                continue;
+            }
+            for j in 0..self.per_region {
+                let pick = crate::engine::workload::mix(salt ^ ((r as u64) << 20) ^ j as u64)
+                    as usize
+                    % pages;
+                let page = sh.base + r * sh.region_bytes + pick * PAGE;
+                let slot = self.stash + (r * self.per_region + j) * PAGE;
+                if out.contains_key(&page) {
+                    continue;
+                }
+                written(page);
+                let mut mv = sys::UffdioMove {
+                    dst: slot as u64,
+                    src: page as u64,
+                    len: PAGE as u64,
+                    mode: 0,
+                    moved: 0,
+                };
+                if sys::ioctl(&sh.uffd, sys::UFFDIO_MOVE, &mut mv).is_ok() {
+                    out.insert(page, slot);
+                }
+            }
+        }
+    }
+
+    /// Put back every sample of region `r` (or of all regions) nobody touched.
+    pub(super) fn restore(&self, region: Option<usize>) -> io::Result<()> {
+        let sh = &self.shared;
+        let mut out = sh.out.lock().unwrap_or_else(|e| e.into_inner());
+        let in_region = |p: usize| region.is_none_or(|r| (p - sh.base) / sh.region_bytes == r);
+        let pages: Vec<usize> = out.keys().copied().filter(|&p| in_region(p)).collect();
+        for page in pages {
+            let slot = out.remove(&page).expect("key just listed");
+            if let Err(e) = put_back(&sh.uffd, page, slot) {
+                out.insert(page, slot); // still in the stash: a later restore or fault retries
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // every sampled page goes home before the userfaultfd (and its registration) goes away
+        if let Err(e) = self.restore(None) {
+            eprintln!("wave mem: restoring sampled pages failed: {e}");
+        }
+        let len = self.shared.touched.len() * self.per_region * PAGE;
+        // SAFETY: the stash mapping was created in `new` and nothing refers to it any more.
+        unsafe { libc::munmap(self.stash as *mut libc::c_void, len) };
+    }
+}
