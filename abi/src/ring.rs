@@ -8,14 +8,16 @@
 //! into the producer's memory). Neither endpoint ever reads memory homed on the other side.
 //! The protocol is specified in `docs/abi.md`, "Rings".
 //!
-//! Fast path: a producer writes each entry as eight plain word stores (body and stamp, no
-//! ordering inside the line), then publishes the whole batch with **one** release store of the
-//! session-tagged published word. A consumer loads that word with acquire only when it has used
+//! Fast path: a producer writes each entry whole (body and stamp, no ordering inside the line:
+//! four 16-byte stores on x86_64, eight word stores elsewhere and under loom), then publishes the
+//! whole batch with **one** release store of the session-tagged published word. A consumer loads that word with acquire only when it has used
 //! up what it last saw, copies each entry out whole and checks its stamp in the copy.
 //! [`Producer::reserve`] hands out slots so a producer encodes straight into the ring.
 //!
 //! No allocation, no panics: every slice access is bounds-checked with `get`, and every value
-//! read from shared memory is validated before it changes any state.
+//! read from shared memory is validated before it changes any state. The only `unsafe` is the
+//! x86_64 whole-line copy (`copy_in`, `copy_out`), on slots the protocol gives to one side
+//! at a time.
 
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
