@@ -6,9 +6,9 @@
 //! one place. It reads only memory homed on its own side; it writes the peer's memory (its own
 //! status block, the rings it produces into, the credits for rings it consumes).
 
-use crate::layout::{Kind, Layout, LayoutError, Side, IPU_STATUS_OFFSET};
+use crate::layout::{Kind, Layout, LayoutError, Placement, Side, IPU_STATUS_OFFSET};
 use crate::region::{RegionError, SharedRegion};
-use crate::ring::{Consumer, EntryBody, Producer, RingError};
+use crate::ring::{Consumer, EntryBody, Producer, RingError, RingWords};
 use crate::status::{session_tag, State, StatusSnapshot, StatusView, COUNTERS, MAX_LANES};
 use crate::subsystem::{Subsystem, SUBSYSTEMS};
 use crate::sync::{fence, Ordering};
@@ -364,14 +364,20 @@ impl<'a> Endpoint<'a> {
         // absent: it never holds an entry and never has room. Its credit word is a reserved
         // word of the peer's status block, which nobody writes.
         let zero = region.word(status_offset(layout, side.peer()) + ABSENT_CREDIT_WORD)?;
+        let ring_words = |p: Placement, kind: Kind| -> Result<RingWords<'a>, RegionError> {
+            Ok(RingWords {
+                slots: region.words(p.offset, p.size)?,
+                credit: region.word(p.credit_offset)?,
+                published: region.word(layout.published_offset(kind))?,
+            })
+        };
         let producer = |ch: Channel| -> Result<Producer<'a>, EndpointError> {
             let p = layout.place(ch.tx_kind(side));
             if p.size == 0 {
                 return Ok(Producer::absent(zero));
             }
             Ok(Producer::new(
-                region.words(p.offset, p.size)?,
-                region.word(p.credit_offset)?,
+                ring_words(p, ch.tx_kind(side))?,
                 p.entries,
                 0,
             )?)
@@ -382,8 +388,7 @@ impl<'a> Endpoint<'a> {
                 return Ok(Consumer::absent(zero));
             }
             Ok(Consumer::new(
-                region.words(p.offset, p.size)?,
-                region.word(p.credit_offset)?,
+                ring_words(p, ch.rx_kind(side))?,
                 p.entries,
                 0,
             )?)
@@ -654,7 +659,7 @@ impl<'a> Endpoint<'a> {
         let mut c = [0u64; COUNTERS];
         for r in &self.rx {
             c[0] += r.stats().consumed;
-            c[1] += r.stats().bad_stamp;
+            c[1] += r.stats().bad_stamp + r.stats().bad_published;
         }
         for t in &self.tx {
             c[2] += t.stats().published;

@@ -40,6 +40,17 @@ pub const VECTOR_LINK_TEST: u16 = crate::subsystem::channel_vector(0);
 pub const VECTOR_SCHED: u16 = crate::subsystem::channel_vector(1);
 /// "No doorbell" in a layout entry's vector field.
 pub const VECTOR_NONE: u16 = 0xFFFF;
+/// Offset, inside a credits block, of the first published word (credit words lie below it).
+pub const PUBLISHED_BASE: usize = 0x800;
+
+/// The credits blocks of a ring written by `kind.writer()`: the one holding its credit word
+/// (homed on the producer) and the one holding its published word (homed on the consumer).
+fn credit_blocks(kind: Kind) -> (Kind, Kind) {
+    match kind.writer() {
+        Side::Host => (Kind::CreditsFromIpu, Kind::CreditsFromHost),
+        Side::Ipu => (Kind::CreditsFromHost, Kind::CreditsFromIpu),
+    }
+}
 
 /// A side of the link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -407,6 +418,19 @@ impl Layout {
         align_up(half, REGION_ALIGN).next_power_of_two() * 2
     }
 
+    /// Byte offset of ring `kind`'s published word (0 for a kind that is not a ring in this
+    /// table): in the credits block homed on the ring's consumer, at the offset its credit
+    /// word has inside the producer's credits block plus [`PUBLISHED_BASE`] (`docs/abi.md` §6).
+    pub fn published_offset(&self, kind: Kind) -> usize {
+        let p = self.place(kind);
+        if !kind.is_ring() || p.size == 0 {
+            return 0;
+        }
+        let (credits, published) = credit_blocks(kind);
+        let within = p.credit_offset.wrapping_sub(self.place(credits).offset);
+        self.place(published).offset + PUBLISHED_BASE + within
+    }
+
     /// Where `kind` lives (size 0 if the table does not have it).
     pub fn place(&self, kind: Kind) -> Placement {
         kind.index()
@@ -601,16 +625,20 @@ impl Layout {
             if !p.kind.is_ring() {
                 continue;
             }
-            let credits = match p.kind.writer() {
-                Side::Host => Kind::CreditsFromIpu,
-                Side::Ipu => Kind::CreditsFromHost,
-            };
-            let Some(block) = credits.index().and_then(|i| places.get(i)) else {
+            let (credits, published) = credit_blocks(p.kind);
+            let block_of = |k: Kind| k.index().and_then(|i| places.get(i));
+            let Some(block) = block_of(credits) else {
                 return Err(LayoutError::Missing(credits.0));
             };
+            let Some(other) = block_of(published) else {
+                return Err(LayoutError::Missing(published.0));
+            };
+            // The credit word lies below PUBLISHED_BASE, so that its published word (same
+            // offset + PUBLISHED_BASE in the other block) fits in that block.
             let inside = p.credit_offset.is_multiple_of(8)
                 && p.credit_offset >= block.offset
-                && p.credit_offset + 8 <= block.offset + block.size;
+                && p.credit_offset + 8 <= block.offset + block.size.min(PUBLISHED_BASE)
+                && other.size >= 2 * PUBLISHED_BASE;
             let clash = places
                 .iter()
                 .skip(i + 1)
@@ -661,6 +689,17 @@ mod tests {
                 "{kind:?}"
             );
         }
+    }
+
+    /// Published words: upper half of the credits block homed on the ring's consumer.
+    #[test]
+    fn published_words_follow_the_spec_table() {
+        let l = Layout::v1(DEFAULT_RING_ENTRIES, 0x10_0000, 4).unwrap();
+        assert_eq!(l.published_offset(Kind::RingTestResponse), 0x0_2800);
+        assert_eq!(l.published_offset(Kind::RingDecisions), 0x0_2840);
+        assert_eq!(l.published_offset(Kind::RingTestRequest), 0x2_1800);
+        assert_eq!(l.published_offset(Kind::RingEvents), 0x2_1840);
+        assert_eq!(l.published_offset(Kind::CpuSlots), 0);
     }
 
     /// A kind from a newer peer's subsystem is skipped, and the rest of the table still reads.

@@ -4,7 +4,9 @@
 //! length, the host from its mmap'd memfd. Every access to shared memory in this crate goes
 //! through this view, one naturally aligned 64-bit atomic at a time, so that nothing the peer
 //! does (including writing garbage at any moment) can cause a data race or undefined behaviour
-//! on this side. Values are little-endian on the link (see `docs/abi.md`, "Byte order").
+//! on this side. The one exception is the ring's whole-entry copy on x86_64 (`ring::copy_in`,
+//! `ring::copy_out`): 16-byte accesses to slots that the ring protocol hands to one side at a
+//! time, whose result is validated like any other read. Values are little-endian on the link (see `docs/abi.md`, "Byte order").
 
 use crate::sync::{AtomicU64, Ordering};
 

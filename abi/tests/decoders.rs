@@ -100,15 +100,16 @@ fn version_mismatch_is_reported() {
     let words = region_words(size);
     let region = SharedRegion::from_words(&words);
     Layout::v1(4, size, 3).unwrap().write(&region).unwrap();
-    // Patch the major to 2.
+    // Patch the major to the next one.
+    let other = wave_abi::ABI_MAJOR + 1;
     let w = region.word(8).unwrap();
     let v = u64::from_le(w.load(Ordering::Relaxed));
-    w.store(((v & !0xFFFF) | 2).to_le(), Ordering::Relaxed);
+    w.store(((v & !0xFFFF) | other as u64).to_le(), Ordering::Relaxed);
     let err = Layout::read(&region).unwrap_err();
     assert_eq!(
         err,
         LayoutError::Version {
-            major: 2,
+            major: other,
             minor: wave_abi::ABI_MINOR
         }
     );

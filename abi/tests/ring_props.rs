@@ -1,6 +1,7 @@
-//! Property tests of the ring: random interleavings of produce / consume / credit flush against
-//! a reference queue (wraparound, full and empty edges, batching), and hostile writes into the
-//! ring and credit memory (no panic, corrupt slots counted and skipped).
+//! Property tests of the ring: random interleavings of produce (push, batch, reserve/commit) /
+//! consume / credit flush against a reference queue (wraparound, full and empty edges,
+//! batching), and hostile writes into the ring, published and credit memory (no panic, no
+//! entry of another session or position accepted, corrupt slots and words counted).
 
 #![cfg(not(loom))]
 
@@ -8,21 +9,53 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use proptest::prelude::*;
-use wave_abi::ring::{stamp, Consumer, EntryBody, Producer, ENTRY_WORDS};
+use wave_abi::ring::{published, stamp, Consumer, EntryBody, Producer, RingWords, ENTRY_WORDS};
 
 #[derive(Clone, Debug)]
 enum Op {
     Produce(usize),
+    /// Reserve this many, write the first `.1` of them, commit.
+    Reserve(usize, usize),
     Consume(usize),
+    /// `Consumer::consume` with this maximum.
+    ConsumeBatch(usize),
     Flush,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (1usize..20).prop_map(Op::Produce),
+        (0usize..20, 0usize..20).prop_map(|(a, b)| Op::Reserve(a, b)),
         (1usize..20).prop_map(Op::Consume),
+        (0usize..20).prop_map(Op::ConsumeBatch),
         Just(Op::Flush),
     ]
+}
+
+/// Ring memory on the heap: slots, credit word, published word.
+struct Mem {
+    slots: Vec<AtomicU64>,
+    credit: AtomicU64,
+    published: AtomicU64,
+}
+
+impl Mem {
+    fn new(entries: u32) -> Self {
+        Mem {
+            slots: (0..entries as usize * ENTRY_WORDS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            credit: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+        }
+    }
+    fn words(&self) -> RingWords<'_> {
+        RingWords {
+            slots: &self.slots,
+            credit: &self.credit,
+            published: &self.published,
+        }
+    }
 }
 
 fn body(n: u64) -> EntryBody {
@@ -43,10 +76,9 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..200),
     ) {
         let entries = 1u32 << log2;
-        let slots: Vec<AtomicU64> = (0..entries as usize * ENTRY_WORDS).map(|_| AtomicU64::new(0)).collect();
-        let credit = AtomicU64::new(0);
-        let mut p = Producer::new(&slots, &credit, entries, session).unwrap();
-        let mut c = Consumer::new(&slots, &credit, entries, session).unwrap();
+        let mem = Mem::new(entries);
+        let mut p = Producer::new(mem.words(), entries, session).unwrap();
+        let mut c = Consumer::new(mem.words(), entries, session).unwrap();
         c.set_credit_batch(batch);
         let batch = batch.clamp(1, entries);
 
@@ -68,6 +100,18 @@ proptest! {
                     for i in 0..n { queue.push_back(next + i); }
                     next += n;
                 }
+                Op::Reserve(k, w) => {
+                    let room = entries as u64 - (next - returned);
+                    let mut r = p.reserve(k);
+                    prop_assert_eq!(r.len() as u64, (k as u64).min(room));
+                    if (r.len()) < k { fulls += 1; }
+                    let mut n = 0u64;
+                    while (n as usize) < w && r.write_words(&body(next + n).to_words()) { n += 1; }
+                    prop_assert_eq!(n, (w as u64).min(r.len() as u64));
+                    prop_assert_eq!(r.commit() as u64, n);
+                    for i in 0..n { queue.push_back(next + i); }
+                    next += n;
+                }
                 Op::Consume(k) => {
                     for _ in 0..k {
                         match c.poll() {
@@ -84,6 +128,19 @@ proptest! {
                             }
                         }
                     }
+                }
+                Op::ConsumeBatch(k) => {
+                    let avail = queue.len();
+                    let mut got = Vec::new();
+                    let n = c.consume(k, |b| got.push(*b));
+                    prop_assert_eq!(n, got.len());
+                    prop_assert!(n <= k.min(avail));
+                    if k > 0 && avail > 0 { prop_assert!(n > 0); }
+                    for b in got {
+                        prop_assert_eq!(Some(b), queue.pop_front().map(body));
+                    }
+                    consumed += n as u64;
+                    if n == 0 || consumed - returned >= batch as u64 { returned = consumed; }
                 }
                 Op::Flush => {
                     c.flush_credits();
@@ -103,25 +160,38 @@ proptest! {
     fn hostile_memory_never_panics_and_is_counted(
         log2 in 1u32..5,
         session in 1u32..,
-        ops in proptest::collection::vec((0u8..4, any::<u64>(), any::<usize>()), 1..300),
+        ops in proptest::collection::vec((0u8..5, any::<u64>(), any::<usize>()), 1..300),
     ) {
         let entries = 1u32 << log2;
-        let slots: Vec<AtomicU64> = (0..entries as usize * ENTRY_WORDS).map(|_| AtomicU64::new(0)).collect();
-        let credit = AtomicU64::new(0);
-        let mut p = Producer::new(&slots, &credit, entries, session).unwrap();
-        let mut c = Consumer::new(&slots, &credit, entries, session).unwrap();
+        let mem = Mem::new(entries);
+        let mut p = Producer::new(mem.words(), entries, session).unwrap();
+        let mut c = Consumer::new(mem.words(), entries, session).unwrap();
         let start = c.position();
         for (kind, value, at) in ops {
             match kind {
                 0 => { p.push(&body(value)); }
-                1 => { c.poll(); }
+                1 => {
+                    if c.poll().is_some() {
+                        // Whatever the hostile wrote, an accepted entry's slot carries this
+                        // session's stamp for its position (a body overwritten with garbage
+                        // is for the decoders to reject, not the ring).
+                        let pos = c.position().wrapping_sub(1);
+                        let w = (pos & (entries - 1)) as usize * ENTRY_WORDS + ENTRY_WORDS - 1;
+                        prop_assert_eq!(u64::from_le(mem.slots[w].load(Ordering::Relaxed)), stamp(session, pos));
+                    }
+                }
                 2 => {
                     // A hostile write anywhere in the ring: garbage, or a plausible stamp.
-                    let w = &slots[at % slots.len()];
+                    let w = &mem.slots[at % mem.slots.len()];
                     let v = if value & 1 == 0 { value } else { stamp(session, (value >> 1) as u32) };
                     w.store(v.to_le(), Ordering::Relaxed);
                 }
-                _ => credit.store(value, Ordering::Relaxed),
+                3 => {
+                    // A hostile published word: garbage, or this session's tag with any position.
+                    let v = if value & 1 == 0 { value } else { published(session, (value >> 1) as u32) };
+                    mem.published.store(v.to_le(), Ordering::Relaxed);
+                }
+                _ => mem.credit.store(value, Ordering::Relaxed),
             }
             let free = p.free_slots();
             prop_assert!(free <= entries);
