@@ -1,0 +1,299 @@
+//! Live statistics of a running link, read from the host's own memory only: both status blocks
+//! (the IPU's is homed on the host), the rings' stamp and credit words, and the transport's
+//! counters. A [`Sampler`] turns successive reads into rates (decisions/s, events/s), heartbeat
+//! age and each IPU core's awake share; [`render`] prints the result as a table, JSON or the
+//! Prometheus text format; [`control`] serves it on the host shim's control socket.
+//!
+//! Nothing here writes to the region, and every value read from it is untrusted: impossible
+//! values (a credit ahead of the producer, a stamp from another session) are counted as zero
+//! occupancy, never a panic.
+
+pub mod client;
+pub mod control;
+pub mod render;
+mod ring_scan;
+
+use std::time::{Duration, Instant};
+
+use wave_abi::status::{session_tag, State, StatusSnapshot, StatusView, MAX_LANES};
+use wave_abi::subsystem::SUBSYSTEMS;
+use wave_abi::{Kind, Layout, SharedRegion};
+
+pub use ring_scan::{scan_ring, RingLevel};
+
+/// Transaction outcomes of a subsystem, when its host mechanism publishes them live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Txns {
+    /// Committed transactions.
+    pub committed: u64,
+    /// Failed because the target's state moved on (stale sequence number).
+    pub stale: u64,
+    /// Aborted by the agent before the host took them.
+    pub aborted: u64,
+}
+
+/// One subsystem's view.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SubsystemStats {
+    /// Name from the subsystem table (`echo`, `sched`, ...).
+    pub name: &'static str,
+    /// The IPU core the configuration placed it on (`None`: not placed).
+    pub ipu_core: Option<u32>,
+    /// Entries the host published towards the IPU this session, and per second.
+    pub events: u64,
+    /// See `events`.
+    pub events_per_s: f64,
+    /// The IPU service's own count (scheduling: decisions; echo: requests answered).
+    pub decisions: u64,
+    /// See `decisions`.
+    pub decisions_per_s: f64,
+    /// Entries the IPU published towards the host this session.
+    pub replies: u64,
+    /// Entries published and not yet credited back, host→IPU ring (of `capacity`).
+    pub ring_to_ipu: RingLevel,
+    /// The same for the IPU→host ring.
+    pub ring_to_host: RingLevel,
+    /// Malformed entries the IPU service skipped on this channel.
+    pub ipu_invalid: u64,
+    /// Share of samples in which the IPU core serving this channel was awake (not asleep
+    /// waiting for a doorbell), in percent: the busy share as the host can see it.
+    pub ipu_core_awake_pct: Option<f64>,
+    /// Transactions (scheduling), if published live.
+    pub txns: Option<Txns>,
+}
+
+/// A whole snapshot.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stats {
+    /// Seconds since the sampler started.
+    pub uptime_s: f64,
+    /// Host state and epoch.
+    pub host_state: String,
+    /// IPU state and epoch.
+    pub ipu_state: String,
+    /// Host epoch.
+    pub host_epoch: u32,
+    /// IPU epoch.
+    pub ipu_epoch: u32,
+    /// The IPU's heartbeat counter.
+    pub ipu_heartbeat: u64,
+    /// Milliseconds since the IPU's heartbeat last moved (`None`: never seen moving).
+    pub heartbeat_age_ms: Option<u64>,
+    /// True if the heartbeat is older than the configured threshold.
+    pub heartbeat_stale: bool,
+    /// Doorbells the host rang at the IPU.
+    pub doorbells_to_ipu: u64,
+    /// Doorbells the IPU rang at the host.
+    pub doorbells_to_host: u64,
+    /// Fallback state (the scheduling subsystem's fallback to the host): `none` until the
+    /// lifecycle's fallback publishes one.
+    pub fallback: &'static str,
+    /// Malformed-entry counters of the link, per side.
+    pub malformed: Malformed,
+    /// Per subsystem.
+    pub subsystems: Vec<SubsystemStats>,
+}
+
+/// The link's counters of malformed input (docs/abi.md, "Published counters").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Malformed {
+    /// Ring slots the host skipped for bad stamps.
+    pub host_bad_stamps: u64,
+    /// Entries the host's decoders rejected.
+    pub host_invalid: u64,
+    /// Ring slots the IPU skipped for bad stamps.
+    pub ipu_bad_stamps: u64,
+    /// Entries the IPU's decoders rejected.
+    pub ipu_invalid: u64,
+    /// Times the IPU found its status block invalid or a ring full / a credit rejected.
+    pub ipu_full_or_bad_credit: u64,
+    /// The same on the host side.
+    pub host_full_or_bad_credit: u64,
+}
+
+/// Reads of one instant.
+#[derive(Clone, Debug)]
+struct Sample {
+    at: Instant,
+    host: StatusSnapshot,
+    ipu: StatusSnapshot,
+    rings: Vec<(RingLevel, RingLevel)>,
+}
+
+/// Turns successive reads of a region into [`Stats`].
+pub struct Sampler {
+    started: Instant,
+    layout: Layout,
+    placement: Vec<Option<u32>>,
+    stale_after: Duration,
+    last: Option<Sample>,
+    beat_seen: Option<(u64, Instant)>,
+    awake: Vec<(u64, u64)>,
+    current: Stats,
+    txns: Option<Txns>,
+}
+
+fn state_name(s: &StatusSnapshot) -> String {
+    match s.state {
+        State::Offline => "offline".into(),
+        State::Booting => "booting".into(),
+        State::Ready => "ready".into(),
+        State::Stopped => "stopped".into(),
+        State::VersionMismatch => format!("version-mismatch({:#x})", s.detail),
+        State::LayoutError => format!("layout-error({})", s.detail),
+        State::Unknown(v) => format!("unknown({v})"),
+    }
+}
+
+impl Sampler {
+    /// A sampler for `layout`; `placement[ch]` is the IPU core serving channel `ch`, if any;
+    /// a heartbeat older than `stale_after` is reported stale.
+    pub fn new(layout: Layout, placement: Vec<Option<u32>>, stale_after: Duration) -> Self {
+        Sampler {
+            started: Instant::now(),
+            layout,
+            placement,
+            stale_after,
+            last: None,
+            beat_seen: None,
+            awake: vec![(0, 0); SUBSYSTEMS.len()],
+            current: Stats::default(),
+            txns: None,
+        }
+    }
+
+    /// Sets the live transaction counts of the scheduling subsystem (from its host mechanism).
+    pub fn set_txns(&mut self, t: Txns) {
+        self.txns = Some(t);
+    }
+
+    fn read(&self, region: &SharedRegion<'_>) -> Option<Sample> {
+        let view = |k: Kind| StatusView::new(region, self.layout.place(k).offset).ok();
+        let host = view(Kind::HostStatus)?.snapshot();
+        let ipu = view(Kind::IpuStatus)?.snapshot();
+        let session = session_tag(host.epoch, ipu.epoch);
+        let rings = SUBSYSTEMS
+            .iter()
+            .map(|s| {
+                let to_ipu = scan_ring(region, &self.layout, s.to_ipu.kind, session);
+                let to_host = scan_ring(region, &self.layout, s.to_host.kind, session);
+                (to_ipu, to_host)
+            })
+            .collect();
+        Some(Sample {
+            at: Instant::now(),
+            host,
+            ipu,
+            rings,
+        })
+    }
+
+    /// Samples only the IPU cores' sleep words (cheap; call often, e.g. every 10 ms, for the
+    /// awake share).
+    pub fn sample_awake(&mut self, region: &SharedRegion<'_>) {
+        let Ok(v) = StatusView::new(region, self.layout.place(Kind::IpuStatus).offset) else {
+            return;
+        };
+        for (ch, a) in self.awake.iter_mut().enumerate().take(MAX_LANES) {
+            a.1 += 1;
+            if v.lane_wake(ch) & 1 == 0 {
+                a.0 += 1;
+            }
+        }
+    }
+
+    /// Reads the region and updates the current stats (rates over the time since the last
+    /// call). Returns the new stats.
+    pub fn update(&mut self, region: &SharedRegion<'_>) -> &Stats {
+        let Some(now) = self.read(region) else {
+            return &self.current;
+        };
+        match self.beat_seen {
+            Some((beat, _)) if beat == now.ipu.heartbeat => {}
+            _ => self.beat_seen = Some((now.ipu.heartbeat, now.at)),
+        }
+        let age = self
+            .beat_seen
+            .filter(|(b, _)| *b != 0)
+            .map(|(_, at)| now.at.duration_since(at));
+        let dt = self
+            .last
+            .as_ref()
+            .map(|l| now.at.duration_since(l.at).as_secs_f64())
+            .filter(|d| *d > 0.0);
+        let rate = |new: u64, old: Option<u64>| match (dt, old) {
+            (Some(dt), Some(old)) if new >= old => (new - old) as f64 / dt,
+            _ => 0.0,
+        };
+        let mut subsystems = Vec::new();
+        for (ch, s) in SUBSYSTEMS.iter().enumerate() {
+            let (to_ipu, to_host) = now.rings[ch];
+            let lane = now.ipu.lanes.get(ch).copied().unwrap_or((0, 0));
+            let old = self
+                .last
+                .as_ref()
+                .map(|l| (l.rings[ch], l.ipu.lanes.get(ch)));
+            let awake = self.awake[ch];
+            subsystems.push(SubsystemStats {
+                name: s.name,
+                ipu_core: self.placement.get(ch).copied().flatten(),
+                events: u64::from(to_ipu.produced),
+                events_per_s: rate(
+                    u64::from(to_ipu.produced),
+                    old.map(|o| u64::from(o.0 .0.produced)),
+                ),
+                decisions: lane.1,
+                decisions_per_s: rate(lane.1, old.and_then(|o| o.1.map(|l| l.1))),
+                replies: u64::from(to_host.produced),
+                ring_to_ipu: to_ipu,
+                ring_to_host: to_host,
+                ipu_invalid: lane.0,
+                ipu_core_awake_pct: (awake.1 > 0
+                    && self.placement.get(ch).is_some_and(|p| p.is_some()))
+                .then(|| awake.0 as f64 * 100.0 / awake.1 as f64),
+                txns: (s.name == "sched")
+                    .then_some(self.txns)
+                    .flatten()
+                    .or(
+                        (s.name == "sched" && now.host.counters[7] > 0).then(|| Txns {
+                            committed: now.host.counters[7],
+                            ..Txns::default()
+                        }),
+                    ),
+            });
+            self.awake[ch] = (0, 0);
+        }
+        self.current = Stats {
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            host_state: state_name(&now.host),
+            ipu_state: state_name(&now.ipu),
+            host_epoch: now.host.epoch,
+            ipu_epoch: now.ipu.epoch,
+            ipu_heartbeat: now.ipu.heartbeat,
+            heartbeat_age_ms: age.map(|a| a.as_millis() as u64),
+            heartbeat_stale: age.is_some_and(|a| a > self.stale_after),
+            doorbells_to_ipu: now.host.counters[4],
+            doorbells_to_host: now.ipu.counters[4],
+            fallback: "none",
+            malformed: Malformed {
+                host_bad_stamps: now.host.counters[1],
+                host_invalid: now.host.counters[6],
+                ipu_bad_stamps: now.ipu.counters[1],
+                ipu_invalid: now.ipu.counters[6],
+                ipu_full_or_bad_credit: now.ipu.counters[3],
+                host_full_or_bad_credit: now.host.counters[3],
+            },
+            subsystems,
+        };
+        self.last = Some(now);
+        &self.current
+    }
+
+    /// The latest stats.
+    pub fn current(&self) -> &Stats {
+        &self.current
+    }
+}
+
+#[cfg(test)]
+mod tests;
