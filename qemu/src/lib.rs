@@ -26,6 +26,7 @@ pub mod firmware;
 pub mod image;
 pub mod install;
 pub mod ipu;
+pub mod ipu_unit;
 pub mod link_test;
 pub mod size;
 pub mod toolchain;

@@ -36,6 +36,9 @@ pub enum Cmd {
     /// Offloaded scheduling end to end: a RocksDB-like workload with the policy on the IPU,
     /// then on a host core, then under Linux, at the same load; prints a side-by-side table.
     Demo(DemoArgs),
+    /// Run the emulated IPU as a service (the wave-ipu systemd unit): boot the installed
+    /// firmware with the services of /etc/wave/wave.toml against the running host shim.
+    Ipu(IpuArgs),
 }
 
 /// Which agents `demo` compares.
@@ -102,6 +105,19 @@ pub struct DemoArgs {
     /// Show the firmware console during the ipu run.
     #[arg(long)]
     pub console: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IpuArgs {
+    /// The configuration shared with `wave-host run`.
+    #[arg(long, default_value = "/etc/wave/wave.toml", value_name = "PATH")]
+    pub config: PathBuf,
+    /// Firmware ELF to boot [default: `[ipu] firmware` of the configuration].
+    #[arg(long, value_name = "PATH")]
+    pub firmware: Option<PathBuf>,
+    /// Seconds to wait for the host shim's link socket.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub wait: u64,
 }
 
 #[derive(Debug, Args)]

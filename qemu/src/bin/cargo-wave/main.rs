@@ -2,6 +2,7 @@
 //! options, calls the `wave_qemu` library and turns every result into the documented exit code.
 
 mod cli;
+mod ipu;
 mod test_cmd;
 
 use std::process::ExitCode as ProcessExit;
@@ -198,6 +199,7 @@ fn main() -> ProcessExit {
         Cmd::Test(args) => test_cmd::run(args),
         Cmd::LinkTest(args) => link_test(args).map(|c| c as u8),
         Cmd::Demo(args) => demo(args).map(|c| c as u8),
+        Cmd::Ipu(args) => ipu::run(args),
     };
     match result {
         Ok(code) => ProcessExit::from(code),
