@@ -154,6 +154,8 @@ fn supervise(
         }
         sampler.sample_awake(&region);
         if Instant::now() >= next_sample {
+            let c = server.counters();
+            sampler.set_transport_doorbells(c.doorbells_out, c.doorbells_in);
             next_sample = Instant::now() + interval;
             *stats.lock().unwrap_or_else(|e| e.into_inner()) = sampler.update(&region).clone();
         }

@@ -21,15 +21,17 @@ use wave_abi::{Kind, Layout, SharedRegion};
 
 pub use ring_scan::{scan_ring, RingLevel};
 
-/// Transaction outcomes of a subsystem, when its host mechanism publishes them live.
+/// Transaction outcomes of a subsystem. The scheduling mechanism publishes its committed
+/// count live in the host status block (counter slot 7); stale and aborted counts are known
+/// only when the owner of the mechanism hands them to the sampler ([`Sampler::set_txns`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Txns {
     /// Committed transactions.
     pub committed: u64,
-    /// Failed because the target's state moved on (stale sequence number).
-    pub stale: u64,
-    /// Aborted by the agent before the host took them.
-    pub aborted: u64,
+    /// Failed because the target's state moved on (stale sequence number), if known.
+    pub stale: Option<u64>,
+    /// Aborted by the agent before the host took them, if known.
+    pub aborted: Option<u64>,
 }
 
 /// One subsystem's view.
@@ -131,6 +133,7 @@ pub struct Sampler {
     awake: Vec<(u64, u64)>,
     current: Stats,
     txns: Option<Txns>,
+    transport_doorbells: Option<(u64, u64)>,
 }
 
 fn state_name(s: &StatusSnapshot) -> String {
@@ -159,12 +162,19 @@ impl Sampler {
             awake: vec![(0, 0); SUBSYSTEMS.len()],
             current: Stats::default(),
             txns: None,
+            transport_doorbells: None,
         }
     }
 
     /// Sets the live transaction counts of the scheduling subsystem (from its host mechanism).
     pub fn set_txns(&mut self, t: Txns) {
         self.txns = Some(t);
+    }
+
+    /// Sets the transport's own doorbell counts (to the IPU, to the host), which include the
+    /// doorbells of every lane (the status blocks count only the primary endpoint's).
+    pub fn set_transport_doorbells(&mut self, to_ipu: u64, to_host: u64) {
+        self.transport_doorbells = Some((to_ipu, to_host));
     }
 
     fn read(&self, region: &SharedRegion<'_>) -> Option<Sample> {
@@ -272,8 +282,12 @@ impl Sampler {
             ipu_heartbeat: now.ipu.heartbeat,
             heartbeat_age_ms: age.map(|a| a.as_millis() as u64),
             heartbeat_stale: age.is_some_and(|a| a > self.stale_after),
-            doorbells_to_ipu: now.host.counters[4],
-            doorbells_to_host: now.ipu.counters[4],
+            doorbells_to_ipu: self
+                .transport_doorbells
+                .map_or(now.host.counters[4], |d| d.0),
+            doorbells_to_host: self
+                .transport_doorbells
+                .map_or(now.ipu.counters[4], |d| d.1),
             fallback: "none",
             malformed: Malformed {
                 host_bad_stamps: now.host.counters[1],

@@ -20,7 +20,9 @@ fn sub_json(s: &SubsystemStats) -> String {
     let txns = s.txns.map_or("null".to_string(), |t| {
         format!(
             "{{\"committed\":{},\"stale\":{},\"aborted\":{}}}",
-            t.committed, t.stale, t.aborted
+            t.committed,
+            opt(t.stale),
+            opt(t.aborted)
         )
     });
     format!(
@@ -111,7 +113,8 @@ pub fn table(s: &Stats) -> String {
     );
     for x in &s.subsystems {
         let txns = x.txns.map_or("-".to_string(), |t| {
-            format!("{}/{}/{}", t.committed, t.stale, t.aborted)
+            let o = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+            format!("{}/{}/{}", t.committed, o(t.stale), o(t.aborted))
         });
         let _ = writeln!(
             o,
@@ -265,18 +268,16 @@ pub fn prometheus(s: &Stats) -> String {
         "Share of samples the IPU core serving the subsystem was awake.",
         &per(&|x| x.ipu_core_awake_pct.map(|p| format!("{:.3}", p / 100.0))),
     );
-    let txn = |f: fn(&super::Txns) -> u64| {
-        per(&move |x: &SubsystemStats| x.txns.map(|t| f(&t).to_string()))
-    };
-    let mut rows = Vec::new();
-    for (outcome, f) in [
-        (
-            "committed",
-            (|t: &super::Txns| t.committed) as fn(&super::Txns) -> u64,
-        ),
+    type Pick = fn(&super::Txns) -> Option<u64>;
+    let txn =
+        |f: Pick| per(&move |x: &SubsystemStats| x.txns.and_then(|t| f(&t)).map(|v| v.to_string()));
+    let picks: [(&str, Pick); 3] = [
+        ("committed", |t| Some(t.committed)),
         ("stale", |t| t.stale),
         ("aborted", |t| t.aborted),
-    ] {
+    ];
+    let mut rows = Vec::new();
+    for (outcome, f) in picks {
         for (l, v) in txn(f) {
             rows.push((format!("{l},outcome=\"{outcome}\""), v));
         }

@@ -2,6 +2,7 @@
 //! options, calls the `wave_qemu` library and turns every result into the documented exit code.
 
 mod cli;
+mod demo_all;
 mod ipu;
 mod test_cmd;
 
@@ -119,6 +120,9 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ..EngineConfig::default()
     };
     engine.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if args.subsystem == "all" {
+        return demo_all::run(&args, engine);
+    }
     let opts = wave_qemu::demo::DemoOptions {
         agents,
         engine,
@@ -126,6 +130,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         spin_us: args.spin_us,
         gic: args.gic,
         echo: args.console,
+        stats: args.stats,
         ..Default::default()
     };
     let image = if opts.agents.contains(&AgentMode::Ipu) {
