@@ -124,6 +124,36 @@ fn field(json: &str, key: &str) -> String {
         .to_string()
 }
 
+/// Starts `wave-host stats --listen 127.0.0.1:0`, scrapes /metrics once, stops it.
+fn scrape(config: &Path) -> String {
+    use std::io::{BufRead, Read, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wave-host"))
+        .args(["stats", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    let _ = child.kill();
+    let _ = child.wait();
+    out
+}
+
 struct Service {
     child: Child,
     dir: PathBuf,
@@ -197,6 +227,13 @@ fn service_serves_live_stats_and_sigterm_leaves_nothing() {
             field(&j, "ipu_state") == "ready" && field(&j, "host_state") == "ready"
         });
         let first = stats_json(&config);
+        let metrics = scrape(&config);
+        assert!(metrics.starts_with("HTTP/1.0 200 OK"), "{metrics}");
+        assert!(metrics.contains("\nwave_ipu_up 1\n"), "{metrics}");
+        assert!(
+            metrics.contains("wave_decisions_total{subsystem=\"echo\"}"),
+            "{metrics}"
+        );
         std::thread::sleep(Duration::from_millis(300));
         let second = stats_json(&config);
         nix::sys::signal::kill(

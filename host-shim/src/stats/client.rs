@@ -51,7 +51,8 @@ pub fn loopback_only(addr: &str) -> Result<SocketAddr, String> {
 pub fn listen(socket: &Path, addr: &str) -> Result<(), String> {
     let a = loopback_only(addr)?;
     let l = TcpListener::bind(a).map_err(|e| format!("cannot listen on {a}: {e}"))?;
-    eprintln!("wave-host: stats: serving Prometheus metrics on http://{a}/metrics");
+    let bound = l.local_addr().unwrap_or(a);
+    eprintln!("wave-host: stats: serving Prometheus metrics on http://{bound}/metrics");
     for conn in l.incoming().flatten() {
         let _ = serve_http(conn, socket);
     }
