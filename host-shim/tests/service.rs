@@ -179,7 +179,7 @@ fn service_serves_live_stats_and_sigterm_leaves_nothing() {
         &config,
         format!(
             "[link]\nsocket = \"{}\"\n[control]\nsocket = \"{}\"\n[subsystems]\nenabled = [\"echo\", \"sched\"]\n\
-             [thresholds]\nstats_interval_ms = 50\nlog_interval_s = 0\n",
+             [echo]\nprobe_interval_ms = 20\n[thresholds]\nstats_interval_ms = 50\nlog_interval_s = 0\n",
             link.display(),
             control_dir.join("control.sock").display()
         ),
@@ -259,6 +259,22 @@ fn service_serves_live_stats_and_sigterm_leaves_nothing() {
         "{first}"
     );
     assert_eq!(field(&second, "fallback"), "none");
+    // The echo subsystem's host side (the link probe) runs: answered probes grow, none lost,
+    // and the IPU's echo service counts them.
+    let answered = |j: &str| field(j, "answered").parse::<u64>().unwrap();
+    assert!(
+        answered(&second) > answered(&first),
+        "probes:\n{first}\n{second}"
+    );
+    assert_eq!(field(&second, "lost"), "0", "{second}");
+    let echo = |j: &str| {
+        let at = j.find("\"name\":\"echo\"").unwrap();
+        field(&j[at..], "decisions").parse::<u64>().unwrap()
+    };
+    assert!(echo(&second) > 0, "{second}");
+    assert_eq!(field(&second, "host_bad_stamps"), "0", "{second}");
+    // No scheduling mechanism runs in the service: no transaction counts are made up.
+    assert!(second.trim_end().ends_with("\"txns\":null}]}"), "{second}");
     let t = Instant::now();
     let status = loop {
         if let Some(s) = svc.child.try_wait().unwrap() {

@@ -185,6 +185,8 @@ pub fn with_live_stats<T>(
         s.spawn(|| {
             let region = server.region();
             let mut sampler = Sampler::new(*server.layout(), placement, Duration::from_secs(1));
+            // In the demos the scheduling engine is the host's primary endpoint.
+            sampler.txns_from_host_status();
             let mut next = Instant::now() + Duration::from_secs(1);
             while !done.load(std::sync::atomic::Ordering::Acquire) {
                 sampler.sample_awake(&region);

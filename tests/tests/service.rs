@@ -97,7 +97,7 @@ fn host_unit_and_ipu_unit_serve_live_stats_and_stop_cleanly() {
     std::fs::write(
         &config,
         format!(
-            "[link]\nsocket = \"{}\"\n[control]\nsocket = \"{}\"\n[thresholds]\nstats_interval_ms = 200\n",
+            "[link]\nsocket = \"{}\"\n[control]\nsocket = \"{}\"\n[echo]\nprobe_interval_ms = 100\n[thresholds]\nstats_interval_ms = 200\n",
             link.display(),
             control_dir.join("control.sock").display()
         ),

@@ -34,6 +34,8 @@ pub struct Config {
     pub sched_params: Vec<String>,
     /// `[sched] host_cpus`.
     pub host_cpus: u32,
+    /// `[echo] probe_interval_ms` (0: no probe).
+    pub probe_interval_ms: u64,
     /// `[thresholds] heartbeat_stale_ms`.
     pub heartbeat_stale_ms: u64,
     /// `[thresholds] stats_interval_ms`.
@@ -60,6 +62,7 @@ impl Default for Config {
             sched_policy: "shinjuku".into(),
             sched_params: Vec::new(),
             host_cpus: 2,
+            probe_interval_ms: 1000,
             heartbeat_stale_ms: 1000,
             stats_interval_ms: 1000,
             log_interval_s: 60,
@@ -165,6 +168,9 @@ impl Config {
             ("sched", "policy") => self.sched_policy = want_str(e)?.into(),
             ("sched", "params") => self.sched_params = want_list(e)?,
             ("sched", "host_cpus") => self.host_cpus = want_int(e, 1, 64)? as u32,
+            ("echo", "probe_interval_ms") => {
+                self.probe_interval_ms = want_int(e, 0, 3_600_000)? as u64
+            }
             ("thresholds", "heartbeat_stale_ms") => {
                 self.heartbeat_stale_ms = want_int(e, 10, 3_600_000)? as u64
             }
@@ -222,6 +228,12 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The echo probe's interval, if the echo subsystem is enabled and the probe is on.
+    pub fn probe_interval(&self) -> Option<std::time::Duration> {
+        (self.subsystems.iter().any(|s| s == "echo") && self.probe_interval_ms > 0)
+            .then(|| std::time::Duration::from_millis(self.probe_interval_ms))
     }
 
     /// Doorbell vectors the subsystems need.

@@ -13,11 +13,11 @@
 pub mod commands;
 pub mod config;
 pub mod install;
+pub mod probe;
 pub mod toml;
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -30,6 +30,7 @@ use crate::ivshmem::{IvshmemServer, ServerConfig};
 use crate::link::{HostPort, Link};
 use crate::stats::control::{ControlServer, Request};
 use crate::stats::{render, Sampler, Stats};
+use probe::{LinkProbe, ProbeCounters};
 
 pub use config::Config;
 
@@ -76,12 +77,13 @@ pub fn run(cfg: &Config) -> Result<(), String> {
     log(format_args!("QEMU connects with: {}", server.qemu_args()));
     notify_ready();
     let stop = AtomicBool::new(false);
-    let stats = Mutex::new(Stats::default());
+    let probe = ProbeCounters::default();
     std::thread::scope(|s| {
         s.spawn(|| {
-            supervise(cfg, &server, &mut control, &signals, &stats, &stop);
+            let probe = cfg.probe_interval().map(|_| &probe);
+            supervise(cfg, &server, &mut control, &signals, &stop, probe);
         });
-        hold_link(&server, &stop);
+        hold_link(&server, &stop, cfg.probe_interval().map(|i| (i, &probe)));
     });
     drop(control);
     drop(server);
@@ -89,10 +91,11 @@ pub fn run(cfg: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Keeps the host end of the link alive (the agent runtime with no host-side service: attach,
-/// resynchronise, heartbeat, sleep on the control vector) until `stop`; then publishes STOPPED
-/// and rings the IPU.
-fn hold_link(server: &IvshmemServer, stop: &AtomicBool) {
+/// Keeps the host end of the link alive (the agent runtime: attach, resynchronise, heartbeat,
+/// sleep on its vectors; with the echo subsystem's link probe as its one service when enabled)
+/// until `stop`; then publishes STOPPED and rings the IPU.
+fn hold_link(server: &IvshmemServer, stop: &AtomicBool, probe: Option<(Duration, &ProbeCounters)>) {
+    let mut probe = probe.map(|(i, c)| LinkProbe::new(i.as_nanos() as u64, c));
     let layout: Layout = *server.layout();
     let origin = Instant::now();
     let tuning = Tuning {
@@ -114,7 +117,10 @@ fn hold_link(server: &IvshmemServer, stop: &AtomicBool) {
         log(format_args!("IPU connected; host epoch {}", ep.epoch()));
         let mut rt = Runtime::new(tuning);
         let mut port = HostPort::new(server, origin, stop).with_log("wave-host");
-        rt.run(&mut ep, &mut port, &mut []);
+        match probe.as_mut() {
+            Some(p) => rt.run(&mut ep, &mut port, &mut [p]),
+            None => rt.run(&mut ep, &mut port, &mut []),
+        };
         if stop.load(Ordering::Acquire) {
             ep.stop();
             let _ = server.notify(wave_abi::layout::VECTOR_CONTROL);
@@ -130,8 +136,8 @@ fn supervise(
     server: &IvshmemServer,
     control: &mut ControlServer,
     signals: &SignalFd,
-    stats: &Mutex<Stats>,
     stop: &AtomicBool,
+    probe: Option<&ProbeCounters>,
 ) {
     let region = server.region();
     let mut sampler = Sampler::new(
@@ -156,8 +162,11 @@ fn supervise(
         if Instant::now() >= next_sample {
             let c = server.counters();
             sampler.set_transport_doorbells(c.doorbells_out, c.doorbells_in);
+            if let Some(p) = probe {
+                sampler.set_probe(probe_stats(p));
+            }
             next_sample = Instant::now() + interval;
-            *stats.lock().unwrap_or_else(|e| e.into_inner()) = sampler.update(&region).clone();
+            sampler.update(&region);
         }
         if ctl {
             let snap = sampler.current().clone();
@@ -168,6 +177,15 @@ fn supervise(
             let t = render::table(sampler.current());
             log(format_args!("{}", t.lines().next().unwrap_or("")));
         }
+    }
+}
+
+fn probe_stats(p: &ProbeCounters) -> crate::stats::Probe {
+    crate::stats::Probe {
+        sent: p.sent.load(Ordering::Relaxed),
+        answered: p.answered.load(Ordering::Relaxed),
+        lost: p.lost.load(Ordering::Relaxed),
+        last_rtt_us: p.last_rtt_ns.load(Ordering::Relaxed) as f64 / 1e3,
     }
 }
 

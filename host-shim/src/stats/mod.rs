@@ -92,8 +92,23 @@ pub struct Stats {
     pub fallback: &'static str,
     /// Malformed-entry counters of the link, per side.
     pub malformed: Malformed,
+    /// The link probe, when the service runs one.
+    pub probe: Option<Probe>,
     /// Per subsystem.
     pub subsystems: Vec<SubsystemStats>,
+}
+
+/// The service's link probe (the echo subsystem's host side).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Probe {
+    /// Probes sent.
+    pub sent: u64,
+    /// Answered correctly.
+    pub answered: u64,
+    /// Lost or answered wrongly.
+    pub lost: u64,
+    /// Round trip of the last answer (µs).
+    pub last_rtt_us: f64,
 }
 
 /// The link's counters of malformed input (docs/abi.md, "Published counters").
@@ -134,6 +149,8 @@ pub struct Sampler {
     current: Stats,
     txns: Option<Txns>,
     transport_doorbells: Option<(u64, u64)>,
+    probe: Option<Probe>,
+    txns_from_host_status: bool,
 }
 
 fn state_name(s: &StatusSnapshot) -> String {
@@ -163,12 +180,27 @@ impl Sampler {
             current: Stats::default(),
             txns: None,
             transport_doorbells: None,
+            probe: None,
+            txns_from_host_status: false,
         }
     }
 
     /// Sets the live transaction counts of the scheduling subsystem (from its host mechanism).
     pub fn set_txns(&mut self, t: Txns) {
         self.txns = Some(t);
+    }
+
+    /// Reads the scheduling subsystem's committed transactions from the host status block's
+    /// counter 7, which the scheduling engine publishes when it is the host's primary endpoint
+    /// (docs/abi.md "Published counters": application-defined; elsewhere it sums other
+    /// services' counts, so this is off by default).
+    pub fn txns_from_host_status(&mut self) {
+        self.txns_from_host_status = true;
+    }
+
+    /// Sets the link probe's counters.
+    pub fn set_probe(&mut self, p: Probe) {
+        self.probe = Some(p);
     }
 
     /// Sets the transport's own doorbell counts (to the IPU, to the host), which include the
@@ -265,7 +297,7 @@ impl Sampler {
                     .then_some(self.txns)
                     .flatten()
                     .or(
-                        (s.name == "sched" && now.host.counters[7] > 0).then(|| Txns {
+                        (s.name == "sched" && self.txns_from_host_status).then(|| Txns {
                             committed: now.host.counters[7],
                             ..Txns::default()
                         }),
@@ -297,6 +329,7 @@ impl Sampler {
                 ipu_full_or_bad_credit: now.ipu.counters[3],
                 host_full_or_bad_credit: now.host.counters[3],
             },
+            probe: self.probe,
             subsystems,
         };
         self.last = Some(now);

@@ -54,7 +54,7 @@ pub fn json(s: &Stats) -> String {
          \"doorbells_to_ipu\":{},\"doorbells_to_host\":{},\"fallback\":\"{}\",\
          \"malformed\":{{\"host_bad_stamps\":{},\"host_invalid\":{},\"ipu_bad_stamps\":{},\
          \"ipu_invalid\":{},\"host_full_or_bad_credit\":{},\"ipu_full_or_bad_credit\":{}}},\
-         \"subsystems\":[{}]}}",
+         \"probe\":{},\"subsystems\":[{}]}}",
         s.uptime_s,
         s.host_state,
         s.ipu_state,
@@ -72,6 +72,10 @@ pub fn json(s: &Stats) -> String {
         m.ipu_invalid,
         m.host_full_or_bad_credit,
         m.ipu_full_or_bad_credit,
+        s.probe.map_or("null".to_string(), |p| format!(
+            "{{\"sent\":{},\"answered\":{},\"lost\":{},\"last_rtt_us\":{:.1}}}",
+            p.sent, p.answered, p.lost, p.last_rtt_us
+        )),
         subs.join(",")
     )
 }
@@ -98,6 +102,13 @@ pub fn table(s: &Stats) -> String {
         "doorbells host->ipu {} ipu->host {}; malformed: host bad stamps {} invalid {}, ipu bad stamps {} invalid {}",
         s.doorbells_to_ipu, s.doorbells_to_host, m.host_bad_stamps, m.host_invalid, m.ipu_bad_stamps, m.ipu_invalid
     );
+    if let Some(p) = s.probe {
+        let _ = writeln!(
+            o,
+            "probe: sent {} answered {} lost {}, last round trip {:.1} us",
+            p.sent, p.answered, p.lost, p.last_rtt_us
+        );
+    }
     let _ = writeln!(
         o,
         "{:<8} {:>4} {:>11} {:>12} {:>11} {:>11} {:>9} {:>6} {:>22}",
@@ -289,5 +300,24 @@ pub fn prometheus(s: &Stats) -> String {
         "Transactions by outcome.",
         &rows,
     );
+    if let Some(p) = s.probe {
+        metric(
+            &mut o,
+            "probes_total",
+            "counter",
+            "Link probes by outcome.",
+            &[
+                ("outcome=\"answered\"".into(), p.answered.to_string()),
+                ("outcome=\"lost\"".into(), p.lost.to_string()),
+            ],
+        );
+        metric(
+            &mut o,
+            "probe_rtt_seconds",
+            "gauge",
+            "Round trip of the last answered link probe.",
+            &one(format!("{:.9}", p.last_rtt_us / 1e6)),
+        );
+    }
     o
 }
