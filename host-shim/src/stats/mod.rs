@@ -258,82 +258,75 @@ impl Sampler {
             .beat_seen
             .filter(|(b, _)| *b != 0)
             .map(|(_, at)| now.at.duration_since(at));
-        let dt = self
-            .last
-            .as_ref()
-            .map(|l| now.at.duration_since(l.at).as_secs_f64())
-            .filter(|d| *d > 0.0);
-        let rate = |new: u64, old: Option<u64>| match (dt, old) {
-            (Some(dt), Some(old)) if new >= old => (new - old) as f64 / dt,
-            _ => 0.0,
-        };
-        let mut subsystems = Vec::new();
-        for (ch, s) in SUBSYSTEMS.iter().enumerate() {
-            let (to_ipu, to_host) = now.rings[ch];
-            let lane = now.ipu.lanes.get(ch).copied().unwrap_or((0, 0));
-            let old = self
-                .last
-                .as_ref()
-                .map(|l| (l.rings[ch], l.ipu.lanes.get(ch)));
-            let awake = self.awake[ch];
-            subsystems.push(SubsystemStats {
-                name: s.name,
-                ipu_core: self.placement.get(ch).copied().flatten(),
-                events: u64::from(to_ipu.produced),
-                events_per_s: rate(
-                    u64::from(to_ipu.produced),
-                    old.map(|o| u64::from(o.0 .0.produced)),
-                ),
-                decisions: lane.1,
-                decisions_per_s: rate(lane.1, old.and_then(|o| o.1.map(|l| l.1))),
-                replies: u64::from(to_host.produced),
-                ring_to_ipu: to_ipu,
-                ring_to_host: to_host,
-                ipu_invalid: lane.0,
-                ipu_core_awake_pct: (awake.1 > 0
-                    && self.placement.get(ch).is_some_and(|p| p.is_some()))
-                .then(|| awake.0 as f64 * 100.0 / awake.1 as f64),
-                txns: (s.name == "sched")
-                    .then_some(self.txns)
-                    .flatten()
-                    .or(
-                        (s.name == "sched" && self.txns_from_host_status).then(|| Txns {
-                            committed: now.host.counters[7],
-                            ..Txns::default()
-                        }),
-                    ),
-            });
-            self.awake[ch] = (0, 0);
-        }
+        let subsystems = (0..SUBSYSTEMS.len())
+            .map(|ch| self.subsystem(ch, &now))
+            .collect();
+        self.awake.iter_mut().for_each(|a| *a = (0, 0));
+        let (host, ipu) = (&now.host, &now.ipu);
+        let bells = self.transport_doorbells;
         self.current = Stats {
             uptime_s: self.started.elapsed().as_secs_f64(),
-            host_state: state_name(&now.host),
-            ipu_state: state_name(&now.ipu),
-            host_epoch: now.host.epoch,
-            ipu_epoch: now.ipu.epoch,
-            ipu_heartbeat: now.ipu.heartbeat,
+            host_state: state_name(host),
+            ipu_state: state_name(ipu),
+            host_epoch: host.epoch,
+            ipu_epoch: ipu.epoch,
+            ipu_heartbeat: ipu.heartbeat,
             heartbeat_age_ms: age.map(|a| a.as_millis() as u64),
             heartbeat_stale: age.is_some_and(|a| a > self.stale_after),
-            doorbells_to_ipu: self
-                .transport_doorbells
-                .map_or(now.host.counters[4], |d| d.0),
-            doorbells_to_host: self
-                .transport_doorbells
-                .map_or(now.ipu.counters[4], |d| d.1),
+            doorbells_to_ipu: bells.map_or(host.counters[4], |d| d.0),
+            doorbells_to_host: bells.map_or(ipu.counters[4], |d| d.1),
             fallback: "none",
             malformed: Malformed {
-                host_bad_stamps: now.host.counters[1],
-                host_invalid: now.host.counters[6],
-                ipu_bad_stamps: now.ipu.counters[1],
-                ipu_invalid: now.ipu.counters[6],
-                ipu_full_or_bad_credit: now.ipu.counters[3],
-                host_full_or_bad_credit: now.host.counters[3],
+                host_bad_stamps: host.counters[1],
+                host_invalid: host.counters[6],
+                ipu_bad_stamps: ipu.counters[1],
+                ipu_invalid: ipu.counters[6],
+                ipu_full_or_bad_credit: ipu.counters[3],
+                host_full_or_bad_credit: host.counters[3],
             },
             probe: self.probe,
             subsystems,
         };
         self.last = Some(now);
         &self.current
+    }
+
+    /// Channel `ch`'s stats from `now` (rates against the previous sample).
+    fn subsystem(&self, ch: usize, now: &Sample) -> SubsystemStats {
+        let name = SUBSYSTEMS[ch].name;
+        let (to_ipu, to_host) = now.rings[ch];
+        let lane = now.ipu.lanes.get(ch).copied().unwrap_or((0, 0));
+        let last = self.last.as_ref();
+        let dt = last
+            .map(|l| now.at.duration_since(l.at).as_secs_f64())
+            .filter(|d| *d > 0.0);
+        let rate = |new: u64, old: Option<u64>| match (dt, old) {
+            (Some(dt), Some(old)) if new >= old => (new - old) as f64 / dt,
+            _ => 0.0,
+        };
+        let old_events = last.map(|l| u64::from(l.rings[ch].0.produced));
+        let old_decisions = last.and_then(|l| l.ipu.lanes.get(ch).map(|x| x.1));
+        let core = self.placement.get(ch).copied().flatten();
+        let (awake, samples) = self.awake[ch];
+        let live_txns = (self.txns_from_host_status).then(|| Txns {
+            committed: now.host.counters[7],
+            ..Txns::default()
+        });
+        SubsystemStats {
+            name,
+            ipu_core: core,
+            events: u64::from(to_ipu.produced),
+            events_per_s: rate(u64::from(to_ipu.produced), old_events),
+            decisions: lane.1,
+            decisions_per_s: rate(lane.1, old_decisions),
+            replies: u64::from(to_host.produced),
+            ring_to_ipu: to_ipu,
+            ring_to_host: to_host,
+            ipu_invalid: lane.0,
+            ipu_core_awake_pct: (samples > 0 && core.is_some())
+                .then(|| awake as f64 * 100.0 / samples as f64),
+            txns: (name == "sched").then(|| self.txns.or(live_txns)).flatten(),
+        }
     }
 
     /// The latest stats.

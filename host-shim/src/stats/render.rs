@@ -159,30 +159,41 @@ fn metric(o: &mut String, name: &str, kind: &str, help: &str, rows: &[(String, S
 /// The Prometheus text exposition format.
 pub fn prometheus(s: &Stats) -> String {
     let mut o = String::new();
-    let one = |v: String| vec![(String::new(), v)];
+    link_metrics(&mut o, s);
+    subsystem_metrics(&mut o, s);
+    probe_metrics(&mut o, s);
+    o
+}
+
+fn one(v: String) -> Vec<(String, String)> {
+    vec![(String::new(), v)]
+}
+
+/// Link-wide metrics: state, heartbeat, doorbells, malformed input.
+fn link_metrics(o: &mut String, s: &Stats) {
     metric(
-        &mut o,
+        o,
         "uptime_seconds",
         "gauge",
         "Seconds since the host shim's sampler started.",
         &one(format!("{:.3}", s.uptime_s)),
     );
     metric(
-        &mut o,
+        o,
         "ipu_up",
         "gauge",
         "1 if the IPU side is READY.",
         &one(u8::from(s.ipu_state == "ready").to_string()),
     );
     metric(
-        &mut o,
+        o,
         "ipu_heartbeat",
         "counter",
         "The IPU's heartbeat counter.",
         &one(s.ipu_heartbeat.to_string()),
     );
     metric(
-        &mut o,
+        o,
         "heartbeat_age_seconds",
         "gauge",
         "Seconds since the IPU heartbeat last moved.",
@@ -191,14 +202,14 @@ pub fn prometheus(s: &Stats) -> String {
             .map_or("NaN".into(), |a| format!("{:.3}", a as f64 / 1e3))),
     );
     metric(
-        &mut o,
+        o,
         "fallback_active",
         "gauge",
         "1 while a subsystem runs on its host fallback.",
         &one(u8::from(s.fallback != "none").to_string()),
     );
     metric(
-        &mut o,
+        o,
         "doorbells_total",
         "counter",
         "Doorbells rung, by direction.",
@@ -215,7 +226,7 @@ pub fn prometheus(s: &Stats) -> String {
     );
     let m = &s.malformed;
     metric(
-        &mut o,
+        o,
         "malformed_entries_total",
         "counter",
         "Malformed link input, by side that found it and kind.",
@@ -238,6 +249,10 @@ pub fn prometheus(s: &Stats) -> String {
             ),
         ],
     );
+}
+
+/// Per-subsystem metrics, labelled `subsystem`.
+fn subsystem_metrics(o: &mut String, s: &Stats) {
     let per = |f: &dyn Fn(&SubsystemStats) -> Option<String>| -> Vec<(String, String)> {
         s.subsystems
             .iter()
@@ -245,35 +260,35 @@ pub fn prometheus(s: &Stats) -> String {
             .collect()
     };
     metric(
-        &mut o,
+        o,
         "events_total",
         "counter",
         "Entries the host published to the IPU this session.",
         &per(&|x| Some(x.events.to_string())),
     );
     metric(
-        &mut o,
+        o,
         "decisions_total",
         "counter",
         "The IPU service's count (scheduling: decisions; echo: answers).",
         &per(&|x| Some(x.decisions.to_string())),
     );
     metric(
-        &mut o,
+        o,
         "ring_occupancy",
         "gauge",
         "Entries published and not yet credited, host to IPU ring.",
         &per(&|x| Some(x.ring_to_ipu.occupancy.to_string())),
     );
     metric(
-        &mut o,
+        o,
         "ipu_invalid_total",
         "counter",
         "Malformed entries the IPU service skipped.",
         &per(&|x| Some(x.ipu_invalid.to_string())),
     );
     metric(
-        &mut o,
+        o,
         "ipu_core_busy_ratio",
         "gauge",
         "Share of samples the IPU core serving the subsystem was awake.",
@@ -294,15 +309,19 @@ pub fn prometheus(s: &Stats) -> String {
         }
     }
     metric(
-        &mut o,
+        o,
         "transactions_total",
         "counter",
         "Transactions by outcome.",
         &rows,
     );
+}
+
+/// The service's link probe, when it runs one.
+fn probe_metrics(o: &mut String, s: &Stats) {
     if let Some(p) = s.probe {
         metric(
-            &mut o,
+            o,
             "probes_total",
             "counter",
             "Link probes by outcome.",
@@ -312,12 +331,11 @@ pub fn prometheus(s: &Stats) -> String {
             ],
         );
         metric(
-            &mut o,
+            o,
             "probe_rtt_seconds",
             "gauge",
             "Round trip of the last answered link probe.",
             &one(format!("{:.9}", p.last_rtt_us / 1e6)),
         );
     }
-    o
 }
