@@ -8,7 +8,8 @@
 //!   ivshmem server transport QEMU connects to), [`local`] (an in-process link pair, used by the
 //!   on-host mode and tests), [`link_test`] (the host-side link-test driver), [`engine`] (the
 //!   scheduling engine: pinned CPUs, handler fibers, workload, the ipu/host/linux modes),
-//!   [`error`].
+//!   [`error`], [`service`] (`wave-host run` as a service: configuration, install, signals),
+//!   [`stats`] (live stats from the region, the control socket, `wave-host stats`).
 //!
 //! The link protocol itself (layout, rings, epochs, wake-ups) lives in `wave-abi`; this crate
 //! moves bytes and doorbells and drives the host end of it.
@@ -31,6 +32,10 @@ pub mod local;
 #[cfg(feature = "std")]
 pub mod mem;
 #[cfg(feature = "std")]
+pub mod service;
+#[cfg(feature = "std")]
 pub mod shm;
+#[cfg(feature = "std")]
+pub mod stats;
 
 pub use link::{Link, LinkError, Wake};

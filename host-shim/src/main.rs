@@ -1,7 +1,8 @@
 //! `wave-host`: the host shim binary. `serve` runs the ivshmem server and the host end of the
 //! link on its own (start QEMU by hand with the printed arguments); `link-test` serves, waits
 //! for the IPU and runs the link test against it; `sched` runs the scheduling engine with the
-//! on-host agent or under Linux.
+//! on-host agent or under Linux; `run`, `install`, `stats` and `config` are the service's
+//! commands (`wave_host_shim::service::commands`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +16,7 @@ use wave_abi::{Endpoint, Layout, Side};
 use wave_host_shim::ivshmem::{IvshmemServer, ServerConfig};
 use wave_host_shim::link::{HostPort, Link};
 use wave_host_shim::link_test::{self, LinkTestConfig};
+use wave_host_shim::service::commands as service;
 use wave_policy::registry::PolicyChoice;
 use wave_policy::runtime::{Runtime, Tuning};
 
@@ -70,6 +72,15 @@ enum Cmd {
     /// scheduled by the on-host agent (`--agent host`) or by Linux (`--agent linux`). The
     /// offloaded mode (`ipu`) needs QEMU and is driven by the runner.
     Sched(SchedArgs),
+    /// Run as a service: own the link and the control socket until SIGTERM (configuration:
+    /// /etc/wave/wave.toml; see docs/operations.md).
+    Run(service::RunArgs),
+    /// Install the binaries, the systemd units and the default configuration.
+    Install(service::InstallArgs),
+    /// Live stats of a running `wave-host run` (terminal view, --json, --listen for Prometheus).
+    Stats(service::StatsArgs),
+    /// Print the default configuration or check a configuration file.
+    Config(service::ConfigArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -268,6 +279,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Sched(a) => sched(a),
+        Cmd::Run(a) => service::run(&a),
+        Cmd::Install(a) => service::install(&a),
+        Cmd::Stats(a) => service::stats(&a),
+        Cmd::Config(a) => service::config(&a),
         Cmd::Serve {
             server,
             stats_interval,

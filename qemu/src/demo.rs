@@ -34,6 +34,8 @@ pub struct DemoOptions {
     pub timeout: Duration,
     /// Show the firmware console.
     pub echo: bool,
+    /// Print the live stats view (as `wave-host stats`) every second during the ipu run.
+    pub stats: bool,
 }
 
 impl Default for DemoOptions {
@@ -49,6 +51,7 @@ impl Default for DemoOptions {
             gic: 3,
             timeout: Duration::from_secs(180),
             echo: false,
+            stats: false,
         }
     }
 }
@@ -105,7 +108,11 @@ pub fn run_ipu(opts: &DemoOptions, image: &Image) -> Result<DemoRun> {
         ..LinkSettings::default()
     };
     let (results, fw) = with_ipu(&boot, image, link, |server, _left| {
-        engine::run_ipu(server, cfg)
+        let server = &*server;
+        let placement = crate::demo_all::placement(&[("sched", 0)]);
+        crate::demo_all::with_live_stats(opts.stats, server, placement, || {
+            engine::run_ipu(server, cfg)
+        })
     })?;
     // QEMU is this process's only child during the run, and has been reaped.
     let emulator_cpu_s = children_cpu_s().map(|after| after - before.unwrap_or(0.0));

@@ -36,6 +36,9 @@ pub enum Cmd {
     /// Offloaded scheduling end to end: a RocksDB-like workload with the policy on the IPU,
     /// then on a host core, then under Linux, at the same load; prints a side-by-side table.
     Demo(DemoArgs),
+    /// Run the emulated IPU as a service (the wave-ipu systemd unit): boot the installed
+    /// firmware with the services of /etc/wave/wave.toml against the running host shim.
+    Ipu(IpuArgs),
 }
 
 /// Which agents `demo` compares.
@@ -102,6 +105,26 @@ pub struct DemoArgs {
     /// Show the firmware console during the ipu run.
     #[arg(long)]
     pub console: bool,
+    /// Print the live stats view (the same as `wave-host stats`) every second during the ipu run.
+    #[arg(long)]
+    pub stats: bool,
+    /// Which subsystem to demonstrate: `sched` (scheduling, against its baselines) or `all`
+    /// (every subsystem at once, one IPU core each).
+    #[arg(long, default_value = "sched", value_parser = ["sched", "all"])]
+    pub subsystem: String,
+}
+
+#[derive(Debug, Args)]
+pub struct IpuArgs {
+    /// The configuration shared with `wave-host run`.
+    #[arg(long, default_value = "/etc/wave/wave.toml", value_name = "PATH")]
+    pub config: PathBuf,
+    /// Firmware ELF to boot [default: `[ipu] firmware` of the configuration].
+    #[arg(long, value_name = "PATH")]
+    pub firmware: Option<PathBuf>,
+    /// Seconds to wait for the host shim's link socket.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub wait: u64,
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +193,26 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn demo_subsystem_stats_and_ipu_options() {
+        let Cmd::Demo(d) = Cli::parse_from(["cargo-wave", "demo"]).cmd else {
+            panic!()
+        };
+        assert_eq!((d.subsystem.as_str(), d.stats), ("sched", false));
+        let Cmd::Demo(d) =
+            Cli::parse_from(["cargo-wave", "demo", "--subsystem", "all", "--stats"]).cmd
+        else {
+            panic!()
+        };
+        assert_eq!((d.subsystem.as_str(), d.stats), ("all", true));
+        assert!(Cli::try_parse_from(["cargo-wave", "demo", "--subsystem", "disk"]).is_err());
+        let Cmd::Ipu(i) = Cli::parse_from(["cargo-wave", "ipu"]).cmd else {
+            panic!()
+        };
+        assert_eq!(i.config, PathBuf::from("/etc/wave/wave.toml"));
+        assert_eq!((i.firmware, i.wait), (None, 60));
     }
 
     #[test]

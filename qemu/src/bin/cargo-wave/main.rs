@@ -2,6 +2,8 @@
 //! options, calls the `wave_qemu` library and turns every result into the documented exit code.
 
 mod cli;
+mod demo_all;
+mod ipu;
 mod test_cmd;
 
 use std::process::ExitCode as ProcessExit;
@@ -118,6 +120,9 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ..EngineConfig::default()
     };
     engine.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if args.subsystem == "all" {
+        return demo_all::run(&args, engine);
+    }
     let opts = wave_qemu::demo::DemoOptions {
         agents,
         engine,
@@ -125,6 +130,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         spin_us: args.spin_us,
         gic: args.gic,
         echo: args.console,
+        stats: args.stats,
         ..Default::default()
     };
     let image = if opts.agents.contains(&AgentMode::Ipu) {
@@ -198,6 +204,7 @@ fn main() -> ProcessExit {
         Cmd::Test(args) => test_cmd::run(args),
         Cmd::LinkTest(args) => link_test(args).map(|c| c as u8),
         Cmd::Demo(args) => demo(args).map(|c| c as u8),
+        Cmd::Ipu(args) => ipu::run(args),
     };
     match result {
         Ok(code) => ProcessExit::from(code),

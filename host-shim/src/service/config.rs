@@ -1,0 +1,342 @@
+//! The service configuration (`/etc/wave/wave.toml`): the keys, their defaults (the file
+//! `dist/wave.toml` documents each; a test checks that file parses to [`Config::default`]),
+//! and validation. Unknown keys and bad values are refused with the line and what to do.
+
+use std::path::{Path, PathBuf};
+
+use wave_abi::subsystem::SUBSYSTEMS;
+
+use super::toml::{parse, Entry, Value};
+
+/// The default configuration file, with every key documented.
+pub const DEFAULT_FILE: &str = include_str!("../../../dist/wave.toml");
+/// Where the service looks by default.
+pub const DEFAULT_PATH: &str = "/etc/wave/wave.toml";
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `[link] socket`.
+    pub link_socket: PathBuf,
+    /// `[link] shm_size` (bytes).
+    pub shm_size: usize,
+    /// `[link] ring_entries`.
+    pub ring_entries: u32,
+    /// `[link] vectors` (0: derived).
+    pub vectors: u16,
+    /// `[control] socket`.
+    pub control_socket: PathBuf,
+    /// `[subsystems] enabled`.
+    pub subsystems: Vec<String>,
+    /// `[sched] policy`.
+    pub sched_policy: String,
+    /// `[sched] params`.
+    pub sched_params: Vec<String>,
+    /// `[sched] host_cpus`.
+    pub host_cpus: u32,
+    /// `[echo] probe_interval_ms` (0: no probe).
+    pub probe_interval_ms: u64,
+    /// `[thresholds] heartbeat_stale_ms`.
+    pub heartbeat_stale_ms: u64,
+    /// `[thresholds] stats_interval_ms`.
+    pub stats_interval_ms: u64,
+    /// `[thresholds] log_interval_s`.
+    pub log_interval_s: u64,
+    /// `[ipu] firmware` (the ELF).
+    pub ipu_firmware: PathBuf,
+    /// `[ipu] qemu`.
+    pub ipu_qemu: String,
+    /// `[ipu] cores` (0: derived).
+    pub ipu_cores: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            link_socket: "/run/wave/ivshmem.sock".into(),
+            shm_size: 1 << 20,
+            ring_entries: 512,
+            vectors: 0,
+            control_socket: "/run/wave/control.sock".into(),
+            subsystems: vec!["sched".into(), "echo".into()],
+            sched_policy: "shinjuku".into(),
+            sched_params: Vec::new(),
+            host_cpus: 2,
+            probe_interval_ms: 1000,
+            heartbeat_stale_ms: 1000,
+            stats_interval_ms: 1000,
+            log_interval_s: 60,
+            ipu_firmware: "/usr/local/share/wave/wave-firmware.elf".into(),
+            ipu_qemu: "qemu-system-aarch64".into(),
+            ipu_cores: 0,
+        }
+    }
+}
+
+/// Parses a size with an optional K/M/G suffix.
+pub fn parse_size(s: &str) -> Option<usize> {
+    let t = s.trim();
+    let (num, mul) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1usize << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    num.parse::<usize>().ok()?.checked_mul(mul)
+}
+
+fn want_str(e: &Entry) -> Result<&str, String> {
+    match &e.value {
+        Value::Str(s) => Ok(s),
+        v => Err(wrong(e, "a string", v)),
+    }
+}
+
+fn want_list(e: &Entry) -> Result<Vec<String>, String> {
+    match &e.value {
+        Value::List(l) => Ok(l.clone()),
+        v => Err(wrong(e, "a list of strings", v)),
+    }
+}
+
+fn want_int(e: &Entry, lo: i64, hi: i64) -> Result<i64, String> {
+    match e.value {
+        Value::Int(i) if (lo..=hi).contains(&i) => Ok(i),
+        Value::Int(i) => Err(format!(
+            "line {}: [{}] {} = {i} is out of range; use {lo}..={hi}",
+            e.line, e.section, e.key
+        )),
+        ref v => Err(wrong(e, "an integer", v)),
+    }
+}
+
+fn wrong(e: &Entry, want: &str, got: &Value) -> String {
+    format!(
+        "line {}: [{}] {} must be {want}, not {}",
+        e.line,
+        e.section,
+        e.key,
+        got.type_name()
+    )
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "cannot read the configuration {}: {e}; `wave-host install` puts the default \
+                 there, or pass --config FILE",
+                path.display()
+            )
+        })?;
+        Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let mut c = Config::default();
+        for e in parse(text)? {
+            c.set(&e)?;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn set(&mut self, e: &Entry) -> Result<(), String> {
+        match (e.section.as_str(), e.key.as_str()) {
+            ("link", "socket") => self.link_socket = want_str(e)?.into(),
+            ("link", "shm_size") => {
+                let s = want_str(e)?;
+                self.shm_size = parse_size(s).filter(|n| n.is_power_of_two()).ok_or_else(|| {
+                    format!("line {}: [link] shm_size `{s}` is not a power-of-two size (e.g. \"1M\")", e.line)
+                })?;
+            }
+            ("link", "ring_entries") => {
+                let n = want_int(e, 2, 1 << 16)? as u32;
+                if !n.is_power_of_two() {
+                    return Err(format!(
+                        "line {}: [link] ring_entries = {n} is not a power of two",
+                        e.line
+                    ));
+                }
+                self.ring_entries = n;
+            }
+            ("link", "vectors") => self.vectors = want_int(e, 0, 256)? as u16,
+            ("control", "socket") => self.control_socket = want_str(e)?.into(),
+            ("subsystems", "enabled") => self.subsystems = want_list(e)?,
+            ("sched", "policy") => self.sched_policy = want_str(e)?.into(),
+            ("sched", "params") => self.sched_params = want_list(e)?,
+            ("sched", "host_cpus") => self.host_cpus = want_int(e, 1, 64)? as u32,
+            ("echo", "probe_interval_ms") => {
+                self.probe_interval_ms = want_int(e, 0, 3_600_000)? as u64
+            }
+            ("thresholds", "heartbeat_stale_ms") => {
+                self.heartbeat_stale_ms = want_int(e, 10, 3_600_000)? as u64
+            }
+            ("thresholds", "stats_interval_ms") => {
+                self.stats_interval_ms = want_int(e, 10, 60_000)? as u64
+            }
+            ("thresholds", "log_interval_s") => {
+                self.log_interval_s = want_int(e, 0, 86_400)? as u64
+            }
+            ("ipu", "firmware") => self.ipu_firmware = want_str(e)?.into(),
+            ("ipu", "qemu") => self.ipu_qemu = want_str(e)?.into(),
+            ("ipu", "cores") => self.ipu_cores = want_int(e, 0, 64)? as u32,
+            (s, k) => {
+                return Err(format!(
+                    "line {}: unknown key [{s}] {k}; the keys and their defaults are in {} \
+                     (`wave-host config --default` prints it)",
+                    e.line, DEFAULT_PATH
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Cross-key checks: known subsystems, each once; a registered policy with valid params.
+    fn validate(&self) -> Result<(), String> {
+        let known: Vec<&str> = SUBSYSTEMS.iter().map(|s| s.name).collect();
+        for (i, s) in self.subsystems.iter().enumerate() {
+            if !known.contains(&s.as_str()) {
+                return Err(format!(
+                    "[subsystems] enabled: unknown subsystem `{s}`; this build has {}",
+                    known.join(", ")
+                ));
+            }
+            if self.subsystems[..i].contains(s) {
+                return Err(format!("[subsystems] enabled: `{s}` is listed twice"));
+            }
+        }
+        wave_policy::registry::PolicyChoice::from_cli(&self.sched_policy, None, &self.sched_params)
+            .map_err(|e| format!("[sched]: {e}"))?;
+        let min = Layout::min_size(self.ring_entries);
+        if self.shm_size < min {
+            return Err(format!(
+                "[link] shm_size {} is too small for rings of {} entries: use at least \"{}K\"",
+                self.shm_size,
+                self.ring_entries,
+                min.next_power_of_two() / 1024
+            ));
+        }
+        if self.vectors != 0 && self.vectors < self.needed_vectors() {
+            return Err(format!(
+                "[link] vectors = {} is too few for {} host CPUs; use 0 (automatic) or at least {}",
+                self.vectors,
+                self.host_cpus,
+                self.needed_vectors()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The echo probe's interval, if the echo subsystem is enabled and the probe is on.
+    pub fn probe_interval(&self) -> Option<std::time::Duration> {
+        (self.subsystems.iter().any(|s| s == "echo") && self.probe_interval_ms > 0)
+            .then(|| std::time::Duration::from_millis(self.probe_interval_ms))
+    }
+
+    /// Doorbell vectors the subsystems need.
+    pub fn needed_vectors(&self) -> u16 {
+        (wave_abi::sched::CPU_VECTOR_BASE + self.host_cpus as u16)
+            .max(wave_abi::layout::MIN_VECTORS as u16)
+    }
+
+    /// Doorbell vectors to configure.
+    pub fn vector_count(&self) -> u16 {
+        if self.vectors == 0 {
+            self.needed_vectors()
+        } else {
+            self.vectors
+        }
+    }
+
+    /// The IPU core of each channel of the subsystem table (`None`: not enabled).
+    pub fn placement(&self) -> Vec<Option<u32>> {
+        SUBSYSTEMS
+            .iter()
+            .map(|s| {
+                self.subsystems
+                    .iter()
+                    .position(|e| e == s.name)
+                    .map(|i| i as u32 + 1)
+            })
+            .collect()
+    }
+
+    /// The firmware's boot argument placing the services (`wave.services=sched@1,echo@2`).
+    pub fn services_arg(&self) -> String {
+        let list: Vec<String> = self
+            .subsystems
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{s}@{}", i + 1))
+            .collect();
+        format!("wave.services={}", list.join(","))
+    }
+
+    /// IPU cores to boot.
+    pub fn ipu_core_count(&self) -> u32 {
+        if self.ipu_cores == 0 {
+            self.subsystems.len() as u32 + 1
+        } else {
+            self.ipu_cores
+        }
+    }
+}
+
+use wave_abi::Layout;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_file_is_the_default() {
+        assert_eq!(Config::parse(DEFAULT_FILE).unwrap(), Config::default());
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn derived_values() {
+        let c = Config::default();
+        assert_eq!(c.services_arg(), "wave.services=sched@1,echo@2");
+        assert_eq!(c.ipu_core_count(), 3);
+        let p = c.placement();
+        let at = |n: &str| p[SUBSYSTEMS.iter().position(|s| s.name == n).unwrap()];
+        assert_eq!((at("sched"), at("echo")), (Some(1), Some(2)));
+        assert_eq!(c.vector_count(), wave_abi::sched::CPU_VECTOR_BASE + 2);
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_what_to_do() {
+        for (text, says) in [
+            ("[link]\nsockett = \"x\"\n", "unknown key [link] sockett"),
+            ("[nope]\na = 1\n", "unknown key [nope] a"),
+            ("[link]\nshm_size = \"3M\"\n", "not a power-of-two size"),
+            ("[link]\nshm_size = 1\n", "must be a string, not an integer"),
+            ("[link]\nshm_size = \"4K\"\n", "too small"),
+            ("[link]\nring_entries = 100\n", "not a power of two"),
+            ("[link]\nring_entries = 0\n", "out of range; use 2..=65536"),
+            ("[link]\nvectors = 3\n", "too few"),
+            (
+                "[subsystems]\nenabled = [\"disk\"]\n",
+                "unknown subsystem `disk`",
+            ),
+            (
+                "[subsystems]\nenabled = [\"sched\", \"sched\"]\n",
+                "listed twice",
+            ),
+            ("[sched]\npolicy = \"lottery\"\n", "[sched]"),
+            ("[sched]\nparams = [\"bogus=1\"]\n", "[sched]"),
+            ("[sched]\nhost_cpus = 0\n", "out of range"),
+            (
+                "[thresholds]\nheartbeat_stale_ms = true\n",
+                "must be an integer",
+            ),
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert!(e.contains(says), "{text:?}: {e}");
+        }
+    }
+}
