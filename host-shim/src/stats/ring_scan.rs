@@ -1,11 +1,10 @@
-//! How full a ring is, seen from outside both ends: the producer's position is the highest
-//! stamp of the current session among the slots, the consumer's is its credit word. Both are
-//! read-only loads of words the host can read locally in emulation (and, on a real IPU, of the
-//! rings homed on the host).
+//! How full a ring is, seen from outside both ends: the producer's position is its published
+//! word (`session << 32 | end`, ABI 2.0, in the consumer's credits block), the consumer's is its
+//! credit word. Both are read-only loads of words the host can read locally in emulation (and,
+//! on a real IPU, of the rings homed on the host).
 
 use std::sync::atomic::Ordering;
 
-use wave_abi::ring::ENTRY_WORDS;
 use wave_abi::{Kind, Layout, SharedRegion};
 
 /// One ring's level.
@@ -32,16 +31,12 @@ pub fn scan_ring(
     if p.entries == 0 || p.size == 0 {
         return RingLevel::default();
     }
-    let Ok(words) = region.words(p.offset, p.entries as usize * ENTRY_WORDS * 8) else {
-        return RingLevel::default();
-    };
-    let produced = words
-        .chunks_exact(ENTRY_WORDS)
-        .map(|e| u64::from_le(e[ENTRY_WORDS - 1].load(Ordering::Acquire)))
-        .filter(|s| (s >> 32) as u32 == session)
-        .map(|s| s as u32)
-        .max()
-        .unwrap_or(0);
+    let produced = region
+        .word(layout.published_offset(kind))
+        .map(|w| u64::from_le(w.load(Ordering::Acquire)))
+        .ok()
+        .filter(|w| (w >> 32) as u32 == session)
+        .map_or(0, |w| w as u32);
     let credited = region
         .word(p.credit_offset)
         .map(|w| u64::from_le(w.load(Ordering::Acquire)))
