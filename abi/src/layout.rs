@@ -373,7 +373,7 @@ impl Layout {
                 size,
                 entries: if k.ring { ring_entries } else { 0 },
                 credit_offset: 0,
-                vector: if k.ring {
+                vector: if k.ring && (channel_vector(k.channel as usize) as u32) < vectors {
                     channel_vector(k.channel as usize)
                 } else {
                     VECTOR_NONE
@@ -568,7 +568,7 @@ impl Layout {
                 let geometry_ok = e.entry_size.get() as usize == ENTRY_SIZE
                     && ring_words(entries).is_ok()
                     && entries as usize * ENTRY_SIZE == size
-                    && (e.vector.get() as u32) < h.vectors.get();
+                    && ((e.vector.get() as u32) < h.vectors.get() || e.vector.get() == VECTOR_NONE);
                 if !geometry_ok {
                     return Err(bad);
                 }

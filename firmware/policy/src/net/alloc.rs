@@ -1,0 +1,322 @@
+//! The core allocator: Caladan-style grants on queueing, Arachne-style revokes with
+//! hysteresis, and table rebalancing away from slow workers (see the module above).
+
+use super::{IntervalReport, NetDecision, NetDecisionKind, NetOutcome, NetStats, OutcomeKind};
+use super::{WorkerSample, MAX_WORKERS};
+use wave_abi::net::{equal_weights, TABLE_ENTRIES};
+
+/// Parameters (defaults in `docs/network.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetParams {
+    /// Workers the server always holds.
+    pub min_workers: u8,
+    /// Grant when a worker's oldest waiting request is older than this, µs.
+    pub delay_add_us: u32,
+    /// Grant when a queue stayed non-empty for this many consecutive checks.
+    pub standing_checks: u8,
+    /// Revoke only if the busy time fits in one worker fewer at this utilisation, ‰ ...
+    pub target_util_permille: u32,
+    /// ... minus this margin, in thousandths of a core (Arachne's hysteresis).
+    pub hysteresis_millicores: u32,
+    /// ... for this many consecutive intervals.
+    pub revoke_after: u32,
+    /// No revoke for this many intervals after a grant.
+    pub grant_hold: u32,
+    /// A worker is slow when its queueing delay exceeds the mean of the others by this
+    /// factor, ‰ (and exceeds half of `delay_add_us`).
+    pub slow_permille: u32,
+    /// Intervals between two rebalances at least.
+    pub rebalance_every: u32,
+    /// An outstanding decision without an outcome is given up after this many intervals.
+    pub outcome_timeout: u32,
+}
+
+impl Default for NetParams {
+    fn default() -> Self {
+        NetParams {
+            min_workers: 1,
+            delay_add_us: 2_000,
+            standing_checks: 3,
+            target_util_permille: 700,
+            hysteresis_millicores: 200,
+            revoke_after: 20,
+            grant_hold: 30,
+            slow_permille: 3_000,
+            rebalance_every: 10,
+            outcome_timeout: 50,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetParamsError {
+    /// `n_workers` is 0 or above [`MAX_WORKERS`], or `min_workers` is 0 or above it.
+    Workers,
+    /// A threshold is 0 (it would grant or revoke every interval).
+    Threshold,
+}
+
+impl core::fmt::Display for NetParamsError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            NetParamsError::Workers => write!(
+                f,
+                "worker count must be 1..={MAX_WORKERS} and min_workers 1..=workers"
+            ),
+            NetParamsError::Threshold => {
+                write!(
+                    f,
+                    "delay_add_us, standing_checks and revoke_after must be > 0"
+                )
+            }
+        }
+    }
+}
+
+/// The allocator: feed it samples and interval ends, get decisions; feed it outcomes.
+pub struct CoreAllocator {
+    p: NetParams,
+    n: usize,
+    samples: [Option<WorkerSample>; MAX_WORKERS],
+    standing: [u8; MAX_WORKERS],
+    weights: [u8; MAX_WORKERS],
+    interval: u32,
+    pending: Option<(NetDecision, u32)>,
+    next_txn: u64,
+    low_streak: u32,
+    since_grant: u32,
+    since_rebalance: u32,
+    stats: NetStats,
+}
+
+impl CoreAllocator {
+    /// An allocator for `n_workers` workers.
+    pub fn new(n_workers: usize, p: NetParams) -> Result<Self, NetParamsError> {
+        if n_workers == 0
+            || n_workers > MAX_WORKERS
+            || p.min_workers == 0
+            || p.min_workers as usize > n_workers
+        {
+            return Err(NetParamsError::Workers);
+        }
+        if p.delay_add_us == 0 || p.standing_checks == 0 || p.revoke_after == 0 {
+            return Err(NetParamsError::Threshold);
+        }
+        Ok(CoreAllocator {
+            p,
+            n: n_workers,
+            samples: [None; MAX_WORKERS],
+            standing: [0; MAX_WORKERS],
+            weights: [0; MAX_WORKERS],
+            interval: 0,
+            pending: None,
+            next_txn: 1,
+            low_streak: 0,
+            since_grant: u32::MAX / 2,
+            since_rebalance: 0,
+            stats: NetStats::default(),
+        })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &NetStats {
+        &self.stats
+    }
+
+    /// Parameters.
+    pub fn params(&self) -> &NetParams {
+        &self.p
+    }
+
+    /// The decision awaiting its outcome, if any.
+    pub fn pending(&self) -> Option<&NetDecision> {
+        self.pending.as_ref().map(|(d, _)| d)
+    }
+
+    /// One worker's sample for interval `interval` (the next [`Self::on_interval`] uses it).
+    pub fn on_sample(&mut self, s: WorkerSample, interval: u32) {
+        let plausible = (s.worker as usize) < self.n
+            && s.table_entries as usize <= TABLE_ENTRIES
+            && interval > self.interval;
+        match self.samples.get_mut(s.worker as usize) {
+            Some(slot) if plausible => *slot = Some(s),
+            _ => self.stats.hostile += 1,
+        }
+    }
+
+    /// An outcome for a decision.
+    pub fn on_outcome(&mut self, o: NetOutcome) {
+        match self.pending {
+            Some((d, _)) if d.txn == o.txn => {
+                self.pending = None;
+                match o.kind {
+                    OutcomeKind::Committed => {
+                        self.stats.committed += 1;
+                        self.weights = d.weights;
+                    }
+                    OutcomeKind::Stale => self.stats.stale += 1,
+                    OutcomeKind::Invalid => self.stats.refused += 1,
+                }
+            }
+            _ => self.stats.hostile += 1,
+        }
+    }
+
+    /// The end of an interval: decide (at most one decision, and none while one is pending).
+    pub fn on_interval(&mut self, r: IntervalReport) -> Option<NetDecision> {
+        let complete = self.samples.iter().take(self.n).all(Option::is_some);
+        if r.interval <= self.interval || r.interval_ns == 0 || !complete {
+            self.stats.hostile += 1;
+            self.samples = [None; MAX_WORKERS];
+            return None;
+        }
+        self.interval = r.interval;
+        self.stats.intervals += 1;
+        let mut s = [WorkerSample::default(); MAX_WORKERS];
+        for (dst, src) in s.iter_mut().zip(self.samples.iter_mut()).take(self.n) {
+            *dst = src.take().unwrap_or_default();
+        }
+        let s = &s[..self.n];
+        if s.iter()
+            .any(|w| w.busy_ns > r.interval_ns.saturating_mul(4))
+        {
+            self.stats.hostile += 1;
+            return None;
+        }
+        self.observe(s);
+        if let Some((_, age)) = self.pending.as_mut() {
+            *age += 1;
+            if *age <= self.p.outcome_timeout {
+                return None;
+            }
+            self.pending = None;
+            self.stats.lost += 1;
+        }
+        let d = self.decide(s, &r)?;
+        self.pending = Some((d, 0));
+        Some(d)
+    }
+
+    /// Updates the per-worker standing-queue counts, the table weights the host reports, and
+    /// the interval counters.
+    fn observe(&mut self, s: &[WorkerSample]) {
+        for w in s {
+            let st = &mut self.standing[w.worker as usize];
+            *st = if w.queued > 0 {
+                st.saturating_add(1)
+            } else {
+                0
+            };
+            let weight = &mut self.weights[w.worker as usize];
+            *weight = match (w.active, *weight) {
+                (false, _) => 0,
+                (true, 0) => equal_weights(1)[0],
+                (true, x) => x,
+            };
+        }
+        self.since_grant = self.since_grant.saturating_add(1);
+        self.since_rebalance = self.since_rebalance.saturating_add(1);
+    }
+
+    fn congested(&self, w: &WorkerSample) -> bool {
+        w.oldest_age_us > self.p.delay_add_us
+            || self.standing[w.worker as usize] >= self.p.standing_checks
+    }
+
+    fn decide(&mut self, s: &[WorkerSample], r: &IntervalReport) -> Option<NetDecision> {
+        let active: u32 = s
+            .iter()
+            .filter(|w| w.active)
+            .fold(0, |m, w| m | (1 << w.worker));
+        let n_active = active.count_ones();
+        let congested = s.iter().any(|w| self.congested(w));
+        if congested {
+            self.low_streak = 0;
+            if let Some(w) = s.iter().find(|w| !w.active) {
+                self.since_grant = 0;
+                self.stats.grants += 1;
+                let weights = equal_weights(active | (1 << w.worker));
+                return Some(self.make(r, NetDecisionKind::Grant, w.worker, weights));
+            }
+            return self.rebalance(s, r);
+        }
+        if n_active > self.p.min_workers as u32 && self.can_shrink(s, r, n_active) {
+            self.low_streak += 1;
+            if self.low_streak >= self.p.revoke_after && self.since_grant >= self.p.grant_hold {
+                self.low_streak = 0;
+                let w = s.iter().rev().find(|w| w.active)?.worker;
+                self.stats.revokes += 1;
+                let weights = equal_weights(active & !(1 << w));
+                return Some(self.make(r, NetDecisionKind::Revoke, w, weights));
+            }
+        } else {
+            self.low_streak = 0;
+        }
+        self.rebalance(s, r)
+    }
+
+    /// Arachne's ramp-down test: the busy time fits in `n_active - 1` workers at the target
+    /// utilisation, with the hysteresis margin, and nothing is queued.
+    fn can_shrink(&self, s: &[WorkerSample], r: &IntervalReport, n_active: u32) -> bool {
+        let busy: u64 = s.iter().map(|w| w.busy_ns).sum();
+        let busy_millicores = busy.saturating_mul(1000) / r.interval_ns;
+        let room = (n_active as u64 - 1) * self.p.target_util_permille as u64;
+        let queued = s.iter().any(|w| w.queued > 1);
+        !queued && busy_millicores + self.p.hysteresis_millicores as u64 <= room
+    }
+
+    /// Halves the table share of a worker much slower than the others; goes back to equal
+    /// shares once no worker is slow.
+    fn rebalance(&mut self, s: &[WorkerSample], r: &IntervalReport) -> Option<NetDecision> {
+        if self.since_rebalance < self.p.rebalance_every {
+            return None;
+        }
+        let act: heapless::Vec<&WorkerSample, MAX_WORKERS> =
+            s.iter().filter(|w| w.active).collect();
+        if act.len() < 2 {
+            return None;
+        }
+        let slow = act.iter().max_by_key(|w| w.oldest_age_us)?;
+        let others: u64 = act
+            .iter()
+            .filter(|w| w.worker != slow.worker)
+            .map(|w| w.oldest_age_us as u64)
+            .sum::<u64>()
+            / (act.len() as u64 - 1);
+        let is_slow = slow.oldest_age_us as u64 * 1000 > others * self.p.slow_permille as u64
+            && slow.oldest_age_us > self.p.delay_add_us / 2;
+        let mut weights = self.weights;
+        if is_slow {
+            let w = &mut weights[slow.worker as usize];
+            *w = (*w / 2).max(1);
+        } else {
+            let active = act.iter().fold(0u32, |m, w| m | (1 << w.worker));
+            weights = equal_weights(active);
+        }
+        if weights == self.weights {
+            return None;
+        }
+        self.since_rebalance = 0;
+        self.stats.rebalances += 1;
+        Some(self.make(r, NetDecisionKind::Rebalance, 0, weights))
+    }
+
+    fn make(
+        &mut self,
+        r: &IntervalReport,
+        kind: NetDecisionKind,
+        worker: u8,
+        weights: [u8; MAX_WORKERS],
+    ) -> NetDecision {
+        let txn = self.next_txn;
+        self.next_txn += 1;
+        NetDecision {
+            txn,
+            table_epoch: r.table_epoch,
+            kind,
+            worker,
+            weights,
+        }
+    }
+}
