@@ -56,6 +56,49 @@ pub const NET: Subsystem = Subsystem {
     extra_vectors: 0,
 };
 
+/// The allocator's parameters (meaning and defaults in `docs/network.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetParams {
+    /// Workers the server always holds.
+    pub min_workers: u8,
+    /// Grant when a worker's oldest waiting request is older than this, µs.
+    pub delay_add_us: u32,
+    /// Grant when a queue stayed non-empty for this many consecutive checks.
+    pub standing_checks: u8,
+    /// Revoke only if the busy time fits in one worker fewer at this utilisation, ‰ ...
+    pub target_util_permille: u32,
+    /// ... minus this margin, in thousandths of a core (Arachne's hysteresis).
+    pub hysteresis_millicores: u32,
+    /// ... for this many consecutive intervals.
+    pub revoke_after: u32,
+    /// No revoke for this many intervals after a grant.
+    pub grant_hold: u32,
+    /// A worker is slow when its queueing delay exceeds the mean of the others by this
+    /// factor, ‰ (and exceeds half of `delay_add_us`).
+    pub slow_permille: u32,
+    /// Intervals between two rebalances at least.
+    pub rebalance_every: u32,
+    /// An outstanding decision without an outcome is given up after this many intervals.
+    pub outcome_timeout: u32,
+}
+
+impl Default for NetParams {
+    fn default() -> Self {
+        NetParams {
+            min_workers: 1,
+            delay_add_us: 2_000,
+            standing_checks: 3,
+            target_util_permille: 700,
+            hysteresis_millicores: 200,
+            revoke_after: 20,
+            grant_hold: 30,
+            slow_permille: 3_000,
+            rebalance_every: 10,
+            outcome_timeout: 50,
+        }
+    }
+}
+
 /// One worker's telemetry for one interval (host→IPU).
 pub const TAG_NET_SAMPLE: u16 = 0x0401;
 /// The end of one interval's telemetry (host→IPU).
@@ -173,6 +216,8 @@ pub enum ToIpu {
     Interval(IntervalReport),
     /// A decision's outcome.
     Outcome(NetOutcome),
+    /// The session configuration.
+    Config(NetConfig),
 }
 
 /// Why an entry was rejected.
@@ -379,6 +424,10 @@ pub fn decode_to_ipu(body: &EntryBody) -> Result<ToIpu, NetDecodeError> {
                 kind,
             }))
         }
+        TAG_NET_CONFIG => {
+            header(body, CONFIG_LEN)?;
+            decode_config(p)
+        }
         t => Err(NetDecodeError::BadTag(t)),
     }
 }
@@ -406,6 +455,68 @@ pub fn decode_decision(body: &EntryBody) -> Result<NetDecision, NetDecodeError> 
         worker: p[13],
         weights,
     })
+}
+
+/// The session configuration the host sends first (and again whenever it changes): the
+/// worker count and the allocator's parameters. The policy (re)starts on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetConfig {
+    /// Workers the server has (`1..=MAX_WORKERS`).
+    pub n_workers: u8,
+    /// Allocator parameters.
+    pub params: NetParams,
+}
+
+/// The session configuration (host→IPU).
+pub const TAG_NET_CONFIG: u16 = 0x0405;
+/// Payload bytes of a configuration.
+pub const CONFIG_LEN: u16 = 40;
+
+/// Encodes a configuration.
+pub fn encode_config(c: &NetConfig) -> EntryBody {
+    let p = &c.params;
+    let mut w = W([0; PAYLOAD_SIZE]);
+    w.put(0, &[c.n_workers, p.min_workers, p.standing_checks, 0]);
+    let words = [
+        p.delay_add_us,
+        p.target_util_permille,
+        p.hysteresis_millicores,
+        p.revoke_after,
+        p.grant_hold,
+        p.slow_permille,
+        p.rebalance_every,
+        p.outcome_timeout,
+    ];
+    for (i, v) in words.iter().enumerate() {
+        w.put(4 + 4 * i, &v.to_le_bytes());
+    }
+    w.put(36, &0u32.to_le_bytes());
+    EntryBody::new(TAG_NET_CONFIG, 0, &w.0[..CONFIG_LEN as usize])
+}
+
+fn decode_config(p: &[u8; PAYLOAD_SIZE]) -> Result<ToIpu, NetDecodeError> {
+    if p[3] != 0 || u32_at(p, 36) != 0 {
+        return Err(NetDecodeError::Reserved);
+    }
+    if p[0] == 0 || p[0] as usize > MAX_WORKERS || p[1] == 0 || p[1] > p[0] {
+        return Err(NetDecodeError::Range);
+    }
+    let params = NetParams {
+        min_workers: p[1],
+        standing_checks: p[2],
+        delay_add_us: u32_at(p, 4),
+        target_util_permille: u32_at(p, 8),
+        hysteresis_millicores: u32_at(p, 12),
+        revoke_after: u32_at(p, 16),
+        grant_hold: u32_at(p, 20),
+        slow_permille: u32_at(p, 24),
+        rebalance_every: u32_at(p, 28),
+        outcome_timeout: u32_at(p, 32),
+    };
+    Ok(ToIpu::Config(NetConfig {
+        n_workers: p[0],
+        params,
+    }))
 }
 
 /// A counting decoder for each direction.
@@ -539,6 +650,11 @@ mod tests {
             kind: OutcomeKind::Stale,
         };
         assert_eq!(decode_to_ipu(&encode_outcome(&o)), Ok(ToIpu::Outcome(o)));
+        let c = NetConfig {
+            n_workers: 8,
+            params: NetParams::default(),
+        };
+        assert_eq!(decode_to_ipu(&encode_config(&c)), Ok(ToIpu::Config(c)));
         let d = NetDecision {
             txn: 1,
             table_epoch: 2,

@@ -3,50 +3,7 @@
 
 use super::{IntervalReport, NetDecision, NetDecisionKind, NetOutcome, NetStats, OutcomeKind};
 use super::{WorkerSample, MAX_WORKERS};
-use wave_abi::net::{equal_weights, TABLE_ENTRIES};
-
-/// Parameters (defaults in `docs/network.md`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NetParams {
-    /// Workers the server always holds.
-    pub min_workers: u8,
-    /// Grant when a worker's oldest waiting request is older than this, µs.
-    pub delay_add_us: u32,
-    /// Grant when a queue stayed non-empty for this many consecutive checks.
-    pub standing_checks: u8,
-    /// Revoke only if the busy time fits in one worker fewer at this utilisation, ‰ ...
-    pub target_util_permille: u32,
-    /// ... minus this margin, in thousandths of a core (Arachne's hysteresis).
-    pub hysteresis_millicores: u32,
-    /// ... for this many consecutive intervals.
-    pub revoke_after: u32,
-    /// No revoke for this many intervals after a grant.
-    pub grant_hold: u32,
-    /// A worker is slow when its queueing delay exceeds the mean of the others by this
-    /// factor, ‰ (and exceeds half of `delay_add_us`).
-    pub slow_permille: u32,
-    /// Intervals between two rebalances at least.
-    pub rebalance_every: u32,
-    /// An outstanding decision without an outcome is given up after this many intervals.
-    pub outcome_timeout: u32,
-}
-
-impl Default for NetParams {
-    fn default() -> Self {
-        NetParams {
-            min_workers: 1,
-            delay_add_us: 2_000,
-            standing_checks: 3,
-            target_util_permille: 700,
-            hysteresis_millicores: 200,
-            revoke_after: 20,
-            grant_hold: 30,
-            slow_permille: 3_000,
-            rebalance_every: 10,
-            outcome_timeout: 50,
-        }
-    }
-}
+use wave_abi::net::{equal_weights, NetParams, TABLE_ENTRIES};
 
 /// Why a configuration was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -34,13 +34,15 @@
 //! [`NetStats`] and ignored, never a panic.
 
 mod alloc;
+pub mod service;
 #[cfg(test)]
 mod tests;
 
-pub use alloc::{CoreAllocator, NetParams, NetParamsError};
+pub use alloc::{CoreAllocator, NetParamsError};
+pub use service::NetService;
 pub use wave_abi::net::{
-    IntervalReport, NetDecision, NetDecisionKind, NetOutcome, OutcomeKind, WorkerSample,
-    MAX_WORKERS,
+    IntervalReport, NetConfig, NetDecision, NetDecisionKind, NetOutcome, NetParams, OutcomeKind,
+    WorkerSample, MAX_WORKERS,
 };
 
 /// Policy counters.
