@@ -8,6 +8,7 @@
 //!   ivshmem server transport QEMU connects to), [`local`] (an in-process link pair, used by the
 //!   on-host mode and tests), [`link_test`] (the host-side link-test driver), [`engine`] (the
 //!   scheduling engine: pinned CPUs, handler fibers, workload, the ipu/host/linux modes),
+//!   [`net`] (the network/RPC control plane: loopback RPC server, eBPF steering, mechanism),
 //!   [`error`].
 //!
 //! The link protocol itself (layout, rings, epochs, wake-ups) lives in `wave-abi`; this crate
@@ -30,6 +31,8 @@ pub mod link_test;
 pub mod local;
 #[cfg(feature = "std")]
 pub mod mem;
+#[cfg(feature = "std")]
+pub mod net;
 #[cfg(feature = "std")]
 pub mod shm;
 
