@@ -68,6 +68,8 @@ pub struct NetRunConfig {
     pub window_ms: u64,
     /// How long to wait for the link.
     pub link_up_timeout: Duration,
+    /// Print a progress line every second (stderr).
+    pub progress: bool,
 }
 
 impl Default for NetRunConfig {
@@ -83,13 +85,18 @@ impl Default for NetRunConfig {
                 ..load
             },
             interval: Duration::from_millis(1),
+            // Grant when a request has waited 10 ms (a third of the SLO; longer than one
+            // long request, so one long request alone does not grant a core), or when a
+            // queue has not moved for 10 checks.
             params: NetParams {
-                delay_add_us: 4_000,
+                delay_add_us: 10_000,
+                standing_checks: 10,
                 ..NetParams::default()
             },
             slo_us: 30_000,
             window_ms: 100,
             link_up_timeout: Duration::from_secs(60),
+            progress: false,
         }
     }
 }
@@ -211,13 +218,20 @@ fn run_with<L: Link>(
         steering: cfg.steering && mode != NetMode::StaticAll,
         initial_active: initial,
     })?;
-    let origin = Instant::now();
     let stop = AtomicBool::new(false);
+    let ready = AtomicBool::new(link.is_none());
     let samples = Mutex::new(Vec::<(u64, u32, u64)>::new());
+    let name = mode.name();
     let out = std::thread::scope(|s| {
         let policy = agent.map(|ipu| s.spawn(|| policy_thread(ipu, &stop)));
-        let ctl = link.map(|l| s.spawn(|| control(l, &server, cfg, &stop)));
-        let mon = s.spawn(|| monitor(&server, origin, cfg.window_ms, &stop, &samples));
+        let ctl = link.map(|l| s.spawn(|| control(l, &server, cfg, &stop, &ready)));
+        // The load starts once the control loop is up (or has given up).
+        while !ready.load(Acquire) && !ctl.as_ref().is_some_and(|h| h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let origin = Instant::now();
+        let (srv, name, stop, samples) = (&server, &name, &stop, &samples);
+        let mon = s.spawn(move || monitor(srv, origin, cfg, name, stop, samples));
         let load = load::run(server.port(), &cfg.load, origin);
         stop.store(true, Release);
         let _ = mon.join();
@@ -262,19 +276,32 @@ fn policy_thread(ipu: LocalLink, stop: &AtomicBool) -> Option<u64> {
     Some(super::thread_cpu_ns().saturating_sub(cpu0))
 }
 
-/// Every window: workers held and batch units.
+/// Every tenth of a window: workers held and batch units; a progress line every second.
 fn monitor(
     server: &Server,
     origin: Instant,
-    window_ms: u64,
+    cfg: &NetRunConfig,
+    name: &str,
     stop: &AtomicBool,
     out: &Mutex<Vec<(u64, u32, u64)>>,
 ) {
-    let step = Duration::from_millis((window_ms / 10).max(1));
+    let step = Duration::from_millis((cfg.window_ms / 10).max(1));
+    let mut next_line = 1_000_000_000u64;
     while !stop.load(Acquire) {
         let t = origin.elapsed().as_nanos() as u64;
         let row = (t, server.active_count(), server.batch_units());
         out.lock().unwrap_or_else(|e| e.into_inner()).push(row);
+        if cfg.progress && t >= next_line {
+            next_line += 1_000_000_000;
+            let phase = PHASES[load::phase_of(&cfg.load, t)];
+            eprintln!(
+                "net: {name:>10} t={:4.1} s  phase {phase:<9}  workers held {}  served {}  batch units {}",
+                t as f64 / 1e9,
+                row.1,
+                server.completions(),
+                row.2
+            );
+        }
         std::thread::sleep(step);
     }
 }
@@ -285,10 +312,11 @@ fn control<L: Link>(
     server: &Server,
     cfg: &NetRunConfig,
     stop: &AtomicBool,
+    ready: &AtomicBool,
 ) -> ControlReport {
     let cpu0 = super::thread_cpu_ns();
     let mut rep = ControlReport::default();
-    if let Err(e) = control_loop(link, server, cfg, stop, &mut rep) {
+    if let Err(e) = control_loop(link, server, cfg, stop, ready, &mut rep) {
         rep.error = Some(e);
     }
     rep.cpu_ns = super::thread_cpu_ns().saturating_sub(cpu0);
@@ -300,6 +328,7 @@ fn control_loop<L: Link>(
     server: &Server,
     cfg: &NetRunConfig,
     stop: &AtomicBool,
+    ready: &AtomicBool,
     rep: &mut ControlReport,
 ) -> Result<(), String> {
     super::fine_timer_slack();
@@ -321,6 +350,7 @@ fn control_loop<L: Link>(
         params: cfg.params,
     };
     ep.send(NET_CHANNEL, &[encode_config(&config)]);
+    ready.store(true, Release);
     let mut dec = NetDecoder::default();
     let mut interval = 0u32;
     let mut next = Instant::now();

@@ -31,6 +31,8 @@ pub struct LoadConfig {
     pub seed: u64,
     /// How long to wait for the last replies.
     pub drain: Duration,
+    /// Only the peak load, for one phase (the search for the static minimum).
+    pub peak_only: bool,
 }
 
 impl Default for LoadConfig {
@@ -38,14 +40,15 @@ impl Default for LoadConfig {
         LoadConfig {
             capacity_rps: 0.0,
             phase_s: 2.0,
-            short_us: 1_000,
-            long_us: 10_000,
+            short_us: 2_000,
+            long_us: 8_000,
             long_permille: 50,
             low: 0.2,
-            peak: 0.8,
+            peak: 0.6,
             clients: 64,
             seed: 42,
             drain: Duration::from_secs(3),
+            peak_only: false,
         }
     }
 }
@@ -68,6 +71,9 @@ pub const PHASES: [&str; 4] = ["low", "peak", "low-after", "bursty"];
 
 /// Load (fraction of capacity) at `t_s` seconds into the run.
 pub fn load_at(cfg: &LoadConfig, t_s: f64) -> f64 {
+    if cfg.peak_only {
+        return cfg.peak;
+    }
     let phase = (t_s / cfg.phase_s) as usize;
     match phase {
         0 | 2 => cfg.low,
@@ -135,7 +141,8 @@ pub fn run(port: u16, cfg: &LoadConfig, origin: Instant) -> Result<LoadResult, S
     let clients: Vec<std::net::UdpSocket> = (0..cfg.clients.max(1))
         .map(|_| sock::client())
         .collect::<Result<_, _>>()?;
-    let total_ns = (cfg.phase_s * PHASES.len() as f64 * 1e9) as u64;
+    let phases = if cfg.peak_only { 1 } else { PHASES.len() };
+    let total_ns = (cfg.phase_s * phases as f64 * 1e9) as u64;
     let sent = AtomicU64::new(0);
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {

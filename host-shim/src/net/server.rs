@@ -449,6 +449,7 @@ impl Server {
     /// The batch job on slot w: counts work units while worker w is parked.
     fn batch(&self, w: usize) {
         super::pin_slot(w);
+        idle_priority();
         let me = &self.workers[w];
         let mut x = w as u64 + 1;
         while !self.stop.load(Acquire) {
@@ -465,6 +466,14 @@ impl Server {
             me.batch_units.fetch_add(1, Relaxed);
         }
     }
+}
+
+/// Puts the calling thread in `SCHED_IDLE`: the batch job only gets cycles no worker wants
+/// (Shenango's batch applications). Best effort.
+fn idle_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler on the calling thread (pid 0) reads one sched_param.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
 }
 
 fn low_bits(k: usize) -> u32 {

@@ -160,7 +160,8 @@ impl CoreAllocator {
     fn observe(&mut self, s: &[WorkerSample]) {
         for w in s {
             let st = &mut self.standing[w.worker as usize];
-            *st = if w.queued > 0 {
+            // Caladan's congestion test: items waiting and the head did not move.
+            *st = if w.queued > 0 && w.completions == 0 {
                 st.saturating_add(1)
             } else {
                 0
@@ -214,13 +215,15 @@ impl CoreAllocator {
     }
 
     /// Arachne's ramp-down test: the busy time fits in `n_active - 1` workers at the target
-    /// utilisation, with the hysteresis margin, and nothing is queued.
+    /// utilisation, with the hysteresis margin, and queues are short (about one request per
+    /// active worker at most).
     fn can_shrink(&self, s: &[WorkerSample], r: &IntervalReport, n_active: u32) -> bool {
         let busy: u64 = s.iter().map(|w| w.busy_ns).sum();
         let busy_millicores = busy.saturating_mul(1000) / r.interval_ns;
         let room = (n_active as u64 - 1) * self.p.target_util_permille as u64;
-        let queued = s.iter().any(|w| w.queued > 1);
-        !queued && busy_millicores + self.p.hysteresis_millicores as u64 <= room
+        // Queues: at most about one waiting request per active worker.
+        let queued: u64 = s.iter().map(|w| w.queued as u64).sum();
+        queued <= n_active as u64 && busy_millicores + self.p.hysteresis_millicores as u64 <= room
     }
 
     /// Halves the table share of a worker much slower than the others; goes back to equal

@@ -49,8 +49,37 @@ pub enum Agent {
     Linux,
 }
 
+/// Which subsystem `demo` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Subsystem {
+    /// Offloaded thread scheduling.
+    Sched,
+    /// The network/RPC control plane (core allocation and eBPF steering).
+    Net,
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
+    /// Subsystem to demonstrate.
+    #[arg(long, value_enum, default_value_t = Subsystem::Sched)]
+    pub subsystem: Subsystem,
+    /// (net) Write an SVG plot of workers held and p99 over time to this file.
+    #[arg(long, value_name = "PATH")]
+    pub plot: Option<PathBuf>,
+    /// (net) Server workers (each a pinned thread with its own SO_REUSEPORT socket).
+    #[arg(long, default_value_t = 8, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub workers: u32,
+    /// (net) Seconds per load phase (low, peak, low, bursty).
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub phase_secs: f64,
+    /// (net) Load of the peak phase, as a fraction of the workers' nominal capacity (the low
+    /// phases are at 0.2).
+    #[arg(long, default_value_t = 0.6, value_name = "FRACTION")]
+    pub peak_load: f64,
+    /// (net) p99 latency objective in milliseconds.
+    #[arg(long, default_value_t = 30.0, value_name = "MS")]
+    pub slo_ms: f64,
     /// Agents to run, in order (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Agent::Ipu, Agent::Host, Agent::Linux])]
     pub agent: Vec<Agent>,

@@ -2,6 +2,7 @@
 //! options, calls the `wave_qemu` library and turns every result into the documented exit code.
 
 mod cli;
+mod demo_net;
 mod test_cmd;
 
 use std::process::ExitCode as ProcessExit;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use wave_qemu::{BootConfig, ExitCode};
 
-use cli::{Agent, BootArgs, Cli, Cmd, DemoArgs, ImageArgs, LinkTestArgs};
+use cli::{Agent, BootArgs, Cli, Cmd, DemoArgs, ImageArgs, LinkTestArgs, Subsystem};
 
 fn exit(code: ExitCode) -> ProcessExit {
     ProcessExit::from(code as u8)
@@ -88,6 +89,9 @@ fn link_test(args: LinkTestArgs) -> anyhow::Result<ExitCode> {
 
 fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     use wave_host_shim::engine::{AgentMode, EngineConfig};
+    if args.subsystem == Subsystem::Net {
+        return demo_net::demo_net(args);
+    }
     if !(args.duration > 0.0 && args.duration <= 3600.0) {
         anyhow::bail!("--duration must be between 0 and 3600 seconds");
     }
