@@ -116,7 +116,8 @@ pub fn static_minimum(opts: &NetDemoOptions) -> Result<usize> {
     Ok(cfg.workers)
 }
 
-fn run_ipu(opts: &NetDemoOptions, image: &Image) -> Result<NetDemoRun> {
+/// Runs the `ipu` configuration: the firmware in QEMU runs `wave.services=net@0`.
+pub fn run_ipu(opts: &NetDemoOptions, image: &Image) -> Result<NetDemoRun> {
     let cfg = &opts.run;
     let secs = cfg.load.phase_s * PHASES.len() as f64 + 90.0;
     let boot = BootConfig {
