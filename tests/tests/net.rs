@@ -29,12 +29,20 @@ fn the_ipu_control_loop_answers_everything_with_fewer_cores_than_static_peak() {
     println!("{}", table(&demo, slo));
     let run = &demo.runs[0];
     let fw = run.firmware.as_ref().expect("firmware outcome");
-    assert_eq!(fw.status, wave_qemu::BootStatus::Exited(0), "{}", fw.console);
+    assert_eq!(
+        fw.status,
+        wave_qemu::BootStatus::Exited(0),
+        "{}",
+        fw.console
+    );
     assert!(fw.console.contains("net: host stopped"), "{}", fw.console);
     let x = &run.result;
     assert!(x.sent > 100, "{x:?}");
     assert_eq!(x.answered, x.sent, "every request answered");
-    assert!(x.decisions > 0 && x.mech.committed > 0, "decisions over the link: {x:?}");
+    assert!(
+        x.decisions > 0 && x.mech.committed > 0,
+        "decisions over the link: {x:?}"
+    );
     assert_eq!(x.bad_decisions, 0);
     assert!(
         x.avg_cores < opts.run.workers as f64,

@@ -238,8 +238,10 @@ fn no_request_is_dropped_while_the_table_changes() {
 #[test]
 fn the_host_control_loop_grants_on_the_step_and_answers_everything() {
     use super::control::{run_host, NetRunConfig};
-    let mut cfg = NetRunConfig::default();
-    cfg.workers = 4;
+    let mut cfg = NetRunConfig {
+        workers: 4,
+        ..NetRunConfig::default()
+    };
     cfg.load.phase_s = 0.4;
     cfg.load.capacity_rps = cfg.load.capacity_of(4);
     let r = run_host(&cfg).expect("host run");
