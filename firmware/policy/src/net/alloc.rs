@@ -226,8 +226,8 @@ impl CoreAllocator {
         queued <= n_active as u64 && busy_millicores + self.p.hysteresis_millicores as u64 <= room
     }
 
-    /// Halves the table share of a worker much slower than the others; goes back to equal
-    /// shares once no worker is slow.
+    /// Halves the table share of a worker much slower than the others while the others'
+    /// shares recover; shares are back to equal once no worker is slow.
     fn rebalance(&mut self, s: &[WorkerSample], r: &IntervalReport) -> Option<NetDecision> {
         if self.since_rebalance < self.p.rebalance_every {
             return None;
@@ -246,13 +246,17 @@ impl CoreAllocator {
             / (act.len() as u64 - 1);
         let is_slow = slow.oldest_age_us as u64 * 1000 > others * self.p.slow_permille as u64
             && slow.oldest_age_us > self.p.delay_add_us / 2;
+        // The slow worker's share halves; every other active worker's recovers (doubles,
+        // up to the equal weight), so shares drift back to equal once no one is slow.
+        let full = equal_weights(1)[0];
         let mut weights = self.weights;
-        if is_slow {
-            let w = &mut weights[slow.worker as usize];
-            *w = (*w / 2).max(1);
-        } else {
-            let active = act.iter().fold(0u32, |m, w| m | (1 << w.worker));
-            weights = equal_weights(active);
+        for w in &act {
+            let x = &mut weights[w.worker as usize];
+            *x = if is_slow && w.worker == slow.worker {
+                (*x / 2).max(1)
+            } else {
+                x.saturating_mul(2).clamp(1, full)
+            };
         }
         if weights == self.weights {
             return None;
