@@ -157,6 +157,7 @@ pub fn run(opts: &NetDemoOptions, image: Option<&Image>) -> Result<NetDemo> {
         modes.push(NetMode::Ipu);
     }
     let mut runs = Vec::new();
+    let mut said = false;
     for mode in modes {
         eprintln!(
             "wave: demo net: {} ({} workers, capacity {:.0} req/s, phases of {:.1} s)",
@@ -174,13 +175,13 @@ pub fn run(opts: &NetDemoOptions, image: Option<&Image>) -> Result<NetDemo> {
             NetMode::Host => plain(control::run_host(&opts.run))?,
             m => plain(control::run_static(&opts.run, m))?,
         };
-        if let Some(why) = run.result.steering.strip_prefix("hash (") {
-            if mode != NetMode::StaticAll {
-                eprintln!(
-                    "wave: demo net: no eBPF steering ({}: run as root for it); falling back to the kernel's reuseport hash with park/unpark only: table rewrites and rebalancing are skipped, a parked worker's socket still gets its share of the hash and is served by an adopting worker",
-                    why.trim_end_matches(')')
-                );
-            }
+        let why = run.result.steering.strip_prefix("hash (");
+        if let (Some(why), false, false) = (why, mode == NetMode::StaticAll, said) {
+            said = true;
+            eprintln!(
+                "wave: demo net: no eBPF steering ({}; run as root for it): falling back to the kernel's reuseport hash with park/unpark only: table rewrites and rebalancing are skipped, and a parked worker's socket still gets its share of the hash (served by an adopting worker)",
+                why.strip_suffix(')').unwrap_or(why)
+            );
         }
         runs.push(run);
     }
