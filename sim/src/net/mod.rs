@@ -63,7 +63,7 @@ impl NetSimConfig {
         match t / self.phase_ns {
             0 | 2 => self.low,
             1 => self.peak,
-            _ if (t / 1_000_000) % 4 == 0 => (self.peak * 1.1).min(1.0),
+            _ if (t / 1_000_000).is_multiple_of(4) => (self.peak * 1.1).min(1.0),
             _ => self.low / 2.0,
         }
     }
