@@ -326,7 +326,7 @@ fn run_json(r: &NetDemoRun) -> String {
         .collect();
     let opt = |v: Option<f64>| v.map_or("null".into(), |v| format!("{v:.3}"));
     format!(
-        "{{\"mode\":\"{}\",\"steering\":\"{}\",\"sent\":{},\"answered\":{},\"throughput_rps\":{:.1},\"avg_cores\":{:.3},\"peak_cores\":{},\"batch_units_per_s\":{:.1},\"reaction_ms\":{},\"committed\":{},\"stale\":{},\"invalid\":{},\"rewrites\":{},\"policy_cpu_s\":{},\"mechanism_cpu_s\":{:.3},\"emulator_cpu_s\":{},\"phases\":[{}],\"windows_t_ms_p99_us_cores\":[{}]}}",
+        "{{\"mode\":\"{}\",\"steering\":\"{}\",\"sent\":{},\"answered\":{},\"throughput_rps\":{:.1},\"avg_cores\":{:.3},\"peak_cores\":{},\"batch_units_per_s\":{:.1},\"reaction_ms\":{},\"committed\":{},\"stale\":{},\"invalid\":{},\"rewrites\":{},\"intervals_skipped\":{},\"policy_cpu_s\":{},\"mechanism_cpu_s\":{:.3},\"emulator_cpu_s\":{},\"phases\":[{}],\"windows_t_ms_p99_us_cores\":[{}]}}",
         x.mode,
         x.steering.replace('"', "'"),
         x.sent,
@@ -340,6 +340,7 @@ fn run_json(r: &NetDemoRun) -> String {
         x.mech.stale,
         x.mech.invalid,
         x.mech.rewrites,
+        x.intervals_skipped,
         opt(x.policy_cpu_s),
         x.mechanism_cpu_s,
         opt(r.emulator_cpu_s),

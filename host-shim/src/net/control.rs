@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use wave_abi::net::{encode_config, encode_interval, encode_outcome, encode_sample};
 use wave_abi::net::{IntervalReport, NetConfig, NetDecoder, NetParams, NET_CHANNEL};
+use wave_abi::ring::EntryBody;
 use wave_abi::{Endpoint, Layout, Side};
 use wave_policy::net::NetService;
 use wave_policy::runtime::{self, Tuning};
@@ -161,6 +162,8 @@ pub struct NetRunResult {
     pub decisions: u64,
     /// See [`NetRunResult::decisions`].
     pub bad_decisions: u64,
+    /// Intervals whose telemetry was not posted (the ring was full: the IPU fell behind).
+    pub intervals_skipped: u64,
     /// Host CPU of the control thread (the mechanism: telemetry + applying), s.
     pub mechanism_cpu_s: f64,
     /// Host CPU of the policy thread (host mode only), s.
@@ -180,6 +183,7 @@ impl NetRunResult {
 #[derive(Default)]
 struct ControlReport {
     decisions: u64,
+    skipped: u64,
     bad: u64,
     cpu_ns: u64,
     error: Option<String>,
@@ -259,6 +263,7 @@ fn run_with<L: Link>(
     r.mech = server.snapshot().1;
     r.decisions = rep.decisions;
     r.bad_decisions = rep.bad;
+    r.intervals_skipped = rep.skipped;
     r.mechanism_cpu_s = rep.cpu_ns as f64 / 1e9;
     r.policy_cpu_s = policy_ns.map(|n| n as f64 / 1e9);
     Ok(r)
@@ -352,15 +357,19 @@ fn control_loop<L: Link>(
     ep.send(NET_CHANNEL, &[encode_config(&config)]);
     ready.store(true, Release);
     let mut dec = NetDecoder::default();
+    let mut outcomes: std::collections::VecDeque<EntryBody> = Default::default();
     let mut interval = 0u32;
     let mut next = Instant::now();
     while !stop.load(Acquire) {
         while let Some(b) = ep.rx(NET_CHANNEL).poll() {
             if let Ok(d) = dec.decision(&b) {
-                let o = server.apply(&d);
-                ep.send(NET_CHANNEL, &[encode_outcome(&o)]);
+                outcomes.push_back(encode_outcome(&server.apply(&d)));
             }
         }
+        // Every outcome is delivered (retried while the ring is full); telemetry for an
+        // interval is posted only behind them, whole or not at all.
+        let (sent, _) = ep.send(NET_CHANNEL, outcomes.make_contiguous());
+        outcomes.drain(..sent);
         interval += 1;
         let (samples, epoch) = server.samples();
         let mut batch: Vec<_> = samples.iter().map(|s| encode_sample(s, interval)).collect();
@@ -369,7 +378,11 @@ fn control_loop<L: Link>(
             table_epoch: epoch,
             interval_ns: cfg.interval.as_nanos() as u64,
         }));
-        ep.send(NET_CHANNEL, &batch);
+        if outcomes.is_empty() && ep.tx(NET_CHANNEL).free_slots() as usize >= batch.len() {
+            ep.send(NET_CHANNEL, &batch);
+        } else {
+            rep.skipped += 1;
+        }
         next += cfg.interval;
         if let Some(d) = next.checked_duration_since(Instant::now()) {
             std::thread::sleep(d);

@@ -52,6 +52,8 @@ pub struct WorkerState {
     parked: AtomicBool,
     owner: AtomicU32,
     busy_ns: AtomicU64,
+    /// When the request in service started (ns of the server clock), 0 if none.
+    busy_start: AtomicU64,
     idle_ns: AtomicU64,
     completions: AtomicU64,
     /// Datagrams taken off this worker's socket (by it or by an adopter).
@@ -102,6 +104,7 @@ pub struct Server {
     truesize: u32,
     origin: Instant,
     last: Mutex<Vec<(u64, u64, u64)>>,
+    last_at: AtomicU64,
 }
 
 impl Server {
@@ -149,6 +152,7 @@ impl Server {
             stop: AtomicBool::new(false),
             origin: Instant::now(),
             last: Mutex::new(vec![(0, 0, 0); cfg.workers]),
+            last_at: AtomicU64::new(0),
         });
         server.set_owners(active);
         let mut threads = Vec::new();
@@ -370,10 +374,20 @@ impl Server {
         let realtime = sock::realtime_ns();
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::with_capacity(self.cfg.workers);
+        let t = self.now_ns();
+        let elapsed = t.saturating_sub(self.last_at.swap(t, Relaxed));
         for (w, ws) in self.workers.iter().enumerate() {
             let fd = self.sockets[w].as_raw_fd();
+            // Busy time includes the request in service so far, so a long request spreads
+            // over the intervals it spans.
+            let start = ws.busy_start.load(Relaxed);
+            let running = if start > 0 {
+                t.saturating_sub(start)
+            } else {
+                0
+            };
             let now = (
-                ws.busy_ns.load(Relaxed),
+                ws.busy_ns.load(Relaxed) + running,
                 ws.idle_ns.load(Relaxed),
                 ws.completions.load(Relaxed),
             );
@@ -385,7 +399,7 @@ impl Server {
                 queued: sock::rmem(fd) / self.truesize.max(1),
                 oldest_age_us: sock::oldest_age_ns(fd, realtime)
                     .map_or(0, |a| (a / 1000).min(u32::MAX as u64) as u32),
-                busy_ns: now.0.saturating_sub(prev.0),
+                busy_ns: now.0.saturating_sub(prev.0).min(elapsed),
                 idle_ns: now.1.saturating_sub(prev.1),
                 completions: now.2.saturating_sub(prev.2),
                 table_entries: if self.steering.is_some() {
@@ -432,14 +446,16 @@ impl Server {
                 return;
             };
             self.workers[s].received.fetch_add(1, Relaxed);
-            let t0 = self.now_ns();
+            let t0 = self.now_ns().max(1);
+            me.busy_start.store(t0, Relaxed);
             if n == REQ_LEN {
                 let service = u64::from_le_bytes(buf[16..24].try_into().unwrap_or([0; 8]));
                 serve(service.min(1_000_000_000), self.cfg.cpu_permille);
-                let _ = self.sockets[s].send_to(&buf[..REQ_LEN], from);
+                reply(&self.sockets[s], &buf[..REQ_LEN], from);
                 me.completions.fetch_add(1, Relaxed);
             }
             me.busy_ns.fetch_add(self.now_ns() - t0, Relaxed);
+            me.busy_start.store(0, Relaxed);
             if self.workers[s].owner.load(Relaxed) as usize != w {
                 return; // the socket changed hands (a grant or a revoke)
             }
@@ -481,6 +497,18 @@ fn low_bits(k: usize) -> u32 {
         u32::MAX
     } else {
         (1u32 << k) - 1
+    }
+}
+
+/// Sends a reply, retrying briefly while the socket's send buffer is full.
+fn reply(sock: &UdpSocket, buf: &[u8], to: std::net::SocketAddr) {
+    for _ in 0..1000 {
+        match sock.send_to(buf, to) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_micros(20))
+            }
+            _ => return,
+        }
     }
 }
 
