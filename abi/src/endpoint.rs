@@ -546,13 +546,15 @@ impl<'a> Endpoint<'a> {
     }
 
     /// Publishes `bodies` on `ch` (as many as fit) if the link is up. Returns how many were
-    /// published and, if the peer asked to be woken, the doorbell vector to ring.
+    /// published and, if the peer asked to be woken, the doorbell vector to ring (never for a
+    /// doorbell-less channel, whose consumer polls).
     pub fn send(&mut self, ch: Channel, bodies: &[EntryBody]) -> (usize, Option<u16>) {
         if !self.up {
             return (0, None);
         }
         let n = self.tx[ch.index()].push_batch(bodies);
-        let ring = if n > 0 && self.peer_lane_wants_wakeup(ch) {
+        let doorbell = self.tx_vector[ch.index()] != crate::layout::VECTOR_NONE;
+        let ring = if n > 0 && doorbell && self.peer_lane_wants_wakeup(ch) {
             Some(self.tx_vector[ch.index()])
         } else {
             None

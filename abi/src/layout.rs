@@ -29,8 +29,9 @@ pub const IPU_STATUS_OFFSET: usize = 0x1000;
 pub const REGION_ALIGN: usize = 0x1000;
 /// Ring entries in the default (v1.0) layout.
 pub const DEFAULT_RING_ENTRIES: u32 = 512;
-/// Doorbell vectors the layout's channels use (control plus one per subsystem, with their
-/// extras in between); the device may have more. Derived from the subsystem table.
+/// Doorbell vectors a transport must provide (control, then the channel vectors of the first
+/// `subsystem::DOORBELL_CHANNELS` channels with their extras in between); later channels whose
+/// vector it lacks are doorbell-less. Derived from the subsystem table.
 pub const MIN_VECTORS: u32 = crate::subsystem::MIN_VECTORS;
 /// Doorbell vector: link control (a side became ready, restarted or stopped).
 pub const VECTOR_CONTROL: u16 = 0;
@@ -384,7 +385,7 @@ impl Layout {
                 size,
                 entries: if k.ring { ring_entries } else { 0 },
                 credit_offset: 0,
-                vector: if k.ring {
+                vector: if k.ring && (channel_vector(k.channel as usize) as u32) < vectors {
                     channel_vector(k.channel as usize)
                 } else {
                     VECTOR_NONE
@@ -592,7 +593,7 @@ impl Layout {
                 let geometry_ok = e.entry_size.get() as usize == ENTRY_SIZE
                     && ring_words(entries).is_ok()
                     && entries as usize * ENTRY_SIZE == size
-                    && (e.vector.get() as u32) < h.vectors.get();
+                    && ((e.vector.get() as u32) < h.vectors.get() || e.vector.get() == VECTOR_NONE);
                 if !geometry_ok {
                     return Err(bad);
                 }

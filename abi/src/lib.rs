@@ -12,6 +12,7 @@
 //! - [`endpoint`]: one side of the link; attach, restart/resync, wake-ups.
 //! - [`msg`]: link-test messages and decoders with counters (the echo service that answers
 //!   them lives in `wave-policy`).
+//! - [`net`]: network/RPC control plane: telemetry, decisions, outcomes, the steering table.
 //! - [`sched`]: scheduling: session config, event messages, per-CPU transaction slots.
 //! - [`subsystem`]: the subsystem descriptors and their registration; layout, channels and
 //!   vectors are derived from them.
@@ -28,6 +29,7 @@ compile_error!("wave-abi assumes a little-endian CPU on both sides of the link")
 pub mod endpoint;
 pub mod layout;
 pub mod msg;
+pub mod net;
 pub mod region;
 pub mod ring;
 pub mod sched;

@@ -56,7 +56,8 @@ pub struct Subsystem {
 }
 
 /// Every subsystem, in registration order: index = channel number. Append only.
-pub const SUBSYSTEMS: [Subsystem; 2] = [crate::msg::LINK_TEST, crate::sched::SCHED];
+pub const SUBSYSTEMS: [Subsystem; 3] =
+    [crate::msg::LINK_TEST, crate::sched::SCHED, crate::net::NET];
 
 /// Channels (one per subsystem).
 pub const CHANNELS: usize = SUBSYSTEMS.len();
@@ -204,9 +205,15 @@ pub const fn extra_vector_base(ch: usize) -> u16 {
     channel_vector(ch) + 1
 }
 
-/// Doorbell vectors a transport must provide for every channel vector (extras are optional:
-/// a subsystem uses those the transport has).
-pub const MIN_VECTORS: u32 = channel_vector(CHANNELS - 1) as u32 + 1;
+/// Channels whose channel vector every transport must provide (link test and scheduling). A
+/// later channel whose vector the transport does not provide is doorbell-less: its rings carry
+/// `VECTOR_NONE` in the layout table and its consumers poll (`docs/abi.md`, "Subsystems").
+pub const DOORBELL_CHANNELS: usize = 2;
+
+/// Doorbell vectors a transport must provide: the channel vectors of the first
+/// [`DOORBELL_CHANNELS`] channels (extras are optional: a subsystem uses those the transport
+/// has; so are the vectors of later channels).
+pub const MIN_VECTORS: u32 = channel_vector(DOORBELL_CHANNELS - 1) as u32 + 1;
 
 /// Bytes of `home`'s half for rings of `ring_entries` entries (unaligned to a power of two).
 pub const fn half_size(home: Side, ring_entries: u32) -> usize {

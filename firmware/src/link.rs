@@ -86,7 +86,7 @@ pub struct ServiceEntry {
 }
 
 /// Every service this firmware has: adding a subsystem's service is one line here.
-pub const SERVICES: [ServiceEntry; 2] = [
+pub const SERVICES: [ServiceEntry; 3] = [
     ServiceEntry {
         name: "echo",
         channel: Channel::LinkTest,
@@ -96,6 +96,11 @@ pub const SERVICES: [ServiceEntry; 2] = [
         name: "sched",
         channel: Channel::Sched,
         run: run_sched,
+    },
+    ServiceEntry {
+        name: "net",
+        channel: wave_abi::net::NET_CHANNEL,
+        run: run_net,
     },
 ];
 
@@ -360,6 +365,23 @@ fn run_sched(job: &mut Job, port: &mut IpuPort<'static>) -> runtime::RuntimeStat
     );
     rt
 }
+fn run_net(job: &mut Job, port: &mut IpuPort<'static>) -> runtime::RuntimeStats {
+    let mut net = wave_policy::net::NetService::new();
+    let (_, rt) = runtime::run(&mut job.ep, port, &job.tuning, &mut [&mut net]);
+    let st = net.stats().unwrap_or_default();
+    println!(
+        "net: host stopped; core {} intervals {} decisions {} committed {} stale {} hostile {} invalid {}",
+        job.core,
+        st.intervals,
+        net.decisions(),
+        st.committed,
+        st.stale,
+        st.hostile,
+        net.decode_stats().invalid()
+    );
+    rt
+}
+
 fn print_policy(sched: &SchedService<'static, AGENT_CPUS, AGENT_THREADS>) {
     if let Some(a) = sched.agent() {
         let ps = a.policy().stats();

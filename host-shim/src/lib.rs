@@ -8,6 +8,7 @@
 //!   ivshmem server transport QEMU connects to), [`local`] (an in-process link pair, used by the
 //!   on-host mode and tests), [`link_test`] (the host-side link-test driver), [`engine`] (the
 //!   scheduling engine: pinned CPUs, handler fibers, workload, the ipu/host/linux modes),
+//!   [`net`] (the network/RPC control plane: loopback RPC server, eBPF steering, mechanism),
 //!   [`error`], [`service`] (`wave-host run` as a service: configuration, install, signals),
 //!   [`stats`] (live stats from the region, the control socket, `wave-host stats`).
 //!
@@ -32,6 +33,7 @@ pub mod local;
 #[cfg(feature = "std")]
 pub mod mem;
 #[cfg(feature = "std")]
+pub mod net;
 pub mod service;
 #[cfg(feature = "std")]
 pub mod shm;

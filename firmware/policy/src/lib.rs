@@ -50,6 +50,7 @@ pub mod echo;
 pub mod fair;
 pub mod fifo;
 pub mod mem;
+pub mod net;
 pub mod registry;
 pub mod runtime;
 pub mod sched;

@@ -148,7 +148,11 @@ struct Loop {
 pub fn wait_mask(ep: &Endpoint<'_>, services: &[&mut dyn Service<'_>]) -> u64 {
     let mut mask = 1u64 << VECTOR_CONTROL;
     for s in services {
-        mask |= 1u64 << (ep.rx_vector(s.channel()) & 63);
+        // A doorbell-less channel (`VECTOR_NONE`, or a vector past the mask) is polled.
+        let v = ep.rx_vector(s.channel());
+        if v < 64 {
+            mask |= 1u64 << v;
+        }
     }
     mask
 }

@@ -52,8 +52,39 @@ pub enum Agent {
     Linux,
 }
 
+/// Which subsystem `demo` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Subsystem {
+    /// Offloaded thread scheduling.
+    Sched,
+    /// The network/RPC control plane (core allocation and eBPF steering).
+    Net,
+    /// Every subsystem at once, one IPU core each.
+    All,
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
+    /// Subsystem to demonstrate.
+    #[arg(long, value_enum, default_value_t = Subsystem::Sched)]
+    pub subsystem: Subsystem,
+    /// (net) Write an SVG plot of workers held and p99 over time to this file.
+    #[arg(long, value_name = "PATH")]
+    pub plot: Option<PathBuf>,
+    /// (net) Server workers (each a pinned thread with its own SO_REUSEPORT socket).
+    #[arg(long, default_value_t = 8, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub workers: u32,
+    /// (net) Seconds per load phase (low, peak, low, bursty).
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub phase_secs: f64,
+    /// (net) Load of the peak phase, as a fraction of the workers' nominal capacity (the low
+    /// phases are at 0.2).
+    #[arg(long, default_value_t = 0.6, value_name = "FRACTION")]
+    pub peak_load: f64,
+    /// (net) p99 latency objective in milliseconds.
+    #[arg(long, default_value_t = 30.0, value_name = "MS")]
+    pub slo_ms: f64,
     /// Agents to run, in order (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Agent::Ipu, Agent::Host, Agent::Linux])]
     pub agent: Vec<Agent>,
@@ -108,10 +139,6 @@ pub struct DemoArgs {
     /// Print the live stats view (the same as `wave-host stats`) every second during the ipu run.
     #[arg(long)]
     pub stats: bool,
-    /// Which subsystem to demonstrate: `sched` (scheduling, against its baselines) or `all`
-    /// (every subsystem at once, one IPU core each).
-    #[arg(long, default_value = "sched", value_parser = ["sched", "all"])]
-    pub subsystem: String,
 }
 
 #[derive(Debug, Args)]
@@ -200,13 +227,13 @@ mod tests {
         let Cmd::Demo(d) = Cli::parse_from(["cargo-wave", "demo"]).cmd else {
             panic!()
         };
-        assert_eq!((d.subsystem.as_str(), d.stats), ("sched", false));
+        assert_eq!((d.subsystem, d.stats), (Subsystem::Sched, false));
         let Cmd::Demo(d) =
             Cli::parse_from(["cargo-wave", "demo", "--subsystem", "all", "--stats"]).cmd
         else {
             panic!()
         };
-        assert_eq!((d.subsystem.as_str(), d.stats), ("all", true));
+        assert_eq!((d.subsystem, d.stats), (Subsystem::All, true));
         assert!(Cli::try_parse_from(["cargo-wave", "demo", "--subsystem", "disk"]).is_err());
         let Cmd::Ipu(i) = Cli::parse_from(["cargo-wave", "ipu"]).cmd else {
             panic!()

@@ -3,6 +3,7 @@
 
 mod cli;
 mod demo_all;
+mod demo_net;
 mod ipu;
 mod test_cmd;
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 use wave_qemu::{BootConfig, ExitCode};
 
-use cli::{Agent, BootArgs, Cli, Cmd, DemoArgs, ImageArgs, LinkTestArgs};
+use cli::{Agent, BootArgs, Cli, Cmd, DemoArgs, ImageArgs, LinkTestArgs, Subsystem};
 
 fn exit(code: ExitCode) -> ProcessExit {
     ProcessExit::from(code as u8)
@@ -90,6 +91,9 @@ fn link_test(args: LinkTestArgs) -> anyhow::Result<ExitCode> {
 
 fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     use wave_host_shim::engine::{AgentMode, EngineConfig};
+    if args.subsystem == Subsystem::Net {
+        return demo_net::demo_net(args);
+    }
     if !(args.duration > 0.0 && args.duration <= 3600.0) {
         anyhow::bail!("--duration must be between 0 and 3600 seconds");
     }
@@ -120,7 +124,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ..EngineConfig::default()
     };
     engine.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-    if args.subsystem == "all" {
+    if args.subsystem == Subsystem::All {
         return demo_all::run(&args, engine);
     }
     let opts = wave_qemu::demo::DemoOptions {

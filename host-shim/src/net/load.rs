@@ -1,0 +1,256 @@
+//! The open-loop load generator: Poisson arrivals from many client sockets (one flow each, so
+//! the kernel's flow hash spreads them over the table), a load step (low → peak → low) and a
+//! bursty phase, a service-time mix carried in each request, and latency from send to reply.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::time::{Duration, Instant};
+
+use super::server::REQ_LEN;
+use super::sock;
+
+/// Load settings.
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    /// The server's nominal capacity, req/s (all workers busy all the time).
+    pub capacity_rps: f64,
+    /// Seconds per phase.
+    pub phase_s: f64,
+    /// Short requests' service time, µs.
+    pub short_us: u64,
+    /// Long requests' service time, µs.
+    pub long_us: u64,
+    /// Share of long requests, ‰.
+    pub long_permille: u32,
+    /// Load of the low phases and of the peak, as fractions of capacity.
+    pub low: f64,
+    /// See [`LoadConfig::low`].
+    pub peak: f64,
+    /// Client sockets (flows).
+    pub clients: usize,
+    /// Random seed.
+    pub seed: u64,
+    /// How long to wait for the last replies.
+    pub drain: Duration,
+    /// Only the peak load, for one phase (the search for the static minimum).
+    pub peak_only: bool,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        LoadConfig {
+            capacity_rps: 0.0,
+            phase_s: 2.0,
+            short_us: 2_000,
+            long_us: 8_000,
+            long_permille: 50,
+            low: 0.2,
+            peak: 0.6,
+            clients: 64,
+            seed: 42,
+            drain: Duration::from_secs(10),
+            peak_only: false,
+        }
+    }
+}
+
+impl LoadConfig {
+    /// Mean service time, µs.
+    pub fn mean_service_us(&self) -> f64 {
+        let p = self.long_permille as f64 / 1000.0;
+        self.short_us as f64 * (1.0 - p) + self.long_us as f64 * p
+    }
+
+    /// The capacity of `workers` workers, req/s.
+    pub fn capacity_of(&self, workers: usize) -> f64 {
+        workers as f64 * 1e6 / self.mean_service_us()
+    }
+}
+
+/// The phases, in order: name, and load as a fraction of capacity at time `t` into the phase.
+pub const PHASES: [&str; 4] = ["low", "peak", "low-after", "bursty"];
+
+/// Load (fraction of capacity) at `t_s` seconds into the run.
+pub fn load_at(cfg: &LoadConfig, t_s: f64) -> f64 {
+    if cfg.peak_only {
+        return cfg.peak;
+    }
+    let phase = (t_s / cfg.phase_s) as usize;
+    match phase {
+        0 | 2 => cfg.low,
+        1 => cfg.peak,
+        // Bursty: 50 ms at 1.1× the peak, then 150 ms at the low load.
+        _ => {
+            if (t_s * 1000.0) as u64 % 200 < 50 {
+                (cfg.peak * 1.1).min(1.0)
+            } else {
+                cfg.low / 2.0
+            }
+        }
+    }
+}
+
+/// Which phase `t_ns` falls in.
+pub fn phase_of(cfg: &LoadConfig, t_ns: u64) -> usize {
+    ((t_ns as f64 / 1e9 / cfg.phase_s) as usize).min(PHASES.len() - 1)
+}
+
+/// Most requests one run sends (replies naming a higher sequence number are ignored).
+pub const MAX_REQUESTS: usize = 1 << 26;
+
+/// One request's fate.
+#[derive(Clone, Copy, Debug)]
+pub struct Record {
+    /// When it was sent (ns from the run's start).
+    pub send_ns: u64,
+    /// Send → reply, ns.
+    pub latency_ns: u64,
+}
+
+/// What the generator saw.
+#[derive(Debug, Default)]
+pub struct LoadResult {
+    /// Requests sent.
+    pub sent: u64,
+    /// Replies received (each request at most once).
+    pub answered: u64,
+    /// Answered requests.
+    pub records: Vec<Record>,
+    /// Length of the load (without the drain), ns.
+    pub duration_ns: u64,
+}
+
+/// A small deterministic generator (xorshift64*).
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded (0 is replaced).
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Runs the load against `port` for 4 phases; `origin` is the run's clock.
+pub fn run(port: u16, cfg: &LoadConfig, origin: Instant) -> Result<LoadResult, String> {
+    let clients: Vec<std::net::UdpSocket> = (0..cfg.clients.max(1))
+        .map(|_| sock::client())
+        .collect::<Result<_, _>>()?;
+    let phases = if cfg.peak_only { 1 } else { PHASES.len() };
+    let total_ns = (cfg.phase_s * phases as f64 * 1e9) as u64;
+    let sent = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let rx = s.spawn(|| receive(&clients, origin, &sent, &done, cfg.drain));
+        let n = send(&clients, port, cfg, origin, total_ns);
+        sent.store(n, Release);
+        done.store(true, Release);
+        let (records, answered) = rx.join().map_err(|_| "receiver panicked")?;
+        Ok(LoadResult {
+            sent: n,
+            answered,
+            records,
+            duration_ns: total_ns,
+        })
+    })
+}
+
+fn send(
+    clients: &[std::net::UdpSocket],
+    port: u16,
+    cfg: &LoadConfig,
+    origin: Instant,
+    total_ns: u64,
+) -> u64 {
+    let to = sock::server_addr(port);
+    let mut rng = Rng::new(cfg.seed);
+    let mut next = 0f64;
+    let mut seq = 0u64;
+    loop {
+        let rate = load_at(cfg, next / 1e9) * cfg.capacity_rps;
+        next += -(1.0 - rng.unit()).ln() / rate.max(1.0) * 1e9;
+        if next as u64 >= total_ns {
+            return seq;
+        }
+        wait_until(origin, next as u64);
+        let long = rng.unit() * 1000.0 < cfg.long_permille as f64;
+        let service_ns = if long { cfg.long_us } else { cfg.short_us } * 1000;
+        let mut req = [0u8; REQ_LEN];
+        req[..8].copy_from_slice(&seq.to_le_bytes());
+        let now = origin.elapsed().as_nanos() as u64;
+        req[8..16].copy_from_slice(&now.to_le_bytes());
+        req[16..24].copy_from_slice(&service_ns.to_le_bytes());
+        let c = &clients[(rng.unit() * clients.len() as f64) as usize % clients.len()];
+        // A full socket buffer is retried (never silently dropped on our side).
+        while c.send_to(&req, to).is_err() {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        seq += 1;
+    }
+}
+
+fn wait_until(origin: Instant, t_ns: u64) {
+    loop {
+        let now = origin.elapsed().as_nanos() as u64;
+        if now >= t_ns {
+            return;
+        }
+        let left = t_ns - now;
+        if left > 200_000 {
+            std::thread::sleep(Duration::from_nanos(left - 100_000));
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+fn receive(
+    clients: &[std::net::UdpSocket],
+    origin: Instant,
+    sent: &AtomicU64,
+    done: &AtomicBool,
+    drain: Duration,
+) -> (Vec<Record>, u64) {
+    let mut seen: Vec<bool> = Vec::new();
+    let mut records = Vec::new();
+    let all: Vec<usize> = (0..clients.len()).collect();
+    let mut buf = [0u8; 64];
+    let mut drained_since: Option<Instant> = None;
+    loop {
+        if done.load(Acquire) {
+            let since = *drained_since.get_or_insert_with(Instant::now);
+            if records.len() as u64 >= sent.load(Acquire) || since.elapsed() > drain {
+                break;
+            }
+        }
+        for i in sock::poll_readable(clients, &all, 5) {
+            while let Ok(n) = clients[i].recv(&mut buf) {
+                let now = origin.elapsed().as_nanos() as u64;
+                if n != REQ_LEN {
+                    continue;
+                }
+                let seq = u64::from_le_bytes(buf[..8].try_into().unwrap_or([0; 8])) as usize;
+                let t = u64::from_le_bytes(buf[8..16].try_into().unwrap_or([0; 8]));
+                if seq >= MAX_REQUESTS {
+                    continue; // not a request we could have sent
+                }
+                if seq >= seen.len() {
+                    seen.resize(seq + 1, false);
+                }
+                if !std::mem::replace(&mut seen[seq], true) {
+                    records.push(Record {
+                        send_ns: t,
+                        latency_ns: now.saturating_sub(t),
+                    });
+                }
+            }
+        }
+    }
+    let n = records.len() as u64;
+    (records, n)
+}

@@ -1,0 +1,30 @@
+//! The network/RPC control plane's host side (issue 11, `docs/network.md`): a loopback UDP RPC
+//! server with W pinned workers ([`server`]), kernel steering through an eBPF `SK_REUSEPORT`
+//! program and an mmapped 128-entry table ([`steer`]), the mechanism that applies the
+//! control plane's decisions as epoch-checked transactions ([`server::Server::apply`]), the
+//! control loop that posts telemetry and takes decisions over the link ([`control`]), and an
+//! open-loop load generator ([`load`]).
+
+pub mod control;
+pub mod load;
+pub mod server;
+pub mod sock;
+pub mod steer;
+#[cfg(test)]
+mod tests;
+
+/// Pins the calling thread to core `slot % cores` (best effort).
+pub(crate) fn pin_slot(slot: usize) {
+    let n = crate::engine::cores();
+    crate::engine::pin_to(&[slot % n.max(1)]);
+}
+
+/// 1 µs timer slack for the calling thread (timed waits end on time).
+pub(crate) fn fine_timer_slack() {
+    crate::engine::fine_timer_slack();
+}
+
+/// CPU time of the calling thread, ns.
+pub(crate) fn thread_cpu_ns() -> u64 {
+    crate::engine::thread_cpu_ns()
+}

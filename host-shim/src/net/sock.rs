@@ -1,0 +1,152 @@
+//! Socket helpers for the RPC server: the `SO_REUSEPORT` group, kernel receive timestamps
+//! (`SO_TIMESTAMPNS`) of the oldest waiting datagram (peeked, not taken), the receive queue's
+//! memory (`SO_MEMINFO`), and a `poll` over a subset of the group.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+
+use nix::sys::socket::{
+    bind, recvmsg, setsockopt, socket, sockopt, AddressFamily, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType, SockaddrIn,
+};
+
+/// `SO_MEMINFO` (asm-generic/socket.h).
+const SO_MEMINFO: libc::c_int = 55;
+/// Entries of the `SO_MEMINFO` answer.
+const SK_MEMINFO_VARS: usize = 9;
+
+fn udp_socket(port: u16) -> Result<UdpSocket, String> {
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(|e| format!("socket: {e}"))?;
+    setsockopt(&fd, sockopt::ReusePort, &true).map_err(|e| format!("SO_REUSEPORT: {e}"))?;
+    setsockopt(&fd, sockopt::ReceiveTimestampns, &true)
+        .map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
+    let _ = setsockopt(&fd, sockopt::RcvBuf, &(4 << 20));
+    bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, port))
+        .map_err(|e| format!("bind 127.0.0.1:{port}: {e}"))?;
+    Ok(UdpSocket::from(fd))
+}
+
+/// `n` UDP sockets bound to one loopback port with `SO_REUSEPORT` and receive timestamps.
+pub fn reuseport_group(n: usize) -> Result<(Vec<UdpSocket>, u16), String> {
+    let first = udp_socket(0)?;
+    let port = first.local_addr().map_err(|e| e.to_string())?.port();
+    let mut v = vec![first];
+    for _ in 1..n {
+        v.push(udp_socket(port)?);
+    }
+    Ok((v, port))
+}
+
+/// Receive-queue memory of `fd` (bytes charged, `SK_MEMINFO_RMEM_ALLOC`).
+pub fn rmem(fd: RawFd) -> u32 {
+    let mut info = [0u32; SK_MEMINFO_VARS];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info` and updates `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r == 0 {
+        info[0]
+    } else {
+        0
+    }
+}
+
+/// The memory one queued datagram of `len` bytes is charged on loopback (measured once on a
+/// private socket), so the queue depth is `rmem / truesize`.
+pub fn datagram_truesize(len: usize) -> u32 {
+    let measure = || -> Option<u32> {
+        let rx = udp_socket(0).ok()?;
+        let tx = UdpSocket::bind("127.0.0.1:0").ok()?;
+        tx.send_to(&vec![0u8; len], rx.local_addr().ok()?).ok()?;
+        for _ in 0..100 {
+            let m = rmem(rx.as_raw_fd());
+            if m > 0 {
+                return Some(m);
+            }
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        None
+    };
+    measure().unwrap_or(768)
+}
+
+/// CLOCK_REALTIME now, ns (the clock of kernel receive timestamps).
+pub fn realtime_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// Age of the oldest datagram waiting on `fd` (its kernel receive timestamp, peeked), if any.
+pub fn oldest_age_ns(fd: RawFd, realtime_now: u64) -> Option<u64> {
+    let mut buf = [0u8; 64];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let msg = recvmsg::<SockaddrIn>(
+        fd,
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    )
+    .ok()?;
+    for c in msg.cmsgs().ok()? {
+        if let ControlMessageOwned::ScmTimestampns(ts) = c {
+            let t = ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64;
+            return Some(realtime_now.saturating_sub(t));
+        }
+    }
+    None
+}
+
+/// Which of `sockets[i]` for `i` in `which` are readable within `timeout_ms`.
+pub fn poll_readable(sockets: &[UdpSocket], which: &[usize], timeout_ms: i32) -> Vec<usize> {
+    let mut fds: Vec<libc::pollfd> = which
+        .iter()
+        .filter_map(|i| sockets.get(*i))
+        .map(|s| libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    if fds.is_empty() {
+        std::thread::sleep(std::time::Duration::from_millis(timeout_ms.max(0) as u64));
+        return Vec::new();
+    }
+    // SAFETY: `fds` is a live array of `fds.len()` pollfd structs.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if n <= 0 {
+        return Vec::new();
+    }
+    which
+        .iter()
+        .zip(fds.iter())
+        .filter(|(_, p)| p.revents & libc::POLLIN != 0)
+        .map(|(i, _)| *i)
+        .collect()
+}
+
+/// A client socket on an ephemeral loopback port (one flow per socket).
+pub fn client() -> Result<UdpSocket, String> {
+    let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("client socket: {e}"))?;
+    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+/// The server's address.
+pub fn server_addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
