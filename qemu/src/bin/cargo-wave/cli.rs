@@ -102,6 +102,14 @@ pub struct DemoArgs {
     /// Show the firmware console during the ipu run.
     #[arg(long)]
     pub console: bool,
+    /// Run the agents interleaved N times and report each figure's median and spread.
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: u32,
+    /// Run a load sweep at these offered loads (req/s, comma-separated) and print latency
+    /// against load per agent, e.g. `--sweep 5000,10000,20000` (replaces --rate).
+    #[arg(long, value_delimiter = ',', value_name = "REQ/S,...")]
+    pub sweep: Vec<f64>,
 }
 
 #[derive(Debug, Args)]
