@@ -124,6 +124,22 @@ impl CpuSet {
     }
 }
 
+/// Whether an ABI affinity mask allows cpu `c` (as [`CpuSet::from_abi_mask`] reads it).
+#[inline]
+pub fn mask_allows(mask: u64, c: usize) -> bool {
+    mask == u64::MAX || (c < 64 && mask & (1 << c) != 0)
+}
+
+/// Whether an ABI affinity mask allows some cpu of `set`.
+#[inline]
+pub fn mask_meets(mask: u64, set: &CpuSet) -> bool {
+    if mask == u64::MAX {
+        !set.is_empty()
+    } else {
+        set.0[0] & mask != 0
+    }
+}
+
 /// Cpus per group of a [`TimerMin`].
 const GROUP: usize = 16;
 const GROUPS: usize = MAX_SET_CPUS / GROUP;
@@ -222,6 +238,10 @@ mod tests {
         let narrow = CpuSet::from_abi_mask(0b1010);
         assert!(narrow.contains(1) && narrow.contains(3) && !narrow.contains(65));
         assert!(CpuSet::EMPTY.is_empty() && !narrow.is_empty());
+        assert!(mask_allows(u64::MAX, 200) && mask_allows(0b10, 1) && !mask_allows(0b10, 65));
+        let high = CpuSet::first(80).minus(&CpuSet::first(64));
+        assert!(mask_meets(u64::MAX, &high) && !mask_meets(u64::MAX >> 1, &high));
+        assert!(mask_meets(0b1000, &s) && !mask_meets(0, &s));
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //! The host is authoritative; the view is only a best guess that the host's commit check makes
 //! safe. [`SchedCore::check_invariants`] states what must always hold.
 
-use crate::cpuset::{CpuSet, TimerMin, MAX_SET_CPUS};
+use crate::cpuset::{mask_allows, mask_meets, CpuSet, TimerMin, MAX_SET_CPUS};
 use crate::discipline::Discipline;
 use crate::types::{
     ConfigError, CpuId, Decision, DecisionSink, Event, FailReason, PolicyStats, Seq, Tid, TxnId,
@@ -153,8 +153,9 @@ pub struct SchedCore<const C: usize, const T: usize, D> {
     n_cpus: usize,
     disc: D,
     threads: [Thread; T],
-    /// Allowed cpus per thread (apart from `threads` to keep [`Thread`] at 16 bytes).
-    masks: [CpuSet; T],
+    /// Allowed cpus per thread as the ABI mask (apart from `threads` to keep [`Thread`] at 16
+    /// bytes; read with [`mask_allows`]: all ones is every cpu, up to 256).
+    masks: [u64; T],
     cpus: [Cpu; C],
     next_txn: u64,
     steals_in_flight: usize,
@@ -213,7 +214,7 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
             n_cpus,
             disc,
             threads: [Thread::EMPTY; T],
-            masks: [CpuSet::ALL; T],
+            masks: [u64::MAX; T],
             cpus: [Cpu::INIT; C],
             next_txn: 1,
             steals_in_flight: 0,
@@ -400,7 +401,7 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
             seq,
             state_seq: seq,
         };
-        self.masks[i] = CpuSet::ALL;
+        self.masks[i] = u64::MAX;
         self.disc.reset(i);
         if let Place::Prestaged(c) = place {
             self.retract(c as usize);
@@ -444,10 +445,9 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
         }
         match change {
             Change::Mask(mask) => {
-                let mask = CpuSet::from_abi_mask(mask);
                 self.masks[i] = mask;
                 if let Live::Running(c) = t.live {
-                    if !mask.contains(c as usize) {
+                    if !mask_allows(mask, c as usize) {
                         if let Some(r) = self.cpus[c as usize].current.as_mut() {
                             r.evict = true;
                         }
@@ -583,7 +583,7 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
         self.inc.touched.insert(c);
         if t.live == Live::Runnable && !t.state_seq.is_newer_than(p.seq) {
             t.live = Live::Running(c as u16);
-            let evict = !self.masks[i].contains(c);
+            let evict = !mask_allows(self.masks[i], c);
             self.cpus[c].current = Some(Run {
                 tid: p.tid,
                 since: now,
@@ -842,7 +842,7 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
             };
             if p.abort != AbortState::None
                 || now_ns.saturating_sub(r.since) < after
-                || !self.masks[p.tid as usize].intersects(&hungry_set)
+                || !mask_meets(self.masks[p.tid as usize], &hungry_set)
             {
                 continue;
             }
@@ -914,7 +914,7 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
         emitted: &mut usize,
     ) -> Option<()> {
         let masks = &self.masks;
-        let Some(idx) = self.disc.peek(c, |t| masks[t].contains(c)) else {
+        let Some(idx) = self.disc.peek(c, |t| mask_allows(masks[t], c)) else {
             self.stats.scan_misses += 1;
             return Some(());
         };
