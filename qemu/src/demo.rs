@@ -41,6 +41,10 @@ pub struct DemoOptions {
     pub echo: bool,
     /// Rounds of interleaved agent runs (`--repeat`), at least 1.
     pub repeat: u32,
+    /// Count the IPU agent's instructions and cycles (`wave.pmu=1` under QEMU `-icount
+    /// shift=0`, which makes the IPU's time follow its instruction count: its latencies are
+    /// then not the default run's).
+    pub ipu_count: bool,
 }
 
 impl Default for DemoOptions {
@@ -57,6 +61,7 @@ impl Default for DemoOptions {
             timeout: Duration::from_secs(180),
             echo: false,
             repeat: 1,
+            ipu_count: false,
         }
     }
 }
@@ -71,6 +76,60 @@ pub struct DemoRun {
     /// For `ipu`: host CPU seconds QEMU used emulating the IPU (on real hardware this is the
     /// IPU's own cores, not the host's; on this machine it competes with the host CPUs).
     pub emulator_cpu_s: Option<f64>,
+    /// For `ipu` with [`DemoOptions::ipu_count`]: what the agent cost on the IPU core.
+    pub ipu_cost: Option<IpuCost>,
+}
+
+/// The IPU agent's own cost, as the firmware's PMU counted it (`sched: pmu:` console line).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct IpuCost {
+    /// Events counted.
+    pub events: u64,
+    /// Instructions per event (ring poll, decode, bookkeeping).
+    pub instructions_per_event: f64,
+    /// Cycles per event (emulated; not meaningful under `-icount`).
+    pub cycles_per_event: f64,
+    /// Decisions counted.
+    pub decisions: u64,
+    /// Instructions per decision (policy poll and slot writes).
+    pub instructions_per_decision: f64,
+    /// Cycles per decision.
+    pub cycles_per_decision: f64,
+}
+
+impl IpuCost {
+    /// Reads the firmware's `sched: pmu: events E instructions I cycles C decisions D
+    /// instructions I cycles C` line from its console (`None` if absent or malformed).
+    pub fn from_console(console: &str) -> Option<IpuCost> {
+        let line = console.lines().rev().find_map(|l| {
+            let i = l.find("sched: pmu: ")?;
+            Some(&l[i + "sched: pmu: ".len()..])
+        })?;
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let num = |i: usize, name: &str| -> Option<f64> {
+            (w.get(i) == Some(&name)).then_some(())?;
+            w.get(i + 1)?.parse::<u64>().ok().map(|v| v as f64)
+        };
+        let (ev, ei, ec) = (
+            num(0, "events")?,
+            num(2, "instructions")?,
+            num(4, "cycles")?,
+        );
+        let (de, di, dc) = (
+            num(6, "decisions")?,
+            num(8, "instructions")?,
+            num(10, "cycles")?,
+        );
+        let per = |a: f64, n: f64| if n > 0.0 { a / n } else { 0.0 };
+        Some(IpuCost {
+            events: ev as u64,
+            instructions_per_event: per(ei, ev),
+            cycles_per_event: per(ec, ev),
+            decisions: de as u64,
+            instructions_per_decision: per(di, de),
+            cycles_per_decision: per(dc, de),
+        })
+    }
 }
 
 impl DemoRun {
@@ -103,7 +162,13 @@ pub fn run_ipu(opts: &DemoOptions, image: &Image) -> Result<DemoRun> {
         timeout: opts.timeout,
         append: std::iter::once("wave.services=sched@0".to_string())
             .chain(opts.spin_us.map(|us| format!("wave.spin_us={us}")))
+            .chain(opts.ipu_count.then(|| "wave.pmu=1".to_string()))
             .collect(),
+        extra_args: if opts.ipu_count {
+            vec!["-icount".into(), "shift=0".into()]
+        } else {
+            Vec::new()
+        },
         echo: opts.echo,
         ..BootConfig::default()
     };
@@ -120,6 +185,7 @@ pub fn run_ipu(opts: &DemoOptions, image: &Image) -> Result<DemoRun> {
     match results {
         Ok(r) => Ok(DemoRun {
             results: r,
+            ipu_cost: IpuCost::from_console(&fw.console),
             firmware: Some(fw),
             emulator_cpu_s,
         }),
@@ -197,6 +263,7 @@ fn run_agents(
                     .map_err(|e| Error::Qemu(format!("{} run failed: {e}", m.name())))?,
                 firmware: None,
                 emulator_cpu_s: None,
+                ipu_cost: None,
             },
         };
         runs.push(run);
@@ -295,6 +362,21 @@ pub fn table(runs: &[DemoRun]) -> String {
     row("invariant violations", &|r| {
         r.invariant_violations.to_string()
     });
+    let cost = |f: fn(&IpuCost) -> f64| -> Vec<String> {
+        runs.iter()
+            .map(|r| r.ipu_cost.map_or("-".into(), |c| format!("{:.0}", f(&c))))
+            .collect()
+    };
+    if runs.iter().any(|r| r.ipu_cost.is_some()) {
+        rows.push((
+            "IPU instructions / event".into(),
+            cost(|c| c.instructions_per_event),
+        ));
+        rows.push((
+            "IPU instructions / decision".into(),
+            cost(|c| c.instructions_per_decision),
+        ));
+    }
     rows.push((
         "IPU emulation (QEMU CPU)".to_string(),
         runs.iter()
@@ -352,13 +434,24 @@ pub fn json(opts: &DemoOptions, runs: &[DemoRun]) -> String {
             o.push(',');
         }
         let run = r.results.to_json();
-        match r.emulator_cpu_s {
-            // Splice the emulator's CPU time into the run's object.
-            Some(cpu) => {
-                let _ = write!(o, "{},\"emulator_cpu_s\":{cpu:.3}}}", &run[..run.len() - 1]);
-            }
-            None => o.push_str(&run),
+        // Splice the emulator's CPU time and the IPU's cost into the run's object.
+        let mut extra = String::new();
+        if let Some(cpu) = r.emulator_cpu_s {
+            let _ = write!(extra, ",\"emulator_cpu_s\":{cpu:.3}");
         }
+        if let Some(c) = r.ipu_cost {
+            let _ = write!(
+                extra,
+                ",\"ipu_cost\":{{\"events\":{},\"instructions_per_event\":{:.1},\"cycles_per_event\":{:.1},\"decisions\":{},\"instructions_per_decision\":{:.1},\"cycles_per_decision\":{:.1}}}",
+                c.events,
+                c.instructions_per_event,
+                c.cycles_per_event,
+                c.decisions,
+                c.instructions_per_decision,
+                c.cycles_per_decision
+            );
+        }
+        let _ = write!(o, "{}{extra}}}", &run[..run.len() - 1]);
     }
     o.push_str("]}");
     o
@@ -649,7 +742,24 @@ mod tests {
             results: r,
             firmware: None,
             emulator_cpu_s: None,
+            ipu_cost: None,
         }
+    }
+
+    #[test]
+    fn ipu_cost_from_the_firmware_console() {
+        let console = "sched: policy shinjuku: committed 5\n\
+            sched: pmu: events 100 instructions 52000 cycles 900000 decisions 40 instructions 30000 cycles 400000\n\
+            sched: host stopped\n";
+        let c = IpuCost::from_console(console).unwrap();
+        assert_eq!((c.events, c.decisions), (100, 40));
+        assert_eq!(
+            (c.instructions_per_event, c.instructions_per_decision),
+            (520.0, 750.0)
+        );
+        assert_eq!(c.cycles_per_decision, 10_000.0);
+        assert_eq!(IpuCost::from_console("sched: pmu: events x"), None);
+        assert_eq!(IpuCost::from_console("nothing"), None);
     }
 
     #[test]

@@ -106,6 +106,10 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 1, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub repeat: u32,
+    /// Count the IPU agent's instructions per event and per decision with the emulated PMU
+    /// (runs QEMU with `-icount shift=0`, so the ipu column's latencies are not comparable).
+    #[arg(long)]
+    pub ipu_count: bool,
     /// Run a load sweep at these offered loads (req/s, comma-separated) and print latency
     /// against load per agent, e.g. `--sweep 5000,10000,20000` (replaces --rate).
     #[arg(long, value_delimiter = ',', value_name = "REQ/S,...")]

@@ -129,6 +129,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         gic: args.gic,
         echo: args.console,
         repeat: args.repeat,
+        ipu_count: args.ipu_count,
         ..Default::default()
     };
     // One calibration for the whole demo: every agent, round and load runs the same work.
