@@ -42,6 +42,7 @@ pub mod agent;
 pub mod config;
 mod host;
 pub mod link;
+pub mod model;
 pub mod report;
 pub mod rng;
 pub mod runtime;
@@ -50,6 +51,7 @@ mod workload;
 
 pub use crate::config::{RequestClass, SimConfig, StormConfig, Workload};
 pub use crate::link::HostMemory;
+pub use crate::model::{AgentModel, Mitigations};
 pub use crate::report::{pct, ClassStats, HostCounters, SimReport, Violations};
 pub use crate::rng::Rng;
 pub use crate::runtime::{simulate_runtime, AgentRegion, RuntimeAgent};
