@@ -46,7 +46,9 @@ pub mod model;
 pub mod report;
 pub mod rng;
 pub mod runtime;
+pub mod scenario;
 mod sim;
+pub mod svg;
 mod workload;
 
 pub use crate::config::{RequestClass, SimConfig, StormConfig, Workload};

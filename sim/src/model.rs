@@ -105,14 +105,15 @@ impl Mitigations {
 }
 
 impl Default for AgentModel {
-    /// The IPU agent: costs from the firmware's measured instructions (about 700 per event
-    /// and 1,400 per decision, `cargo wave demo --ipu-count`) at one instruction per ns;
-    /// PCIe Gen4 figures from pcie-bench (read round trip 550 ns).
+    /// The IPU agent: the firmware's measured instructions (about 700 per event and 1,400 per
+    /// decision, `cargo wave demo --ipu-count`) on a Neoverse-N1-class core at 2.5 GHz and
+    /// one instruction per cycle (0.4 ns each); PCIe Gen4 figures from pcie-bench (read round
+    /// trip 550 ns).
     fn default() -> Self {
         AgentModel {
-            event_ns: 700,
-            decision_ns: 1_400,
-            step_ns: 200,
+            event_ns: 280,
+            decision_ns: 560,
+            step_ns: 100,
             batch: 64,
             irq_ns: 1_000,
             spin_ns: 20_000,

@@ -36,6 +36,10 @@ pub enum Cmd {
     /// Offloaded scheduling end to end: a RocksDB-like workload with the policy on the IPU,
     /// then on a host core, then under Linux, at the same load; prints a side-by-side table.
     Demo(DemoArgs),
+    /// The simulator: a policy on N host CPUs across a modelled PCIe link, with the agent's
+    /// own cost and a switch per mitigation; offloaded vs on-host vs ideal, the ablation,
+    /// load sweeps, SVG plots. Deterministic by seed.
+    Sim(crate::sim_cmd::SimArgs),
 }
 
 /// Which agents `demo` compares.
@@ -222,5 +226,54 @@ mod tests {
         assert!(Cli::try_parse_from(["cargo-wave", "boot", "--gic", "4"]).is_err());
         assert!(Cli::try_parse_from(["cargo-wave", "boot", "--inject", "boom"]).is_err());
         assert!(Cli::try_parse_from(["cargo-wave", "boot", "--timeout", "0"]).is_err());
+    }
+
+    #[test]
+    fn sim_has_a_switch_per_mitigation_and_demo_repeats() {
+        let help = Cli::command()
+            .find_subcommand_mut("sim")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for switch in [
+            "--no-prestage",
+            "--no-batching",
+            "--no-wakeup-suppression",
+            "--no-abort",
+            "--no-write-combining",
+        ] {
+            assert!(help.contains(switch), "{switch} missing from sim --help");
+        }
+        let Cmd::Sim(a) = Cli::parse_from([
+            "cargo-wave",
+            "sim",
+            "--cpus",
+            "64",
+            "--policy",
+            "shinjuku",
+            "--no-abort",
+        ])
+        .cmd
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (a.cpus, a.policy.as_str(), a.no_abort, a.no_prestage),
+            (64, "shinjuku", true, false)
+        );
+        let Cmd::Demo(d) = Cli::parse_from([
+            "cargo-wave",
+            "demo",
+            "--repeat",
+            "3",
+            "--sweep",
+            "5000,10000",
+        ])
+        .cmd
+        else {
+            panic!()
+        };
+        assert_eq!((d.repeat, d.sweep.as_slice()), (3, &[5000.0, 10000.0][..]));
+        assert!(Cli::try_parse_from(["cargo-wave", "demo", "--repeat", "0"]).is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! options, calls the `wave_qemu` library and turns every result into the documented exit code.
 
 mod cli;
+mod sim_cmd;
 mod test_cmd;
 
 use std::process::ExitCode as ProcessExit;
@@ -250,6 +251,7 @@ fn main() -> ProcessExit {
         Cmd::Test(args) => test_cmd::run(args),
         Cmd::LinkTest(args) => link_test(args).map(|c| c as u8),
         Cmd::Demo(args) => demo(args).map(|c| c as u8),
+        Cmd::Sim(args) => sim_cmd::run(args).map(|c| c as u8),
     };
     match result {
         Ok(code) => ProcessExit::from(code),
