@@ -793,8 +793,8 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
             }
             self.prestage(c, out, emitted)?;
         }
-        let mut busy = [(0u64, 0u16); C];
-        let mut nb = 0;
+        // Only the busy cpus without a transaction, collected without touching the rest.
+        let mut busy: heapless::Vec<(u64, u16), C> = heapless::Vec::new();
         for c in open.minus(&empty).iter() {
             let cpu = &self.cpus[c];
             if let (Some(r), None) = (cpu.current, cpu.pending) {
@@ -802,12 +802,12 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
                     BusyOrder::OldestFirst => r.since,
                     BusyOrder::YoungestFirst => u64::MAX - r.since,
                 };
-                busy[nb] = (key, c as u16);
-                nb += 1;
+                // At most one entry per cpu: never full.
+                let _ = busy.push((key, c as u16));
             }
         }
-        busy[..nb].sort_unstable();
-        for &(_, c) in &busy[..nb] {
+        busy.sort_unstable();
+        for &(_, c) in busy.iter() {
             if self.disc.is_empty() {
                 break;
             }
