@@ -131,6 +131,8 @@ pub struct BootArgs {
     pub services_error: Option<ServicesError>,
     /// Idle time an agent core polls before it sleeps (`wave.spin_us=`), if given.
     pub spin_us: Option<u64>,
+    /// Count the scheduling agent's instructions and cycles with the PMU (`wave.pmu=1`).
+    pub pmu: bool,
 }
 
 impl BootArgs {
@@ -143,6 +145,7 @@ impl BootArgs {
             services: Services::default(),
             services_error: None,
             spin_us: None,
+            pmu: false,
         };
         for word in bootargs.split_ascii_whitespace() {
             match word.split_once('=') {
@@ -158,6 +161,7 @@ impl BootArgs {
                     Err(e) => args.services_error = Some(e),
                 },
                 Some(("wave.spin_us", v)) => args.spin_us = v.parse().ok(),
+                Some(("wave.pmu", v)) => args.pmu = v == "1",
                 Some(("wave.test", "fault")) => args.inject = Some(Inject::Fault),
                 Some(("wave.test", "panic")) => args.inject = Some(Inject::Panic),
                 Some(("wave.test", "hang")) => args.inject = Some(Inject::Hang),
@@ -203,8 +207,10 @@ mod tests {
             services: Services::default(),
             services_error: None,
             spin_us: None,
+            pmu: false,
         };
         assert_eq!(parse(""), none);
+        assert!(parse("wave.pmu=1").pmu && !parse("wave.pmu=0").pmu);
         let a = parse("console=ttyAMA0 root=/dev/vda wave.bogus=1 wave.test= wave.link=x");
         assert_eq!(a, none);
         assert_eq!(parse("wave.link=echo").services, Services::single(ECHO));

@@ -223,6 +223,7 @@ extern "C" fn wave_primary_main(dtb: usize) -> ! {
                 "wave.services needs the ivshmem-doorbell device (QEMU: -device ivshmem-doorbell,chardev=…)"
             ));
         };
+        wave_firmware::pmu::set_wanted(args.pmu);
         match link::run_services(dev, &args.services, args.spin_us) {
             Ok(()) => {}
             Err(e) => boot_error(format_args!("link: {e}")),

@@ -46,6 +46,8 @@ pub mod lock;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod memory;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod pmu;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod port;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod power;

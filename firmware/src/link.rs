@@ -355,8 +355,27 @@ fn run_echo(job: &mut Job, port: &mut IpuPort<'static>) -> runtime::RuntimeStats
 fn run_sched(job: &mut Job, port: &mut IpuPort<'static>) -> runtime::RuntimeStats {
     let mut sched: SchedService<'static, AGENT_CPUS, AGENT_THREADS> =
         SchedService::new(job.region, job.layout);
+    if crate::pmu::wanted() {
+        crate::pmu::start();
+        sched.set_meter(Some(crate::pmu::read));
+    }
     let (_, rt) = runtime::run(&mut job.ep, port, &job.tuning, &mut [&mut sched]);
     print_policy(&sched);
+    if let Some(c) = sched
+        .agent()
+        .map(|a| a.cost())
+        .filter(|_| crate::pmu::wanted())
+    {
+        println!(
+            "sched: pmu: events {} instructions {} cycles {} decisions {} instructions {} cycles {}",
+            c.events,
+            c.event_instructions,
+            c.event_cycles,
+            c.decisions,
+            c.decision_instructions,
+            c.decision_cycles
+        );
+    }
     let (sleeps, irqs) = irqs_line(job, &rt);
     let t = sched.totals();
     println!(

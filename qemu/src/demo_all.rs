@@ -106,6 +106,7 @@ fn sched_table(r: EngineResults) -> (String, bool) {
         results: r,
         firmware: None,
         emulator_cpu_s: None,
+        ipu_cost: None,
     };
     let ok = run.ok();
     (crate::demo::table(std::slice::from_ref(&run)), ok)

@@ -73,6 +73,9 @@ pub struct SimConfig {
     pub check_every: u64,
     /// The workload.
     pub workload: Workload,
+    /// The agent's own cost and the mitigation switches (`None`: an infinitely fast agent
+    /// with every mitigation on).
+    pub agent_model: Option<crate::model::AgentModel>,
 }
 
 impl SimConfig {
@@ -104,6 +107,7 @@ impl SimConfig {
                     },
                 ],
             },
+            agent_model: None,
         }
     }
 }

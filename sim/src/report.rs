@@ -83,6 +83,14 @@ pub struct SimReport {
     pub end_ns: u64,
     /// Fraction of cpu time spent running threads.
     pub busy_fraction: f64,
+    /// Agent time spent in steps (with an [`crate::AgentModel`]; 0 without).
+    pub agent_busy_ns: u64,
+    /// Agent steps taken (with an [`crate::AgentModel`]).
+    pub agent_steps: u64,
+    /// End of the load → last completion.
+    pub drain_ns: u64,
+    /// Last request completion (open loop).
+    pub last_completion_ns: u64,
     /// Run time the host mechanism accounted to the threads (sum of their slots' runtime);
     /// equals the CPUs' busy time when every run ended through the mechanism.
     pub mechanism_runtime_ns: u64,

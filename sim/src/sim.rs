@@ -17,6 +17,7 @@ use wave_policy::{Decision, Policy};
 use crate::agent::{AgentSide, PolicyAgent};
 use crate::config::{SimConfig, Workload};
 use crate::link::{self, HostMemory};
+use crate::model::AgentModel;
 use crate::report::{pct, ClassStats, SimReport, Violations};
 use crate::rng::Rng;
 
@@ -26,10 +27,18 @@ pub(crate) enum SimEv {
     Arrival,
     AgentRecv(SchedEvent),
     AgentPoll,
+    /// A step of the agent with an [`AgentModel`] (stale unless it is the one scheduled).
+    AgentStep,
     HostRecv(Decision, u64),
     CpuWake(usize),
-    SegEnd { cpu: usize, gen: u64 },
-    StormWake { tid: usize, gen: u64 },
+    SegEnd {
+        cpu: usize,
+        gen: u64,
+    },
+    StormWake {
+        tid: usize,
+        gen: u64,
+    },
     StormAffinity,
     StormKill,
     StormRevive(usize),
@@ -110,6 +119,24 @@ pub struct Sim<'m, 'p> {
     pub(crate) preempt_lat: Vec<u64>,
     pub(crate) report: SimReport,
     pub(crate) v: Violations,
+    /// The agent as a server with costs, when the configuration has a model.
+    served: Option<Served>,
+}
+
+/// The state of an agent with an [`AgentModel`] (see `crate::model`).
+struct Served {
+    m: AgentModel,
+    inbox: VecDeque<SchedEvent>,
+    /// The agent is busy until then.
+    free_at: u64,
+    /// The step scheduled next, if any.
+    step_at: Option<u64>,
+    /// Interrupt time to charge to the next step.
+    irq_debt: u64,
+    /// Per cpu, whether the agent's events say it runs something.
+    busy_view: Vec<bool>,
+    /// Per cpu, a prestage held until the cpu is free (prestaging off).
+    held: Vec<Option<Decision>>,
 }
 
 /// Threads the workload of `cfg` uses.
@@ -172,6 +199,15 @@ impl<'m, 'p> Sim<'m, 'p> {
             },
             agent,
             v: Violations::default(),
+            served: cfg.agent_model.map(|m| Served {
+                m,
+                inbox: VecDeque::new(),
+                free_at: 0,
+                step_at: None,
+                irq_debt: 0,
+                busy_view: vec![false; cfg.n_cpus],
+                held: vec![None; cfg.n_cpus],
+            }),
             cfg,
         }
     }
@@ -206,6 +242,7 @@ impl<'m, 'p> Sim<'m, 'p> {
             SimEv::Arrival => self.arrival(),
             SimEv::AgentRecv(e) => self.agent_recv(e),
             SimEv::AgentPoll => self.agent_poll(),
+            SimEv::AgentStep => self.agent_step(),
             SimEv::HostRecv(d, decided_at) => self.host_recv(d, decided_at),
             SimEv::CpuWake(c) => self.cpu_wake(c),
             SimEv::SegEnd { cpu, gen } => self.seg_end(cpu, gen),
@@ -222,11 +259,15 @@ impl<'m, 'p> Sim<'m, 'p> {
     /// The host posts `ev` on the events ring; the agent sees it one link latency later.
     pub(crate) fn post(&mut self, ev: SchedEvent) {
         self.report.host.events_posted += 1;
-        let t = self.now + self.cfg.link_latency_ns;
+        let extra = self.served.as_ref().map_or(0, |s| s.m.entry_extra_ns());
+        let t = self.now + self.cfg.link_latency_ns + extra;
         self.push(t, SimEv::AgentRecv(ev));
     }
 
     fn agent_recv(&mut self, e: SchedEvent) {
+        if self.served.is_some() {
+            return self.served_recv(e);
+        }
         self.agent.deliver(&e, self.now, &mut self.v);
         if self.last_poll_at != Some(self.now) {
             self.last_poll_at = Some(self.now);
@@ -249,6 +290,149 @@ impl<'m, 'p> Sim<'m, 'p> {
                 self.push(d, SimEv::AgentPoll);
             }
         }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // The agent as a server (with an `AgentModel`).
+
+    /// An event reaches the agent's ring: it waits in the inbox for a step.
+    fn served_recv(&mut self, e: SchedEvent) {
+        let now = self.now;
+        let wake = self.cfg.wake_latency_ns;
+        let Some(s) = self.served.as_mut() else {
+            return;
+        };
+        let asleep = s.inbox.is_empty()
+            && s.step_at.is_none()
+            && now.saturating_sub(s.free_at) >= s.m.spin_ns;
+        let mut ready = now;
+        if !s.m.mitigations.wakeup_suppression {
+            s.irq_debt += s.m.irq_ns;
+        } else if asleep {
+            s.irq_debt += s.m.irq_ns;
+            ready = now + wake;
+        }
+        s.inbox.push_back(e);
+        let at = ready.max(s.free_at);
+        self.schedule_step(at);
+    }
+
+    fn schedule_step(&mut self, at: u64) {
+        let Some(s) = self.served.as_mut() else {
+            return;
+        };
+        if s.step_at.is_none_or(|x| at < x) {
+            s.step_at = Some(at);
+            self.push(at, SimEv::AgentStep);
+        }
+    }
+
+    /// One agent step: drain a batch, poll the policy once, pay for it, send the decisions.
+    fn agent_step(&mut self) {
+        let now = self.now;
+        let Some(s) = self.served.as_mut() else {
+            return;
+        };
+        if s.step_at != Some(now) {
+            return; // superseded by an earlier step
+        }
+        s.step_at = None;
+        let n = s.inbox.len().min(s.m.batch());
+        let batch: Vec<SchedEvent> = s.inbox.drain(..n).collect();
+        let mut released = Vec::new();
+        for e in &batch {
+            self.agent.deliver(e, now, &mut self.v);
+            released.extend(self.view_event(e));
+        }
+        let ds = self.agent.poll(now, &mut self.v);
+        let Some(s) = self.served.as_mut() else {
+            return;
+        };
+        let m = s.m;
+        let cost = m.step_ns
+            + n as u64 * m.event_ns
+            + ds.len() as u64 * m.decision_ns
+            + core::mem::take(&mut s.irq_debt);
+        let done = now + cost;
+        s.free_at = done;
+        let more = !s.inbox.is_empty();
+        self.report.agent_busy_ns += cost;
+        self.report.agent_steps += 1;
+        for d in released.into_iter().chain(ds) {
+            self.served_send(d, done);
+        }
+        if more {
+            self.schedule_step(done);
+        }
+        if let Some(d) = self.agent.next_deadline(now) {
+            if d > now {
+                self.schedule_step(d.max(done));
+            }
+        }
+    }
+
+    /// Tracks which cpus run something, as the agent's events say; returns the prestages held
+    /// for a cpu that this event frees (prestaging off), now with a doorbell.
+    fn view_event(&mut self, e: &SchedEvent) -> Option<Decision> {
+        use wave_abi::sched::EventKind as K;
+        let s = self.served.as_mut()?;
+        let c = e.cpu as usize;
+        let busy = match e.kind {
+            K::TxnCommitted => true,
+            K::Blocked | K::Yield | K::Preempted | K::Dead | K::CpuIdle => false,
+            _ => return None,
+        };
+        *s.busy_view.get_mut(c)? = busy;
+        if busy {
+            return None;
+        }
+        match s.held.get_mut(c)?.take()? {
+            Decision::Prestage {
+                cpu, txn, tid, seq, ..
+            } => Some(Decision::Prestage {
+                cpu,
+                txn,
+                tid,
+                seq,
+                wake: true,
+            }),
+            d => Some(d),
+        }
+    }
+
+    /// Sends decision `d` at `at`, unless prestaging is off and its cpu is busy (then it is
+    /// held); an abort of a held prestage releases it first.
+    fn served_send(&mut self, d: Decision, at: u64) {
+        let link = self.cfg.link_latency_ns;
+        let Some(s) = self.served.as_mut() else {
+            return;
+        };
+        let m = s.m;
+        let mut first = None;
+        match d {
+            Decision::Prestage { cpu, .. }
+                if !m.mitigations.prestage && s.busy_view[cpu.0 as usize] =>
+            {
+                s.held[cpu.0 as usize] = Some(d);
+                return;
+            }
+            Decision::Abort { cpu, txn } => {
+                let c = cpu.0 as usize;
+                if matches!(s.held[c], Some(Decision::Prestage { txn: t, .. }) if t == txn) {
+                    first = s.held[c].take();
+                }
+            }
+            _ => {}
+        }
+        let t = at + link + m.entry_extra_ns();
+        if let Some(p) = first {
+            self.push(t, SimEv::HostRecv(p, at));
+        }
+        let read = match d {
+            Decision::Abort { .. } if !m.mitigations.abort => m.read_rtt_ns,
+            _ => 0,
+        };
+        self.push(t + read, SimEv::HostRecv(d, at));
     }
 
     /// A decision's posted write reaches host memory (and its doorbell, if any, is rung).
@@ -340,6 +524,10 @@ impl<'m, 'p> Sim<'m, 'p> {
         self.report.preempt_latency_p50_ns = pct(&self.preempt_lat, 0.5);
         self.report.preempt_latency_p99_ns = pct(&self.preempt_lat, 0.99);
         self.report.end_ns = self.now;
+        self.report.drain_ns = self
+            .report
+            .last_completion_ns
+            .saturating_sub(self.cfg.duration_ns);
         let busy: u64 = self.cpus.iter().map(|c| c.busy_ns).sum();
         self.report.busy_fraction = busy as f64 / (self.now.max(1) as f64 * self.cpus.len() as f64);
         self.report.violations = self.v.into_vec();

@@ -74,6 +74,7 @@ impl Sim<'_, '_> {
     /// The burst of the thread running on `c` is done.
     pub(crate) fn finish_burst(&mut self, c: usize, tid: usize) {
         self.report.completed += 1;
+        self.report.last_completion_ns = self.now;
         if let Some(s) = self.storm() {
             return self.storm_burst_done(c, tid, &s);
         }

@@ -27,6 +27,7 @@ fn storm_cfg(seed: u64, link: u64) -> SimConfig {
             kill_every_ns: 100_000,
             revive_after_ns: 5_000,
         }),
+        agent_model: None,
     }
 }
 

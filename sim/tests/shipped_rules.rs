@@ -73,6 +73,7 @@ fn one_burst_each(threads: usize) -> SimConfig {
             kill_every_ns: 0,
             revive_after_ns: 0,
         }),
+        agent_model: None,
     }
 }
 

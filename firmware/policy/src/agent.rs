@@ -84,6 +84,45 @@ pub struct AgentStats {
     pub busy_steps: u64,
 }
 
+/// Reads the running core's (instructions retired, cycles) counters: the firmware's PMU
+/// (`firmware/src/pmu.rs`). With a meter the agent accounts its own cost ([`Cost`]).
+pub type Meter = fn() -> (u64, u64);
+
+/// What the agent's work cost on its core, as its [`Meter`] counted it. The event phase (ring
+/// poll, decode, `on_event`) is counted in steps that drained events; the decision phase
+/// (`poll` and the slot writes) in steps that drained events or made decisions, so its cost
+/// per decision includes the polls that decided nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cost {
+    /// Events drained in counted steps.
+    pub events: u64,
+    /// Instructions of the event phase.
+    pub event_instructions: u64,
+    /// Cycles of the event phase.
+    pub event_cycles: u64,
+    /// Decisions made in counted steps.
+    pub decisions: u64,
+    /// Instructions of the decision phase.
+    pub decision_instructions: u64,
+    /// Cycles of the decision phase.
+    pub decision_cycles: u64,
+}
+
+impl Cost {
+    fn account(&mut self, r: &StepResult, start: (u64, u64), mid: (u64, u64), end: (u64, u64)) {
+        if r.events > 0 {
+            self.events += r.events as u64;
+            self.event_instructions += mid.0.wrapping_sub(start.0);
+            self.event_cycles += mid.1.wrapping_sub(start.1);
+        }
+        if r.events > 0 || r.decisions > 0 {
+            self.decisions += r.decisions as u64;
+            self.decision_instructions += end.0.wrapping_sub(mid.0);
+            self.decision_cycles += end.1.wrapping_sub(mid.1);
+        }
+    }
+}
+
 /// The agent: one per link session.
 pub struct SchedAgent<'a, const C: usize = MAX_CPUS, const T: usize = MAX_THREADS> {
     config: SchedConfig,
@@ -93,6 +132,8 @@ pub struct SchedAgent<'a, const C: usize = MAX_CPUS, const T: usize = MAX_THREAD
     decoder: EventDecoder,
     slots: SlotWriter<'a>,
     stats: AgentStats,
+    meter: Option<Meter>,
+    cost: Cost,
 }
 
 impl<'a, const C: usize, const T: usize> SchedAgent<'a, C, T> {
@@ -124,6 +165,8 @@ impl<'a, const C: usize, const T: usize> SchedAgent<'a, C, T> {
             policy: AnyPolicy::build_checked(which, n, &params),
             slots,
             stats: AgentStats::default(),
+            meter: None,
+            cost: Cost::default(),
         })
     }
 
@@ -155,6 +198,16 @@ impl<'a, const C: usize, const T: usize> SchedAgent<'a, C, T> {
         }
     }
 
+    /// Counts the agent's own cost with `meter` from now on (`None`: stop counting).
+    pub fn set_meter(&mut self, meter: Option<Meter>) {
+        self.meter = meter;
+    }
+
+    /// The agent's cost so far (zero without a meter).
+    pub fn cost(&self) -> Cost {
+        self.cost
+    }
+
     /// When the policy next wants a step without a new event (slice expiry), if ever.
     pub fn next_deadline(&self, now_ns: u64) -> Option<u64> {
         self.policy.next_deadline(now_ns)
@@ -167,6 +220,7 @@ impl<'a, const C: usize, const T: usize> SchedAgent<'a, C, T> {
         if !ep.is_up() {
             return r;
         }
+        let start = self.meter.map(|m| m());
         for _ in 0..EVENTS_PER_STEP {
             let Some(body) = ep.rx(Channel::Sched).poll() else {
                 break;
@@ -179,6 +233,7 @@ impl<'a, const C: usize, const T: usize> SchedAgent<'a, C, T> {
                 Err(_) => r.invalid += 1,
             }
         }
+        let mid = self.meter.map(|m| m());
         let mut batch: heapless::Vec<Decision, DECISIONS_PER_STEP> = heapless::Vec::new();
         self.policy.poll(now_ns, &mut batch);
         for d in &batch {
@@ -215,6 +270,9 @@ impl<'a, const C: usize, const T: usize> SchedAgent<'a, C, T> {
         if r.events + r.invalid + r.decisions > 0 {
             self.stats.busy_steps += 1;
         }
+        if let (Some(m), Some(start), Some(mid)) = (self.meter, start, mid) {
+            self.cost.account(&r, start, mid, m());
+        }
         r
     }
 }
@@ -227,6 +285,29 @@ mod tests {
     use wave_abi::sched::{EventKind, SchedEvent, SlotReader, CPU_VECTOR_BASE, PARAM_WORDS};
 
     const SIZE: usize = 0x40000;
+
+    #[test]
+    fn cost_splits_event_and_decision_phases() {
+        let mut c = Cost::default();
+        let step = |events, decisions| StepResult {
+            events,
+            decisions,
+            ..StepResult::default()
+        };
+        c.account(&step(4, 2), (100, 10), (500, 50), (900, 90));
+        // An idle step (nothing drained, nothing decided) is not counted.
+        c.account(&step(0, 0), (900, 90), (950, 95), (990, 99));
+        // A step that only decided (a slice expired) counts for decisions only.
+        c.account(&step(0, 1), (1000, 100), (1010, 101), (1310, 131));
+        assert_eq!(
+            (c.events, c.event_instructions, c.event_cycles),
+            (4, 400, 40)
+        );
+        assert_eq!(
+            (c.decisions, c.decision_instructions, c.decision_cycles),
+            (3, 700, 70)
+        );
+    }
 
     fn up<'a>(region: SharedRegion<'a>, layout: &Layout) -> (Endpoint<'a>, Endpoint<'a>) {
         let mut host = Endpoint::new(region, layout, Side::Host, 2).unwrap();

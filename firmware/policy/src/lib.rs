@@ -45,6 +45,7 @@
 #![deny(unsafe_code)]
 
 pub mod agent;
+pub mod cpuset;
 pub mod discipline;
 pub mod echo;
 pub mod fair;

@@ -6,7 +6,17 @@
 //! Every policy is this core with a different discipline: `SchedCore<C, T, Fifo<T>>` is
 //! [`crate::CentralizedFifo`], and so on. Everything is fixed-capacity (`C` cpus, `T`
 //! threads, const parameters), no allocation, and every call does bounded work: `on_event` is
-//! O(discipline), `poll` is O(C log C + C * (discipline pick)).
+//! O(discipline), `poll` is O(changed cpus + decisions * discipline pick), independent of `C`
+//! for a steady workload (see *Incremental state* below), and `next_deadline` is O(1).
+//!
+//! # Incremental state
+//! A poll looks only at the cpus that changed since the previous poll (`touched`, set by every
+//! event or decision that changes a cpu) and at the cpus whose slice or steal threshold has
+//! passed (`due`, found through the per-cpu timer minimum [`TimerMin`]). From each changed cpu
+//! it derives the sets the phases iterate (`open`: no prestaged transaction; `empty`: nothing
+//! running either; `work`: a doorbell or abort to send; `evict`: its run lost its affinity)
+//! and its next timer. The decisions are the same, in the same order, as a scan of every cpu
+//! would give; a poll that stops early (`out` full) makes the next one rescan every cpu.
 //!
 //! # The view
 //! Per thread: its latest sequence number, its run state as of the latest event
@@ -15,6 +25,7 @@
 //! The host is authoritative; the view is only a best guess that the host's commit check makes
 //! safe. [`SchedCore::check_invariants`] states what must always hold.
 
+use crate::cpuset::{mask_allows, mask_meets, CpuSet, TimerMin, MAX_SET_CPUS};
 use crate::discipline::Discipline;
 use crate::types::{
     ConfigError, CpuId, Decision, DecisionSink, Event, FailReason, PolicyStats, Seq, Tid, TxnId,
@@ -134,23 +145,48 @@ pub enum BusyOrder {
     OldestFirst,
 }
 
-/// The centralized scheduling core over discipline `D`. `C` = cpu capacity (`<= 64`, affinity
-/// masks are `u64`), `T` = thread capacity (`< 65535`).
+/// The centralized scheduling core over discipline `D`. `C` = cpu capacity (`<=
+/// MAX_SET_CPUS`, 256; affinity beyond cpu 63 as in [`CpuSet::from_abi_mask`]), `T` = thread
+/// capacity (`< 65535`).
 #[derive(Clone, Debug)]
 pub struct SchedCore<const C: usize, const T: usize, D> {
     n_cpus: usize,
     disc: D,
     threads: [Thread; T],
-    /// Allowed cpus per thread (apart from `threads` to keep [`Thread`] at 16 bytes).
+    /// Allowed cpus per thread as the ABI mask (apart from `threads` to keep [`Thread`] at 16
+    /// bytes; read with [`mask_allows`]: all ones is every cpu, up to 256).
     masks: [u64; T],
     cpus: [Cpu; C],
     next_txn: u64,
     steals_in_flight: usize,
     stats: PolicyStats,
+    /// Derived per-cpu state, see *Incremental state* in the module doc.
+    inc: Incremental<C>,
+}
+
+/// What a poll needs to find the cpus it must look at without scanning them all.
+#[derive(Clone, Debug)]
+struct Incremental<const C: usize> {
+    /// Cpus changed since their derived state below was last computed.
+    touched: CpuSet,
+    /// Recompute every cpu at the next poll (after an early stop, and at start).
+    rescan: bool,
+    /// No outstanding transaction.
+    open: CpuSet,
+    /// No transaction and nothing running (hungry).
+    empty: CpuSet,
+    /// A doorbell to ring or an abort to send.
+    work: CpuSet,
+    /// The current run must leave (affinity).
+    evict: CpuSet,
+    /// The current run has passed its slice or the steal threshold (as of the last sync).
+    due: CpuSet,
+    /// Per cpu, the next slice expiry or steal threshold not yet passed.
+    timers: TimerMin<C>,
 }
 
 impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
-    const CAPACITY_OK: () = assert!(C >= 1 && C <= 64 && T >= 1 && T < NIL as usize);
+    const CAPACITY_OK: () = assert!(C >= 1 && C <= MAX_SET_CPUS && T >= 1 && T < NIL as usize);
 
     /// A core for `n_cpus` cpus (all assumed asleep), no threads, queueing with `disc`.
     pub fn with_discipline(n_cpus: usize, disc: D) -> Result<Self, ConfigError> {
@@ -183,6 +219,16 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
             next_txn: 1,
             steals_in_flight: 0,
             stats: PolicyStats::default(),
+            inc: Incremental {
+                touched: CpuSet::EMPTY,
+                rescan: true,
+                open: CpuSet::EMPTY,
+                empty: CpuSet::EMPTY,
+                work: CpuSet::EMPTY,
+                evict: CpuSet::EMPTY,
+                due: CpuSet::EMPTY,
+                timers: TimerMin::new(),
+            },
         }
     }
 
@@ -358,11 +404,7 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
         self.masks[i] = u64::MAX;
         self.disc.reset(i);
         if let Place::Prestaged(c) = place {
-            if let Some(p) = self.cpus[c as usize].pending.as_mut() {
-                if p.abort == AbortState::None {
-                    p.abort = AbortState::Wanted { steal: false };
-                }
-            }
+            self.retract(c as usize);
         }
         self.settle(i, false);
     }
@@ -397,11 +439,15 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
             // The newer event we were waiting for.
             t.place = Place::None;
         }
+        if let Live::Running(c) = t.live {
+            // Its run's sequence number moved: a preempt sent at the old one may be due again.
+            self.inc.touched.insert(c as usize);
+        }
         match change {
             Change::Mask(mask) => {
                 self.masks[i] = mask;
                 if let Live::Running(c) = t.live {
-                    if mask & (1u64 << c) == 0 {
+                    if !mask_allows(mask, c as usize) {
                         if let Some(r) = self.cpus[c as usize].current.as_mut() {
                             r.evict = true;
                         }
@@ -419,13 +465,19 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
         // Any newer event makes an outstanding transaction for this thread stale: retract it
         // (the host would fail it anyway; aborting frees the slot sooner).
         if let Place::Prestaged(c) = self.threads[i].place {
-            if let Some(p) = self.cpus[c as usize].pending.as_mut() {
-                if p.abort == AbortState::None {
-                    p.abort = AbortState::Wanted { steal: false };
-                }
-            }
+            self.retract(c as usize);
         }
         self.settle(i, false);
+    }
+
+    /// Asks for an abort of cpu `c`'s outstanding transaction (if not already asked).
+    fn retract(&mut self, c: usize) {
+        if let Some(p) = self.cpus[c].pending.as_mut() {
+            if p.abort == AbortState::None {
+                p.abort = AbortState::Wanted { steal: false };
+                self.inc.touched.insert(c);
+            }
+        }
     }
 
     /// A run of thread `i` ended: the discipline learns its cpu time, as the host measured it
@@ -454,6 +506,7 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
                 let cpu = &mut self.cpus[c as usize];
                 if cpu.current.is_some_and(|r| r.tid as usize == i) {
                     cpu.current = None;
+                    self.inc.touched.insert(c as usize);
                 }
                 if ev_cpu.is_some_and(|e| e != c as usize) {
                     self.stats.inconsistent += 1;
@@ -483,6 +536,7 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
         match self.cpus[c].pending {
             Some(p) if p.txn == txn && tid.is_none_or(|t| t.0 == p.tid as u32) => {
                 self.cpus[c].pending = None;
+                self.inc.touched.insert(c);
                 if let AbortState::Sent { steal: true } = p.abort {
                     self.steals_in_flight = self.steals_in_flight.saturating_sub(1);
                 }
@@ -502,6 +556,7 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
     /// its next event (which the host guarantees, since it stopped).
     fn displace(&mut self, c: usize) {
         if let Some(r) = self.cpus[c].current.take() {
+            self.inc.touched.insert(c);
             self.stats.inconsistent += 1;
             let t = &mut self.threads[r.tid as usize];
             if t.live == Live::Running(c as u16) {
@@ -525,9 +580,10 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
         self.displace(c);
         let i = p.tid as usize;
         let t = &mut self.threads[i];
+        self.inc.touched.insert(c);
         if t.live == Live::Runnable && !t.state_seq.is_newer_than(p.seq) {
             t.live = Live::Running(c as u16);
-            let evict = self.masks[i] & (1u64 << c) == 0;
+            let evict = !mask_allows(self.masks[i], c);
             self.cpus[c].current = Some(Run {
                 tid: p.tid,
                 since: now,
@@ -587,6 +643,7 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
     fn cpu_idle(&mut self, cpu: CpuId) {
         let Some(c) = self.cpu_index(cpu) else { return };
         self.displace(c);
+        self.inc.touched.insert(c);
         let cpu = &mut self.cpus[c];
         cpu.idle = true;
         if let Some(p) = cpu.pending.as_mut() {
@@ -605,9 +662,72 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
     /// number emitted. State changes only for decisions that were accepted by `out`.
     pub fn poll(&mut self, now_ns: u64, out: &mut dyn DecisionSink) -> usize {
         let mut emitted = 0;
-        // Stops early (`None`) when `out` is full; what was not emitted stays due.
-        let _ = self.poll_phases(now_ns, out, &mut emitted);
+        self.sync(now_ns);
+        // Stops early (`None`) when `out` is full; what was not emitted stays due, and the
+        // next poll looks at every cpu again.
+        if self.poll_phases(now_ns, out, &mut emitted).is_none() {
+            self.inc.rescan = true;
+        }
+        self.sync(now_ns);
         emitted
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Incremental state.
+
+    /// Brings the derived state of every changed cpu up to date at `now`, and moves the cpus
+    /// whose timer has passed into `due`.
+    fn sync(&mut self, now: u64) {
+        if self.inc.rescan {
+            self.inc.rescan = false;
+            self.inc.touched = CpuSet::first(self.n_cpus);
+        }
+        let touched = self.inc.touched;
+        self.inc.touched = CpuSet::EMPTY;
+        for c in touched.iter() {
+            self.refresh(c, now);
+        }
+        while let Some(c) = self.inc.timers.any_at_or_before(now) {
+            self.refresh(c, now);
+        }
+    }
+
+    /// Recomputes cpu `c`'s derived state at `now`; its timer is left `> now` (or none).
+    fn refresh(&mut self, c: usize, now: u64) {
+        let cpu = &self.cpus[c];
+        let inc = &mut self.inc;
+        inc.open.assign(c, cpu.pending.is_none());
+        inc.empty
+            .assign(c, cpu.pending.is_none() && cpu.current.is_none());
+        let abort_wanted = cpu
+            .pending
+            .is_some_and(|p| matches!(p.abort, AbortState::Wanted { .. }));
+        inc.work.assign(c, cpu.need_wake || abort_wanted);
+        inc.evict.assign(c, cpu.current.is_some_and(|r| r.evict));
+        let mut due = false;
+        let mut next = u64::MAX;
+        if let Some(r) = cpu.current {
+            // `wake`: a deadline the agent sleeps until (as `scan_deadline` counts them). A
+            // slice passed after a preempt was sent still makes the cpu due (a preempt sent
+            // for affinity before the slice ended keeps it in `evict` meanwhile).
+            let mut timer = |after: u64, wake: bool| {
+                if now.saturating_sub(r.since) >= after {
+                    due = true;
+                } else if wake {
+                    next = next.min(r.since.saturating_add(after));
+                }
+            };
+            if let Some(s) = self.disc.slice_ns(r.tid as usize) {
+                timer(s, r.preempt_sent.is_none());
+            }
+            if let (Some(a), Some(p)) = (self.disc.steal_after_ns(), cpu.pending) {
+                if p.abort == AbortState::None {
+                    timer(a, true);
+                }
+            }
+        }
+        inc.due.assign(c, due);
+        inc.timers.set(c, next);
     }
 
     fn poll_phases(
@@ -621,8 +741,10 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
         // 2. Fill empty slots: cpus with nothing running first, then busy cpus.
         self.fill_slots(out, emitted)?;
         // 3. Steal: a hungry cpu takes a thread waiting behind an old run elsewhere.
+        self.sync(now_ns);
         self.steal(now_ns, out, emitted)?;
         // 4. Preempt: a run past its slice with a thread waiting, or evicted by affinity.
+        self.sync(now_ns);
         self.preempt(now_ns, out, emitted)
     }
 
@@ -637,7 +759,8 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
     }
 
     fn wakes_and_aborts(&mut self, out: &mut dyn DecisionSink, emitted: &mut usize) -> Option<()> {
-        for c in 0..self.n_cpus {
+        for c in self.inc.work.iter() {
+            self.inc.touched.insert(c);
             let cpu_id = CpuId(c as u32);
             if self.cpus[c].need_wake {
                 Self::push(out, Decision::Wake { cpu: cpu_id }, emitted)?;
@@ -660,29 +783,31 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
     }
 
     fn fill_slots(&mut self, out: &mut dyn DecisionSink, emitted: &mut usize) -> Option<()> {
-        let n = self.n_cpus;
-        for c in 0..n {
+        if self.disc.is_empty() {
+            return Some(());
+        }
+        let (empty, open) = (self.inc.empty, self.inc.open);
+        for c in empty.iter() {
             if self.disc.is_empty() {
                 return Some(());
             }
-            if self.cpus[c].current.is_none() && self.cpus[c].pending.is_none() {
-                self.prestage(c, out, emitted)?;
-            }
+            self.prestage(c, out, emitted)?;
         }
-        let mut busy = [(0u64, 0u16); C];
-        let mut nb = 0;
-        for (c, cpu) in self.cpus[..n].iter().enumerate() {
+        // Only the busy cpus without a transaction, collected without touching the rest.
+        let mut busy: heapless::Vec<(u64, u16), C> = heapless::Vec::new();
+        for c in open.minus(&empty).iter() {
+            let cpu = &self.cpus[c];
             if let (Some(r), None) = (cpu.current, cpu.pending) {
                 let key = match self.disc.busy_order() {
                     BusyOrder::OldestFirst => r.since,
                     BusyOrder::YoungestFirst => u64::MAX - r.since,
                 };
-                busy[nb] = (key, c as u16);
-                nb += 1;
+                // At most one entry per cpu: never full.
+                let _ = busy.push((key, c as u16));
             }
         }
-        busy[..nb].sort_unstable();
-        for &(_, c) in &busy[..nb] {
+        busy.sort_unstable();
+        for &(_, c) in busy.iter() {
             if self.disc.is_empty() {
                 break;
             }
@@ -700,17 +825,14 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
         let Some(after) = self.disc.steal_after_ns() else {
             return Some(());
         };
-        let n = self.n_cpus;
-        let mut hungry_mask = 0u64;
-        let mut hungry = 0usize;
-        for (c, cpu) in self.cpus[..n].iter().enumerate() {
-            if cpu.current.is_none() && cpu.pending.is_none() {
-                hungry_mask |= 1u64 << c;
-                hungry += 1;
-            }
+        // The derived sets are current (synced after fill_slots).
+        let hungry_set = self.inc.empty;
+        let mut budget = hungry_set.len().saturating_sub(self.steals_in_flight);
+        if budget == 0 {
+            return Some(());
         }
-        let mut budget = hungry.saturating_sub(self.steals_in_flight);
-        for c in 0..n {
+        // Only a cpu past a timer can be past the steal threshold.
+        for c in self.inc.due.iter() {
             if budget == 0 {
                 break;
             }
@@ -720,10 +842,11 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
             };
             if p.abort != AbortState::None
                 || now_ns.saturating_sub(r.since) < after
-                || self.masks[p.tid as usize] & hungry_mask == 0
+                || !mask_meets(self.masks[p.tid as usize], &hungry_set)
             {
                 continue;
             }
+            self.inc.touched.insert(c);
             let d = Decision::Abort {
                 cpu: CpuId(c as u32),
                 txn: p.txn,
@@ -746,7 +869,8 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
         out: &mut dyn DecisionSink,
         emitted: &mut usize,
     ) -> Option<()> {
-        for c in 0..self.n_cpus {
+        // A preempt is due only on a cpu past its slice or evicted by affinity.
+        for c in self.inc.due.union(&self.inc.evict).iter() {
             let cpu = &self.cpus[c];
             let Some(r) = cpu.current else { continue };
             let waiter = cpu.pending.is_some_and(|p| p.abort == AbortState::None);
@@ -777,6 +901,7 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
             if let Some(r) = self.cpus[c].current.as_mut() {
                 r.preempt_sent = Some(seq);
             }
+            self.inc.touched.insert(c);
         }
         Some(())
     }
@@ -788,9 +913,8 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
         out: &mut dyn DecisionSink,
         emitted: &mut usize,
     ) -> Option<()> {
-        let bit = 1u64 << c;
         let masks = &self.masks;
-        let Some(idx) = self.disc.peek(c, |t| masks[t] & bit != 0) else {
+        let Some(idx) = self.disc.peek(c, |t| mask_allows(masks[t], c)) else {
             self.stats.scan_misses += 1;
             return Some(());
         };
@@ -808,6 +932,7 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
         self.next_txn += 1;
         self.unlink(idx, true);
         self.threads[idx].place = Place::Prestaged(c as u16);
+        self.inc.touched.insert(c);
         let cpu = &mut self.cpus[c];
         cpu.pending = Some(Pending {
             txn,
@@ -827,6 +952,16 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
     /// The earliest future time at which `poll` could act without a new event (a slice
     /// expiring or a steal threshold passing), for agents that sleep between events.
     pub fn next_deadline(&self, now_ns: u64) -> Option<u64> {
+        let inc = &self.inc;
+        if !inc.rescan && inc.touched.is_empty() && inc.timers.min() > now_ns {
+            // Synced at the last poll: the cached earliest timer.
+            return (inc.timers.min() != u64::MAX).then_some(inc.timers.min());
+        }
+        self.scan_deadline(now_ns)
+    }
+
+    /// [`Self::next_deadline`] by looking at every cpu (before the first poll after a change).
+    fn scan_deadline(&self, now_ns: u64) -> Option<u64> {
         let mut best: Option<u64> = None;
         let mut consider = |t: u64| {
             if t > now_ns {
@@ -862,6 +997,7 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
     ///    the transaction's sequence number (we never stand by a stale decision).
     /// 5. `Running(c)` on a thread ⇔ cpu `c` believes it runs that thread.
     /// 6. Transaction ids are below the next id to allocate.
+    /// 7. The incremental state of every cpu not marked changed is current.
     pub fn check_invariants(&self) -> Result<(), &'static str> {
         self.disc.check()?;
         let mut queued = 0usize;
@@ -909,6 +1045,26 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
         Ok(())
     }
 
+    /// 7. The derived state of a cpu not marked changed matches the cpu (no missed change).
+    fn check_derived(&self, c: usize, cpu: &Cpu) -> Result<(), &'static str> {
+        let inc = &self.inc;
+        if inc.rescan || inc.touched.contains(c) {
+            return Ok(());
+        }
+        let abort_wanted = cpu
+            .pending
+            .is_some_and(|p| matches!(p.abort, AbortState::Wanted { .. }));
+        let ok = inc.open.contains(c) == cpu.pending.is_none()
+            && inc.empty.contains(c) == (cpu.pending.is_none() && cpu.current.is_none())
+            && inc.work.contains(c) == (cpu.need_wake || abort_wanted)
+            && inc.evict.contains(c) == cpu.current.is_some_and(|r| r.evict);
+        if ok {
+            Ok(())
+        } else {
+            Err("a cpu changed without being marked touched")
+        }
+    }
+
     fn check_cpus(&self) -> Result<(), &'static str> {
         let mut steals = 0;
         for (c, cpu) in self.cpus[..self.n_cpus].iter().enumerate() {
@@ -932,6 +1088,7 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
                     return Err("cpu current not Running here");
                 }
             }
+            self.check_derived(c, cpu)?;
         }
         if steals != self.steals_in_flight {
             return Err("steal accounting mismatch");

@@ -31,6 +31,8 @@ pub struct SchedService<'a, const C: usize = MAX_CPUS, const T: usize = MAX_THRE
     agent: Option<SchedAgent<'a, C, T>>,
     refused: Option<AgentError>,
     totals: SchedTotals,
+    /// Given to every agent built (cost accounting, `agent::Meter`).
+    meter: Option<crate::agent::Meter>,
 }
 
 /// Host doorbell vectors for the CPUs set in `cpus` (bit c: vector `CPU_VECTOR_BASE + c`).
@@ -56,6 +58,15 @@ impl<'a, const C: usize, const T: usize> SchedService<'a, C, T> {
             agent: None,
             refused: None,
             totals: SchedTotals::default(),
+            meter: None,
+        }
+    }
+
+    /// Counts every agent's own cost with `meter` (the firmware's PMU); see `agent::Cost`.
+    pub fn set_meter(&mut self, meter: Option<crate::agent::Meter>) {
+        self.meter = meter;
+        if let Some(a) = self.agent.as_mut() {
+            a.set_meter(meter);
         }
     }
 
@@ -87,7 +98,8 @@ impl<'a, const C: usize, const T: usize> SchedService<'a, C, T> {
         match SchedAgent::new(&self.region, &self.layout, session) {
             // Still the previous host's configuration: wait for this host's.
             Ok(a) if a.generation() != host => Some(0),
-            Ok(a) => {
+            Ok(mut a) => {
+                a.set_meter(self.meter);
                 log.log(format_args!(
                     "sched: session {session:#010x}: {} policy, {} host CPUs, {} threads",
                     a.policy().name(),

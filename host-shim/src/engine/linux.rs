@@ -9,14 +9,16 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::hist::Histogram;
-use super::results::EngineResults;
+use super::results::{EngineResults, Span};
 use super::workload::{Kind, Request, Table, Work};
 use super::{Clock, EngineConfig, EngineError};
 
 pub(super) fn run(cfg: &EngineConfig) -> Result<EngineResults, EngineError> {
     let wall = Instant::now();
     let table = Table::new(cfg.table_keys, cfg.seed);
-    let work = Work::calibrate(&table, cfg.get_us * 1e3, cfg.range_ms * 1e6);
+    let work = cfg
+        .work
+        .unwrap_or_else(|| Work::calibrate(&table, cfg.get_us * 1e3, cfg.range_ms * 1e6));
     let clock = Clock::new();
     let queue: Mutex<VecDeque<Request>> = Mutex::new(VecDeque::new());
     let cv = Condvar::new();
@@ -25,6 +27,7 @@ pub(super) fn run(cfg: &EngineConfig) -> Result<EngineResults, EngineError> {
     let (get, range) = (Histogram::new(), Histogram::new());
     let (offered, completed, queued) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
     let busy = AtomicU64::new(0);
+    let span = Span::default();
     let n = super::cores();
     let mut cores: Vec<usize> = (0..cfg.cpus as usize).map(|c| c % n).collect();
     cores.sort_unstable();
@@ -54,7 +57,9 @@ pub(super) fn run(cfg: &EngineConfig) -> Result<EngineResults, EngineError> {
                     let Some(req) = req else { return };
                     busy.fetch_add(1, Relaxed);
                     work.serve(&table, &req, None, &mut || {}, &mut || {});
-                    let lat = clock.now_ns().saturating_sub(req.arrival_ns);
+                    let now = clock.now_ns();
+                    span.done(now);
+                    let lat = now.saturating_sub(req.arrival_ns);
                     match req.kind {
                         Kind::Get => get.record(lat),
                         Kind::Range => range.record(lat),
@@ -67,6 +72,7 @@ pub(super) fn run(cfg: &EngineConfig) -> Result<EngineResults, EngineError> {
         let generator = s.spawn(|| {
             let n = super::generate(cfg, &clock, &stop_gen, |req, _| {
                 offered.fetch_add(1, Relaxed);
+                span.arrived(req.arrival_ns);
                 let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
                 if busy.load(Relaxed) >= cfg.handlers as u64 || !q.is_empty() {
                     queued.fetch_add(1, Relaxed);
@@ -75,6 +81,7 @@ pub(super) fn run(cfg: &EngineConfig) -> Result<EngineResults, EngineError> {
                 drop(q);
                 cv.notify_one();
             });
+            span.load_ended(clock.now_ns());
             gen_done.store(true, Release);
             n
         });
@@ -116,7 +123,7 @@ pub(super) fn run(cfg: &EngineConfig) -> Result<EngineResults, EngineError> {
     let left = queue.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
     let lost = offered.load(Relaxed) - completed.load(Relaxed);
     let violations = u64::from(timed_out || left > 0 || lost > 0);
-    Ok(EngineResults {
+    let mut r = EngineResults {
         mode: "linux".into(),
         policy: "linux".into(),
         cpus: cfg.cpus,
@@ -128,7 +135,6 @@ pub(super) fn run(cfg: &EngineConfig) -> Result<EngineResults, EngineError> {
         range_chunks: work.range_chunks,
         offered: offered.load(Relaxed),
         completed: completed.load(Relaxed),
-        throughput_rps: completed.load(Relaxed) as f64 / cfg.duration.as_secs_f64(),
         get: get.summary(),
         range: range.summary(),
         queued: queued.load(Relaxed),
@@ -138,5 +144,7 @@ pub(super) fn run(cfg: &EngineConfig) -> Result<EngineResults, EngineError> {
         agent_cpu_ns: None,
         wall_s: wall.elapsed().as_secs_f64(),
         ..Default::default()
-    })
+    };
+    span.fill(&mut r);
+    Ok(r)
 }

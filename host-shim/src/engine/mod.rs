@@ -96,6 +96,9 @@ pub struct EngineConfig {
     pub stack_size: usize,
     /// At the end (ipu mode), publish the host STOPPED and ring the IPU's control vector.
     pub stop_link_at_end: bool,
+    /// The work per request, calibrated once ([`calibrate`]) and shared by every agent of a
+    /// comparison, so every column runs identical work; `None`: the run calibrates its own.
+    pub work: Option<workload::Work>,
 }
 
 impl Default for EngineConfig {
@@ -117,6 +120,7 @@ impl Default for EngineConfig {
             link_up_timeout: Duration::from_secs(60),
             stack_size: 256 * 1024,
             stop_link_at_end: true,
+            work: None,
         }
     }
 }
@@ -182,6 +186,19 @@ impl EngineConfig {
 }
 
 const SCAN_MIN_KEYS: usize = 4096;
+
+/// Measures the work per request for `cfg`'s service-time targets on the calling thread (see
+/// [`workload::Work::calibrate`]). Run it once and put the result in [`EngineConfig::work`] so
+/// that every agent compared runs the same chunks.
+pub fn calibrate(cfg: &EngineConfig) -> workload::Work {
+    let table = workload::Table::new(cfg.table_keys, cfg.seed);
+    workload::Work::calibrate(&table, cfg.get_us * 1e3, cfg.range_ms * 1e6)
+}
+
+/// The calibration in one line (what every agent of a comparison runs).
+pub fn describe_work(w: &workload::Work) -> String {
+    runtime::work_desc(w)
+}
 
 /// Runs the engine against an agent at the other end of `link` (the IPU: pass the
 /// `IvshmemServer` once QEMU is connected). The link needs `3 + cfg.cpus` doorbell vectors;

@@ -1,8 +1,71 @@
 //! What a run measured, with a hand-written JSON encoder (no serde) and a one-screen text form.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::hist::Latency;
+
+/// A run is marked saturated when its requests kept completing this long after the load ended,
+/// as a share of the load's duration (and at least [`SATURATED_MIN_DRAIN_S`]), or when its
+/// throughput fell below this share of the offered rate.
+pub const SATURATED_DRAIN_SHARE: f64 = 0.05;
+/// See [`SATURATED_DRAIN_SHARE`].
+pub const SATURATED_MIN_DRAIN_S: f64 = 0.05;
+/// See [`SATURATED_DRAIN_SHARE`].
+pub const SATURATED_THROUGHPUT_SHARE: f64 = 0.95;
+
+/// The time span a run served: first arrival, end of the load, last completion (engine clock,
+/// ns). Shared by the worker threads; every update is a relaxed min/max.
+#[derive(Debug)]
+pub(crate) struct Span {
+    first_arrival: AtomicU64,
+    load_end: AtomicU64,
+    last_done: AtomicU64,
+}
+
+impl Default for Span {
+    fn default() -> Self {
+        Span {
+            first_arrival: AtomicU64::new(u64::MAX),
+            load_end: AtomicU64::new(0),
+            last_done: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Span {
+    /// A request arrived (its scheduled arrival time).
+    pub(crate) fn arrived(&self, ns: u64) {
+        self.first_arrival.fetch_min(ns, Relaxed);
+    }
+    /// The generator stopped offering load.
+    pub(crate) fn load_ended(&self, ns: u64) {
+        self.load_end.fetch_max(ns, Relaxed);
+    }
+    /// A request completed.
+    pub(crate) fn done(&self, ns: u64) {
+        self.last_done.fetch_max(ns, Relaxed);
+    }
+    /// Fills throughput (completed ÷ first arrival → last completion), the drain time after
+    /// the load ended and the saturation mark of `r` (whose counts and rate are set).
+    pub(crate) fn fill(&self, r: &mut EngineResults) {
+        let first = self.first_arrival.load(Relaxed);
+        let last = self.last_done.load(Relaxed);
+        let end = self.load_end.load(Relaxed);
+        r.span_s = if first == u64::MAX || last <= first {
+            0.0
+        } else {
+            (last - first) as f64 / 1e9
+        };
+        r.drain_s = last.saturating_sub(end) as f64 / 1e9;
+        r.throughput_rps = if r.span_s > 0.0 {
+            r.completed as f64 / r.span_s
+        } else {
+            0.0
+        };
+        r.saturated = r.is_saturated();
+    }
+}
 
 /// Results of one engine run.
 #[derive(Clone, Debug, Default)]
@@ -29,8 +92,14 @@ pub struct EngineResults {
     pub offered: u64,
     /// Requests completed.
     pub completed: u64,
-    /// Completed requests per second of load.
+    /// Completed requests ÷ (first arrival → last completion), req/s.
     pub throughput_rps: f64,
+    /// First arrival → last completion (s).
+    pub span_s: f64,
+    /// End of the load → last completion (s): how long the backlog took to drain.
+    pub drain_s: f64,
+    /// The run could not keep up with the offered load (see [`SATURATED_DRAIN_SHARE`]).
+    pub saturated: bool,
     /// GET latency (arrival → completion).
     pub get: Latency,
     /// RANGE latency.
@@ -74,7 +143,7 @@ pub struct EngineResults {
     pub yields: u64,
     /// Affinity changes (storm).
     pub affinity_changes: u64,
-    /// Requests that had to queue for a free handler.
+    /// Requests that waited for a handler (none was free when they arrived).
     pub queued: u64,
     /// Invariant violations (must be 0).
     pub invariant_violations: u64,
@@ -120,6 +189,22 @@ impl EngineResults {
             + self.txn_failed_invalid
     }
 
+    /// Offered requests per second of load.
+    pub fn offered_rps(&self) -> f64 {
+        if self.duration_s > 0.0 {
+            self.offered as f64 / self.duration_s
+        } else {
+            0.0
+        }
+    }
+
+    /// The saturation rule of [`SATURATED_DRAIN_SHARE`].
+    pub fn is_saturated(&self) -> bool {
+        let drain_limit = (self.duration_s * SATURATED_DRAIN_SHARE).max(SATURATED_MIN_DRAIN_S);
+        self.drain_s > drain_limit
+            || self.throughput_rps < self.offered_rps() * SATURATED_THROUGHPUT_SHARE
+    }
+
     /// JSON object (one line).
     pub fn to_json(&self) -> String {
         let mut o = String::from("{");
@@ -138,8 +223,8 @@ impl EngineResults {
         );
         let _ = write!(
             o,
-            "\"offered\":{},\"completed\":{},\"throughput_rps\":{:.1},",
-            self.offered, self.completed, self.throughput_rps
+            "\"offered\":{},\"completed\":{},\"throughput_rps\":{:.1},\"span_s\":{:.4},\"drain_s\":{:.4},\"saturated\":{},",
+            self.offered, self.completed, self.throughput_rps, self.span_s, self.drain_s, self.saturated
         );
         lat(&mut o, "get", &self.get);
         o.push(',');
@@ -203,8 +288,14 @@ impl std::fmt::Display for EngineResults {
         )?;
         writeln!(
             f,
-            "completed {}/{} ({:.0} req/s)",
-            self.completed, self.offered, self.throughput_rps
+            "completed {}/{} ({:.0} req/s over {:.2} s, drained {:.3} s after the load{}); {} waited for a handler",
+            self.completed,
+            self.offered,
+            self.throughput_rps,
+            self.span_s,
+            self.drain_s,
+            if self.saturated { ", SATURATED" } else { "" },
+            self.queued
         )?;
         writeln!(f, "GET   {}", l(&self.get))?;
         writeln!(f, "RANGE {}", l(&self.range))?;
@@ -253,5 +344,50 @@ impl std::fmt::Display for EngineResults {
             write!(f, " (first: {v})")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(offered: u64, completed: u64, duration_s: f64) -> EngineResults {
+        EngineResults {
+            offered,
+            completed,
+            duration_s,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn throughput_counts_wall_time_to_the_last_completion() {
+        // 10k requests offered over 1 s, served 1 ms after the load: not saturated.
+        let span = Span::default();
+        span.arrived(2_000_000);
+        span.arrived(1_000_000);
+        span.load_ended(1_000_000_000);
+        span.done(1_001_000_000);
+        let mut r = run(10_000, 10_000, 1.0);
+        span.fill(&mut r);
+        assert!((r.span_s - 1.0).abs() < 1e-9, "{}", r.span_s);
+        assert!((r.drain_s - 0.001).abs() < 1e-9);
+        assert!((r.throughput_rps - 10_000.0).abs() < 1.0);
+        assert!(!r.saturated);
+        // The same requests still completing 0.8 s after the load ended: saturated, and the
+        // throughput says so.
+        span.done(1_800_000_000);
+        let mut r = run(10_000, 10_000, 1.0);
+        span.fill(&mut r);
+        assert!((r.throughput_rps - 10_000.0 / 1.799).abs() < 1.0);
+        assert!(r.saturated);
+        assert!(r.to_json().contains("\"saturated\":true"));
+    }
+
+    #[test]
+    fn an_empty_run_has_no_throughput() {
+        let mut r = run(0, 0, 1.0);
+        Span::default().fill(&mut r);
+        assert_eq!((r.span_s, r.throughput_rps), (0.0, 0.0));
     }
 }

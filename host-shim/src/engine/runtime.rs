@@ -26,7 +26,7 @@ use wave_abi::{Channel, Endpoint, Layout, Side};
 
 use super::hist::Histogram;
 use super::host_agent::{self, AgentShared};
-use super::results::EngineResults;
+use super::results::{EngineResults, Span};
 use super::workload::{Kind, Request, Table, Work};
 use super::{AgentMode, Clock, EngineConfig, EngineError};
 use crate::link::Link;
@@ -154,6 +154,8 @@ pub(super) struct Shared<'a> {
     stop_cpus: AtomicBool,
     stop_gen: AtomicBool,
     first_violation: Mutex<Option<String>>,
+    /// First arrival, end of load, last completion (throughput and saturation).
+    span: Span,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -206,6 +208,7 @@ impl<'a> Shared<'a> {
     /// The dispatcher: hands `req` to a blocked handler (waking it) or queues it.
     fn dispatch(&self, req: Request) {
         self.c.offered.fetch_add(1, Relaxed);
+        self.span.arrived(req.arrival_ns);
         let mut d = lock(&self.dispatch);
         match d.free.pop() {
             Some(tid) => {
@@ -221,7 +224,9 @@ impl<'a> Shared<'a> {
     }
 
     fn complete(&self, req: &Request) {
-        let lat = self.now().saturating_sub(req.arrival_ns);
+        let now = self.now();
+        self.span.done(now);
+        let lat = now.saturating_sub(req.arrival_ns);
         match req.kind {
             Kind::Get => self.get.record(lat),
             Kind::Range => self.range.record(lat),
@@ -539,7 +544,9 @@ pub(super) fn run_shim<L: Link>(
         .map_err(|e| EngineError::Config(format!("{e} (link has {} vectors)", layout.vectors)))?;
 
     let table = Table::new(cfg.table_keys, cfg.seed);
-    let work = Work::calibrate(&table, cfg.get_us * 1e3, cfg.range_ms * 1e6);
+    let work = cfg
+        .work
+        .unwrap_or_else(|| Work::calibrate(&table, cfg.get_us * 1e3, cfg.range_ms * 1e6));
     let threads: Vec<ThreadSlot> = (0..cfg.handlers).map(|_| ThreadSlot::new()).collect();
 
     let agent_view = AgentShared::new(cfg.cpus);
@@ -604,6 +611,7 @@ pub(super) fn run_shim<L: Link>(
             stop_cpus: AtomicBool::new(false),
             stop_gen: AtomicBool::new(false),
             first_violation: Mutex::new(None),
+            span: Span::default(),
         };
         let r = run_session(&sh, cfg, mode, link, wall);
         agent_stop.store(true, Release);
@@ -660,6 +668,7 @@ fn run_session<'a, L: Link>(
         let churn = (cfg.storm.affinity_every_us > 0).then(|| inner.spawn(|| sh.churn()));
         let generator = inner.spawn(|| {
             let n = super::generate(cfg, &sh.clock, &sh.stop_gen, |req, _| sh.dispatch(req));
+            sh.span.load_ended(sh.clock.now_ns());
             gen_done.store(true, Release);
             n
         });
@@ -783,7 +792,7 @@ fn run_session<'a, L: Link>(
     }
     let c = &sh.c;
     let wall_s = wall.elapsed().as_secs_f64();
-    Ok(EngineResults {
+    let mut r = EngineResults {
         mode: mode.name().into(),
         policy: cfg.policy.describe(),
         cpus: cfg.cpus,
@@ -795,7 +804,10 @@ fn run_session<'a, L: Link>(
         range_chunks: sh.work.range_chunks,
         offered: c.offered.load(Relaxed),
         completed: c.completed.load(Relaxed),
-        throughput_rps: c.completed.load(Relaxed) as f64 / cfg.duration.as_secs_f64(),
+        throughput_rps: 0.0,
+        span_s: 0.0,
+        drain_s: 0.0,
+        saturated: false,
         get: sh.get.summary(),
         range: sh.range.summary(),
         txn_committed: c.committed.load(Relaxed),
@@ -822,7 +834,9 @@ fn run_session<'a, L: Link>(
         first_violation: lock(&sh.first_violation).clone(),
         agent: None,
         wall_s,
-    })
+    };
+    sh.span.fill(&mut r);
+    Ok(r)
 }
 
 pub(super) fn work_desc(w: &Work) -> String {

@@ -39,6 +39,10 @@ pub enum Cmd {
     /// Run the emulated IPU as a service (the wave-ipu systemd unit): boot the installed
     /// firmware with the services of /etc/wave/wave.toml against the running host shim.
     Ipu(IpuArgs),
+    /// The simulator: a policy on N host CPUs across a modelled PCIe link, with the agent's
+    /// own cost and a switch per mitigation; offloaded vs on-host vs ideal, the ablation,
+    /// load sweeps, SVG plots. Deterministic by seed.
+    Sim(crate::sim_cmd::SimArgs),
 }
 
 /// Which agents `demo` compares.
@@ -139,6 +143,18 @@ pub struct DemoArgs {
     /// Print the live stats view (the same as `wave-host stats`) every second during the ipu run.
     #[arg(long)]
     pub stats: bool,
+    /// Run the agents interleaved N times and report each figure's median and spread.
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: u32,
+    /// Count the IPU agent's instructions per event and per decision with the emulated PMU
+    /// (runs QEMU with `-icount shift=0`, so the ipu column's latencies are not comparable).
+    #[arg(long)]
+    pub ipu_count: bool,
+    /// Run a load sweep at these offered loads (req/s, comma-separated) and print latency
+    /// against load per agent, e.g. `--sweep 5000,10000,20000` (replaces --rate).
+    #[arg(long, value_delimiter = ',', value_name = "REQ/S,...")]
+    pub sweep: Vec<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -280,5 +296,54 @@ mod tests {
         assert!(Cli::try_parse_from(["cargo-wave", "boot", "--gic", "4"]).is_err());
         assert!(Cli::try_parse_from(["cargo-wave", "boot", "--inject", "boom"]).is_err());
         assert!(Cli::try_parse_from(["cargo-wave", "boot", "--timeout", "0"]).is_err());
+    }
+
+    #[test]
+    fn sim_has_a_switch_per_mitigation_and_demo_repeats() {
+        let help = Cli::command()
+            .find_subcommand_mut("sim")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for switch in [
+            "--no-prestage",
+            "--no-batching",
+            "--no-wakeup-suppression",
+            "--no-abort",
+            "--no-write-combining",
+        ] {
+            assert!(help.contains(switch), "{switch} missing from sim --help");
+        }
+        let Cmd::Sim(a) = Cli::parse_from([
+            "cargo-wave",
+            "sim",
+            "--cpus",
+            "64",
+            "--policy",
+            "shinjuku",
+            "--no-abort",
+        ])
+        .cmd
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (a.cpus, a.policy.as_str(), a.no_abort, a.no_prestage),
+            (64, "shinjuku", true, false)
+        );
+        let Cmd::Demo(d) = Cli::parse_from([
+            "cargo-wave",
+            "demo",
+            "--repeat",
+            "3",
+            "--sweep",
+            "5000,10000",
+        ])
+        .cmd
+        else {
+            panic!()
+        };
+        assert_eq!((d.repeat, d.sweep.as_slice()), (3, &[5000.0, 10000.0][..]));
+        assert!(Cli::try_parse_from(["cargo-wave", "demo", "--repeat", "0"]).is_err());
     }
 }

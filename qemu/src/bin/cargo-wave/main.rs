@@ -5,6 +5,7 @@ mod cli;
 mod demo_all;
 mod demo_net;
 mod ipu;
+mod sim_cmd;
 mod test_cmd;
 
 use std::process::ExitCode as ProcessExit;
@@ -124,10 +125,13 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ..EngineConfig::default()
     };
     engine.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if args.sweep.iter().any(|r| !(*r > 0.0 && r.is_finite())) {
+        anyhow::bail!("--sweep takes offered loads in req/s, each > 0 (e.g. 5000,10000,20000)");
+    }
     if args.subsystem == Subsystem::All {
         return demo_all::run(&args, engine);
     }
-    let opts = wave_qemu::demo::DemoOptions {
+    let mut opts = wave_qemu::demo::DemoOptions {
         agents,
         engine,
         ipu_cores: args.ipu_cores,
@@ -135,26 +139,75 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         gic: args.gic,
         echo: args.console,
         stats: args.stats,
+        repeat: args.repeat,
+        ipu_count: args.ipu_count,
         ..Default::default()
     };
+    // One calibration for the whole demo: every agent, round and load runs the same work.
+    let work = wave_qemu::demo::calibrate(&mut opts);
+    println!("wave: demo: work per request (every agent runs exactly this): {work}");
     let image = if opts.agents.contains(&AgentMode::Ipu) {
         wave_qemu::install::qemu()?;
         Some(wave_qemu::build_image(None)?)
     } else {
         None
     };
+    if args.repeat > 1 || !args.sweep.is_empty() {
+        return demo_points(&args, &opts, image.as_ref());
+    }
     let runs = wave_qemu::demo::run_demo(&opts, image.as_ref())?;
     println!();
     print!("{}", wave_qemu::demo::table(&runs));
-    if let Some(first) = runs.first() {
-        println!("work: {}", first.results.work);
-    }
+    println!("work: {work}");
     if let Some(path) = &args.json {
         std::fs::write(path, wave_qemu::demo::json(&opts, &runs))
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
         println!("wave: results written to {}", path.display());
     }
     if runs.iter().all(|r| r.ok()) {
+        Ok(ExitCode::Pass)
+    } else {
+        println!("wave: FAIL: a run lost requests, broke an invariant, or the firmware failed");
+        Ok(ExitCode::DemoFailed)
+    }
+}
+
+/// `demo --repeat N` and `demo --sweep …`: interleaved rounds at one or several loads.
+fn demo_points(
+    args: &DemoArgs,
+    opts: &wave_qemu::demo::DemoOptions,
+    image: Option<&wave_qemu::image::Image>,
+) -> anyhow::Result<ExitCode> {
+    use wave_qemu::demo;
+    let rates = if args.sweep.is_empty() {
+        vec![opts.engine.rate]
+    } else {
+        args.sweep.clone()
+    };
+    let points = demo::run_sweep(opts, &rates, image)?;
+    println!();
+    for p in &points {
+        println!("offered {:.0} req/s:", p.rate);
+        print!("{}", demo::repeat_table(&p.per_agent));
+        println!();
+    }
+    if points.len() > 1 {
+        println!(
+            "latency against load (medians over {} rounds):",
+            opts.repeat
+        );
+        print!("{}", demo::sweep_table(&points, &opts.agents));
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, demo::json_points(opts, &points))
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        println!("wave: results written to {}", path.display());
+    }
+    let all_ok = points
+        .iter()
+        .flat_map(|p| p.per_agent.iter().flatten())
+        .all(|r| r.ok());
+    if all_ok {
         Ok(ExitCode::Pass)
     } else {
         println!("wave: FAIL: a run lost requests, broke an invariant, or the firmware failed");
@@ -209,6 +262,7 @@ fn main() -> ProcessExit {
         Cmd::LinkTest(args) => link_test(args).map(|c| c as u8),
         Cmd::Demo(args) => demo(args).map(|c| c as u8),
         Cmd::Ipu(args) => ipu::run(args),
+        Cmd::Sim(args) => sim_cmd::run(args).map(|c| c as u8),
     };
     match result {
         Ok(code) => ProcessExit::from(code),
