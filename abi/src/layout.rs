@@ -640,7 +640,7 @@ mod tests {
     fn default_layout_matches_the_spec_table() {
         assert_eq!(Layout::min_size(DEFAULT_RING_ENTRIES), 0x40000);
         let l = Layout::v1(DEFAULT_RING_ENTRIES, 0x10_0000, 4).unwrap();
-        let expect: [(Kind, usize, usize, usize, u16); 11] = [
+        let expect: [(Kind, usize, usize, usize, u16); 14] = [
             (Kind::Header, 0x0_0000, 0x1000, 0, VECTOR_NONE),
             (Kind::IpuStatus, 0x0_1000, 0x1000, 0, VECTOR_NONE),
             (Kind::CreditsFromIpu, 0x0_2000, 0x1000, 0, VECTOR_NONE),
@@ -652,6 +652,15 @@ mod tests {
             (Kind::RingEvents, 0x2_A000, 0x8000, 0x0_2040, 2),
             (Kind::CpuSlots, 0x1_3000, 0x1000, 0, VECTOR_NONE),
             (Kind::SchedConfig, 0x3_2000, 0x1000, 0, VECTOR_NONE),
+            (
+                crate::mem::RING_MEM_DECISIONS,
+                0x1_4000,
+                0x8000,
+                0x2_1080,
+                3,
+            ),
+            (crate::mem::RING_MEM_RECORDS, 0x3_3000, 0x8000, 0x0_2080, 3),
+            (crate::mem::MEM_CONFIG, 0x3_B000, 0x1000, 0, VECTOR_NONE),
         ];
         for (kind, offset, size, credit, vector) in expect {
             let p = l.place(kind);

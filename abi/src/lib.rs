@@ -13,6 +13,7 @@
 //! - [`msg`]: link-test messages and decoders with counters (the echo service that answers
 //!   them lives in `wave-policy`).
 //! - [`sched`]: scheduling: session config, event messages, per-CPU transaction slots.
+//! - [`mem`]: memory management: session config, region records, decisions, outcomes.
 //! - [`subsystem`]: the subsystem descriptors and their registration; layout, channels and
 //!   vectors are derived from them.
 //! - [`sync`]: the atomics shim (`core` normally, `loom` under `--cfg loom`).
@@ -27,6 +28,7 @@ compile_error!("wave-abi assumes a little-endian CPU on both sides of the link")
 
 pub mod endpoint;
 pub mod layout;
+pub mod mem;
 pub mod msg;
 pub mod region;
 pub mod ring;
@@ -41,7 +43,7 @@ mod loom_tests;
 /// ABI major version: a reader refuses any other major.
 pub const ABI_MAJOR: u16 = 1;
 /// ABI minor version: additions only; readers accept any minor of their major.
-pub const ABI_MINOR: u16 = 2;
+pub const ABI_MINOR: u16 = 3;
 
 pub use endpoint::{Channel, Down, Endpoint, LinkPoll};
 pub use layout::{Kind, Layout, LayoutError, Side};

@@ -1,4 +1,4 @@
-//! Subsystems declared once, as data: each subsystem (link test, scheduling, ...) is a
+//! Subsystems declared once, as data: each subsystem (link test, scheduling, memory, ...) is a
 //! [`Subsystem`] descriptor — its ring pair, its blocks (size and home side) and the doorbell
 //! vectors it needs — and [`SUBSYSTEMS`] registers them. Everything else is derived from that
 //! table (`docs/abi.md`, "Subsystems"):
@@ -51,12 +51,14 @@ pub struct Subsystem {
     /// Blocks, in placement order within their home half.
     pub blocks: &'static [BlockDesc],
     /// Doorbell vectors the subsystem uses beyond its channel vector (scheduling: one per host
-    /// CPU), numbered right after it. Only the last subsystem with extra vectors may grow.
+    /// CPU), numbered after every channel vector ([`extra_vector_base`]). Only the last
+    /// subsystem with extra vectors may grow.
     pub extra_vectors: u16,
 }
 
 /// Every subsystem, in registration order: index = channel number. Append only.
-pub const SUBSYSTEMS: [Subsystem; 2] = [crate::msg::LINK_TEST, crate::sched::SCHED];
+pub const SUBSYSTEMS: [Subsystem; 3] =
+    [crate::msg::LINK_TEST, crate::sched::SCHED, crate::mem::MEM];
 
 /// Channels (one per subsystem).
 pub const CHANNELS: usize = SUBSYSTEMS.len();
@@ -188,20 +190,24 @@ pub fn kind_info(kind: Kind) -> Option<&'static KindInfo> {
 }
 
 /// The doorbell vector of channel `ch` (the one that wakes either side's consumer of its
-/// rings): control is vector 0, then each subsystem takes its channel vector and its extras.
+/// rings): control is vector 0, then every channel in order takes one (channel `ch`: vector
+/// `1 + ch`), then come the extra vectors of each subsystem in order. Channel vectors first,
+/// so every channel's vector stays below 64 however many extras a subsystem has (the IPU's
+/// interrupt controller and the wait masks hold 64 vectors).
 pub const fn channel_vector(ch: usize) -> u16 {
-    let mut v = 1u16;
+    1 + ch as u16
+}
+
+/// The first of channel `ch`'s extra vectors (after every channel vector and the extras of
+/// the channels before it).
+pub const fn extra_vector_base(ch: usize) -> u16 {
+    let mut v = 1 + CHANNELS as u16;
     let mut i = 0;
     while i < ch && i < CHANNELS {
-        v += 1 + SUBSYSTEMS[i].extra_vectors;
+        v += SUBSYSTEMS[i].extra_vectors;
         i += 1;
     }
     v
-}
-
-/// The first of channel `ch`'s extra vectors (right after its channel vector).
-pub const fn extra_vector_base(ch: usize) -> u16 {
-    channel_vector(ch) + 1
 }
 
 /// Doorbell vectors a transport must provide for every channel vector (extras are optional:
@@ -243,10 +249,12 @@ mod tests {
     fn vectors_and_channels_follow_registration_order() {
         assert_eq!(channel_vector(0), 1, "link test");
         assert_eq!(channel_vector(1), 2, "scheduling");
+        assert_eq!(channel_vector(2), 3, "memory");
+        assert_eq!(MIN_VECTORS, CHANNELS as u32 + 1);
+        // The extras (scheduling: one per host CPU) follow every channel vector.
         assert_eq!(extra_vector_base(1), crate::sched::CPU_VECTOR_BASE);
-        assert_eq!(MIN_VECTORS, 3);
-        // A subsystem appended after scheduling would start after its 64 CPU vectors.
-        assert_eq!(channel_vector(2), 2 + 1 + 64);
+        assert_eq!(extra_vector_base(1), 1 + CHANNELS as u16);
+        assert_eq!(extra_vector_base(2), 1 + CHANNELS as u16 + 64);
     }
 
     #[test]

@@ -76,7 +76,7 @@ proptest! {
         let size = Layout::min_size(4);
         let words = region_words(size);
         let region = SharedRegion::from_words(&words);
-        let layout = Layout::v1(4, size, 3).unwrap();
+        let layout = Layout::v1(4, size, wave_abi::layout::MIN_VECTORS).unwrap();
         layout.write(&region).unwrap();
         let mut host = Endpoint::new(region, &layout, Side::Host, 5).unwrap();
         let ipu = StatusView::new(&region, IPU_STATUS_OFFSET).unwrap();
@@ -99,7 +99,10 @@ fn version_mismatch_is_reported() {
     let size = Layout::min_size(4);
     let words = region_words(size);
     let region = SharedRegion::from_words(&words);
-    Layout::v1(4, size, 3).unwrap().write(&region).unwrap();
+    Layout::v1(4, size, wave_abi::layout::MIN_VECTORS)
+        .unwrap()
+        .write(&region)
+        .unwrap();
     // Patch the major to 2.
     let w = region.word(8).unwrap();
     let v = u64::from_le(w.load(Ordering::Relaxed));
