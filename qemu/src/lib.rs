@@ -20,6 +20,7 @@ pub mod cmdline;
 pub mod console;
 pub mod defmt;
 pub mod demo;
+pub mod demo_mem;
 pub mod elf;
 pub mod error;
 pub mod firmware;

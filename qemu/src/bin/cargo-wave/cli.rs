@@ -49,8 +49,60 @@ pub enum Agent {
     Linux,
 }
 
+/// Which subsystem `demo` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoSubsystem {
+    /// Thread scheduling (the RocksDB-like request workload).
+    Sched,
+    /// Memory management (a key-value table; `--agent linux` is the no-management baseline).
+    Mem,
+}
+
+/// Options of the memory demo (`--subsystem mem`).
+#[derive(Debug, Args)]
+pub struct MemDemoArgs {
+    /// Size of the key-value table in MiB.
+    #[arg(long, default_value_t = 1024, value_name = "MIB",
+          value_parser = clap::value_parser!(u64).range(8..=65536))]
+    pub table_mib: u64,
+    /// Offered key-value load in operations per second (open-loop Poisson arrivals).
+    #[arg(long, default_value_t = 100_000.0, value_name = "OPS/S")]
+    pub kv_rate: f64,
+    /// Seconds of load per mode (the hot set moves halfway).
+    #[arg(long, default_value_t = 20.0, value_name = "SECS")]
+    pub mem_duration: f64,
+    /// Scan interval in milliseconds.
+    #[arg(long, default_value_t = 100, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(5..=10_000))]
+    pub interval_ms: u64,
+    /// Scan intervals per SLO minute (the demo's time base).
+    #[arg(long, default_value_t = 10, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub minute_intervals: u32,
+    /// Promotion-rate SLO in ppm of the working set per minute (2000 = 0.2%/min).
+    #[arg(long, default_value_t = 2000, value_name = "PPM")]
+    pub slo_ppm: u32,
+    /// Share of the keys in the hot set.
+    #[arg(long, value_name = "F")]
+    pub hot_fraction: Option<f64>,
+    /// Share of operations reading a random key outside the hot set.
+    #[arg(long, value_name = "F")]
+    pub cold_fraction: Option<f64>,
+    /// Run without a far tier (no reclaim; the saving is 0).
+    #[arg(long)]
+    pub no_far_tier: bool,
+    /// Write an SVG of resident memory and GET p99 over time to this file.
+    #[arg(long, value_name = "PATH")]
+    pub plot: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
+    /// The subsystem to demonstrate.
+    #[arg(long, value_enum, default_value = "sched")]
+    pub subsystem: DemoSubsystem,
+    #[command(flatten)]
+    pub mem: MemDemoArgs,
     /// Agents to run, in order (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Agent::Ipu, Agent::Host, Agent::Linux])]
     pub agent: Vec<Agent>,

@@ -2,6 +2,7 @@
 //! options, calls the `wave_qemu` library and turns every result into the documented exit code.
 
 mod cli;
+mod mem_demo;
 mod test_cmd;
 
 use std::process::ExitCode as ProcessExit;
@@ -88,6 +89,9 @@ fn link_test(args: LinkTestArgs) -> anyhow::Result<ExitCode> {
 
 fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     use wave_host_shim::engine::{AgentMode, EngineConfig};
+    if args.subsystem == cli::DemoSubsystem::Mem {
+        return mem_demo::demo_mem(args);
+    }
     if !(args.duration > 0.0 && args.duration <= 3600.0) {
         anyhow::bail!("--duration must be between 0 and 3600 seconds");
     }
