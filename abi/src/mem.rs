@@ -77,6 +77,8 @@ const FLAGS_ALL: u32 = FLAG_READ | FLAG_WRITTEN | FLAG_FAR;
 
 /// Most regions a session manages (region ids are `0..n_regions`).
 pub const MAX_REGIONS: u32 = 1 << 24;
+/// Most pages a record may report faulted back (a region of 4 GiB of 4 KiB pages).
+pub const MAX_FAULTED: u32 = 1 << 20;
 
 /// What a decision asks for (the wire value of `action`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -135,6 +137,8 @@ pub enum ToIpu {
         seq: Seq,
         /// [`FLAG_READ`] | [`FLAG_WRITTEN`] | [`FLAG_FAR`].
         flags: u32,
+        /// Pages of a far region that came back in the interval (≤ [`MAX_FAULTED`]).
+        faulted: u32,
     },
     /// The outcome of transaction `txn` on `region`; `seq` is the region's sequence number
     /// after it.
@@ -186,7 +190,7 @@ struct RecordWire {
     region: U32,
     seq: U32,
     flags: U32,
-    reserved: U32,
+    faulted: U32,
     checksum: U64,
 }
 
@@ -241,12 +245,17 @@ fn seal(tag: u16, bytes: &mut [u8]) -> EntryBody {
 /// Encodes a host→IPU message.
 pub fn encode_to_ipu(m: &ToIpu) -> EntryBody {
     match *m {
-        ToIpu::Record { region, seq, flags } => {
+        ToIpu::Record {
+            region,
+            seq,
+            flags,
+            faulted,
+        } => {
             let mut w = RecordWire {
                 region: region.into(),
                 seq: seq.0.into(),
                 flags: flags.into(),
-                reserved: 0.into(),
+                faulted: faulted.into(),
                 checksum: 0.into(),
             };
             seal(TAG_MEM_RECORD, w.as_mut_bytes())
@@ -312,7 +321,7 @@ pub enum MemDecodeError {
     /// Checksum mismatch (a torn or corrupted entry).
     Checksum,
     /// A field out of range: unknown flag bits, action or outcome kind, region id ≥
-    /// [`MAX_REGIONS`], transaction 0, interval 0.
+    /// [`MAX_REGIONS`], faulted pages > [`MAX_FAULTED`], transaction 0, interval 0.
     BadValue,
 }
 
@@ -401,16 +410,17 @@ pub fn decode_to_ipu(body: &EntryBody) -> Result<ToIpu, MemDecodeError> {
     match body.tag.get() {
         TAG_MEM_RECORD => {
             let w: RecordWire = read(checked(body, RECORD_LEN)?)?;
-            if w.reserved.get() != 0 {
-                return Err(MemDecodeError::Reserved);
-            }
-            if w.flags.get() & !FLAGS_ALL != 0 || w.region.get() >= MAX_REGIONS {
+            if w.flags.get() & !FLAGS_ALL != 0
+                || w.region.get() >= MAX_REGIONS
+                || w.faulted.get() > MAX_FAULTED
+            {
                 return Err(MemDecodeError::BadValue);
             }
             Ok(ToIpu::Record {
                 region: w.region.get(),
                 seq: Seq(w.seq.get()),
                 flags: w.flags.get(),
+                faulted: w.faulted.get(),
             })
         }
         TAG_MEM_OUTCOME => {
@@ -491,9 +501,9 @@ impl ToHostDecoder {
     }
 }
 
-/// Policy parameters carried in the configuration, in word order (words 2..=11 of the
+/// Policy parameters carried in the configuration, in word order (words 2..=14 of the
 /// block); 0 = the policy's default. See `wave_policy::mem::MemConfig`.
-pub const PARAM_NAMES: [&str; 10] = [
+pub const PARAM_NAMES: [&str; 13] = [
     "min_threshold",
     "max_threshold",
     "intervals_per_minute",
@@ -504,6 +514,9 @@ pub const PARAM_NAMES: [&str; 10] = [
     "collapse_after",
     "collapse_quota",
     "pending_timeout",
+    "region_pages",
+    "promote_pages",
+    "initial_threshold",
 ];
 
 /// The session configuration (block `MemConfig`, home IPU, written by the host).

@@ -211,13 +211,19 @@ fn rows(runs: &[MemDemoRun]) -> Vec<(String, Vec<String>)> {
     };
     row("saved net: steady", &|r| saved(r, 1));
     row("saved net: after the phase change", &|r| saved(r, 2));
-    row("promotions/min: before / after move", &|r| {
+    row("promoted pages/min: before/move/settled", &|r| {
         let p = r.results.promotions_per_min();
-        managed(r, format!("{:.2} / {:.2}", p[0], p[1]))
+        managed(r, format!("{:.1} / {:.1} / {:.1}", p[0], p[1], p[2]))
     });
-    row("SLO (0.2% WSS)/min: before / after", &|r| {
+    row("SLO pages/min (0.2% of WSS): same", &|r| {
         let s = r.results.slo_per_min();
-        managed(r, format!("{:.2} / {:.2}", s[0], s[1]))
+        managed(r, format!("{:.1} / {:.1} / {:.1}", s[0], s[1], s[2]))
+    });
+    row("promotions within the SLO (steady)", &|r| {
+        managed(
+            r,
+            if r.results.within_slo() { "yes" } else { "NO" }.to_string(),
+        )
     });
     row("throughput (ops/s)", &|r| {
         format!("{:.0}", r.results.throughput)
@@ -346,7 +352,7 @@ fn run_json(r: &MemDemoRun) -> String {
         .map(|(t, v)| format!("[{},{v}]", num(*t)))
         .collect();
     format!(
-        "{{\"mode\":\"{}\",\"far_tier\":\"{}\",\"table_bytes\":{},\"resident\":{:?},\"far_used\":{:?},\"saved\":{:?},\"ops\":{},\"throughput\":{},\"get\":{},\"checksum_failures\":{},\"promotions\":{},\"promotions_after_move\":{},\"promotions_per_min\":[{},{}],\"slo_per_min\":[{},{}],\"intervals\":{},\"decisions\":{:?},\"outcomes\":{:?},\"decision_latency\":{},\"round_trip\":{},\"mech_cpu_s\":{},\"policy_cpu_s\":{},\"emulator_cpu_s\":{},\"invalid_entries\":{},\"invariant_violations\":{},\"phase_s\":{},\"samples\":[{}],\"get_p99_windows\":[{}]}}",
+        "{{\"mode\":\"{}\",\"far_tier\":\"{}\",\"table_bytes\":{},\"resident\":{:?},\"far_used\":{:?},\"saved\":{:?},\"ops\":{},\"throughput\":{},\"get\":{},\"checksum_failures\":{},\"promoted_pages\":{},\"promoted_pages_after_move\":{},\"promotions_per_min\":[{},{},{}],\"slo_per_min\":[{},{},{}],\"within_slo\":{},\"intervals\":{},\"decisions\":{:?},\"outcomes\":{:?},\"decision_latency\":{},\"round_trip\":{},\"mech_cpu_s\":{},\"policy_cpu_s\":{},\"emulator_cpu_s\":{},\"invalid_entries\":{},\"invariant_violations\":{},\"phase_s\":{},\"samples\":[{}],\"get_p99_windows\":[{}]}}",
         x.mode,
         x.far_tier.replace('"', "'"),
         x.table_bytes,
@@ -357,12 +363,15 @@ fn run_json(r: &MemDemoRun) -> String {
         num(x.throughput),
         latency_json(&x.get),
         x.checksum_failures,
-        w.promotions,
-        w.promotions_after_mark,
+        w.promoted_pages,
+        w.promoted_pages_after_mark,
         num(p[0]),
         num(p[1]),
+        num(p[2]),
         num(s[0]),
         num(s[1]),
+        num(s[2]),
+        x.within_slo(),
         w.intervals,
         w.decisions,
         w.outcomes,

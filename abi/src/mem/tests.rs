@@ -11,6 +11,7 @@ fn record(region: u32, seq: u32, flags: u32) -> ToIpu {
         region,
         seq: Seq(seq),
         flags,
+        faulted: 0,
     }
 }
 
@@ -82,6 +83,12 @@ fn decoder_counts_each_reason() {
     let bad_flags = encode_to_ipu(&record(3, 4, 8));
     let bad_region = encode_to_ipu(&record(MAX_REGIONS, 4, 0));
     let zero_tick = encode_to_ipu(&ToIpu::Tick { interval: 0 });
+    let too_many = encode_to_ipu(&ToIpu::Record {
+        region: 0,
+        seq: Seq(1),
+        flags: FLAG_FAR,
+        faulted: MAX_FAULTED + 1,
+    });
     let zero_txn = encode_to_ipu(&ToIpu::Outcome {
         txn: TxnId(0),
         region: 0,
@@ -99,6 +106,7 @@ fn decoder_counts_each_reason() {
         bad_region,
         zero_tick,
         zero_txn,
+        too_many,
         EntryBody::ZERO,
     ] {
         let _ = d.decode(&b);
@@ -111,10 +119,10 @@ fn decoder_counts_each_reason() {
             bad_length: 1,
             reserved: 2,
             checksum: 1,
-            bad_value: 4,
+            bad_value: 5,
         }
     );
-    assert_eq!(d.stats.invalid(), 9);
+    assert_eq!(d.stats.invalid(), 10);
 }
 
 #[test]
@@ -205,7 +213,7 @@ fn configuration_publishes_and_reads_back() {
     );
     let cfg = MemSessionConfig {
         n_regions: 512,
-        params: [2, 16384, 10, 2000, 0, 64, 64, 8, 4, 64],
+        params: [2, 16384, 10, 2000, 0, 64, 64, 8, 4, 64, 512, 16, 32],
     };
     cfg.publish(&region, &layout, 7).unwrap();
     assert_eq!(MemSessionConfig::read(&region, &layout), Ok((7, cfg)));

@@ -184,9 +184,15 @@ impl<'a, const N: usize> MemService<'a, N> {
             return false;
         };
         match m {
-            ToIpu::Record { region, seq, flags } => {
+            ToIpu::Record {
+                region,
+                seq,
+                flags,
+                faulted,
+            } => {
                 self.stats.records += 1;
                 policy.on_record(RegionRecord {
+                    faulted,
                     region: RegionId(region),
                     seq,
                     read: flags & FLAG_READ != 0,
@@ -247,6 +253,9 @@ pub fn policy_config(c: &MemSessionConfig) -> MemConfig {
         collapse_after: p(7, d.collapse_after),
         collapse_quota: p(8, d.collapse_quota),
         pending_timeout: p(9, d.pending_timeout),
+        region_pages: p(10, d.region_pages),
+        promote_pages: p(11, d.promote_pages),
+        initial_threshold: p(12, d.initial_threshold),
     }
 }
 
@@ -265,6 +274,9 @@ pub fn wire_config(c: &MemConfig) -> MemSessionConfig {
             c.collapse_after,
             c.collapse_quota,
             c.pending_timeout,
+            c.region_pages,
+            c.promote_pages,
+            c.initial_threshold,
         ],
     }
 }
@@ -341,6 +353,7 @@ pub fn record_msg(r: &RegionRecord) -> ToIpu {
         region: r.region.0,
         seq: r.seq,
         flags,
+        faulted: r.faulted,
     }
 }
 

@@ -28,6 +28,8 @@ struct RegionState {
     huge_until: Option<u64>,
     /// Resident pages right after the region was reclaimed (growth = faulted back).
     present_at_reclaim: u64,
+    /// Pages faulted back since the last record.
+    faulted: u64,
     read: bool,
     written: bool,
 }
@@ -321,8 +323,13 @@ impl Mechanism {
                     read,
                     written,
                     tier,
+                    faulted: if r.far {
+                        r.faulted.min(u32::MAX as u64) as u32
+                    } else {
+                        0
+                    },
                 });
-                (r.read, r.written) = (false, false);
+                (r.read, r.written, r.faulted) = (false, false, 0);
                 n += 1;
             }
         }
@@ -374,6 +381,7 @@ impl Mechanism {
             let r = &mut self.regions[i];
             if present > r.present_at_reclaim {
                 r.read = true;
+                r.faulted += present - r.present_at_reclaim;
                 r.present_at_reclaim = present;
             }
         }
@@ -482,6 +490,7 @@ impl Mechanism {
         let present = self.count_pages(i, sys::PAGE_IS_PRESENT)?;
         let r = &mut self.regions[i];
         (r.far, r.present_at_reclaim, r.seq) = (true, present, r.seq.wrapping_add(1));
+        r.faulted = 0;
         self.stats.pages_out += swapped;
         Ok(OutcomeKind::Committed)
     }

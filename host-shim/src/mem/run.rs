@@ -85,7 +85,8 @@ impl Default for MemRunConfig {
             interval: Duration::from_millis(100),
             load: KvLoadConfig::default(),
             policy: MemConfig {
-                intervals_per_minute: 10,
+                intervals_per_minute: 1,
+                initial_threshold: 64,
                 ..MemConfig::default()
             },
             read_samples: 1,
@@ -132,8 +133,12 @@ pub struct MemRunResults {
     pub intervals_per_minute: u32,
     /// See `intervals_per_minute`.
     pub slo_ppm: u32,
-    /// Mean working set (regions) before and after the phase change.
-    pub wss_mean: [f64; 2],
+    /// Working set (regions) at each interval.
+    pub wss_per_interval: Vec<u32>,
+    /// Pages promoted in each interval.
+    pub promoted: Vec<u64>,
+    /// Pages per region.
+    pub region_pages: u64,
     /// Decision latency (Tick → decision applied) and round trip (Tick → Done).
     pub decision_latency: Latency,
     /// See `decision_latency`.
@@ -153,23 +158,37 @@ pub struct MemRunResults {
 }
 
 impl MemRunResults {
-    /// Promotions per SLO minute over the run, before and after the phase change.
-    pub fn promotions_per_min(&self) -> [f64; 2] {
-        let Some(w) = &self.wire else {
-            return [0.0; 2];
-        };
+    /// Promoted pages per SLO minute: before the phase change, in the first half of the time
+    /// after it (the new hot set comes back), and in the second half (settled).
+    pub fn promotions_per_min(&self) -> [f64; 3] {
+        let n = self.wss_per_interval.len();
         let ipm = self.intervals_per_minute.max(1) as f64;
-        let half = (w.intervals / 2).max(1) as f64;
-        let before = w.promotions - w.promotions_after_mark;
-        [
-            before as f64 / (half / ipm),
-            w.promotions_after_mark as f64 / (half / ipm),
-        ]
+        let rate = |a: usize, b: usize| {
+            let pages: u64 = self.promoted.iter().take(b).skip(a).sum();
+            pages as f64 * ipm / (b.saturating_sub(a)).max(1) as f64
+        };
+        let (half, three_q) = (n / 2, n * 3 / 4);
+        [rate(0, half), rate(half, three_q), rate(three_q, n)]
     }
 
-    /// The SLO in regions per minute, before and after the phase change (on the mean WSS).
-    pub fn slo_per_min(&self) -> [f64; 2] {
-        self.wss_mean.map(|w| w * self.slo_ppm as f64 / 1_000_000.0)
+    /// The SLO in pages per minute, before and after the phase change (`slo_ppm` of the mean
+    /// working set's pages).
+    pub fn slo_per_min(&self) -> [f64; 3] {
+        let n = self.wss_per_interval.len();
+        let pages = self.region_pages as f64;
+        let mean = |a: usize, b: usize| {
+            let v = self.wss_per_interval.get(a..b).unwrap_or(&[]);
+            v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64
+        };
+        let (half, three_q) = (n / 2, n * 3 / 4);
+        [mean(0, half), mean(half, three_q), mean(three_q, n)]
+            .map(|w| w * pages * self.slo_ppm as f64 / 1_000_000.0)
+    }
+
+    /// True if the promotion rate before the move and once settled after it is within the SLO.
+    pub fn within_slo(&self) -> bool {
+        let (p, s) = (self.promotions_per_min(), self.slo_per_min());
+        p[0] <= s[0] && p[2] <= s[2]
     }
 }
 
@@ -391,6 +410,7 @@ pub fn run_managed<L: Link>(
     let layout = Layout::read(&region).map_err(|e| e.to_string())?;
     let pcfg = MemConfig {
         n_regions: mech.n_regions(),
+        region_pages: (mech.region_bytes() / super::PAGE) as u32,
         ..cfg.policy
     };
     let mut ep = Endpoint::primary(region, &layout, Side::Host, link.epoch(), &[MEM_CHANNEL])
@@ -417,6 +437,7 @@ pub fn run_managed<L: Link>(
         note,
         intervals_per_minute: pcfg.intervals_per_minute,
         slo_ppm: pcfg.slo_ppm_per_minute,
+        region_pages: (mech.region_bytes() / super::PAGE) as u64,
         ..MemRunResults::default()
     };
     let (load, mut kv, svc) = std::thread::scope(|s| {
@@ -463,6 +484,7 @@ pub fn run_managed<L: Link>(
 struct Report {
     samples: Vec<Sample>,
     wss: Vec<u32>,
+    promoted: Vec<u64>,
     counters: WireCounters,
     decision_latency: Latency,
     round_trip: Latency,
@@ -474,6 +496,7 @@ impl Report {
         Report {
             samples: std::mem::take(&mut svc.samples),
             wss: std::mem::take(&mut svc.wss),
+            promoted: std::mem::take(&mut svc.promoted),
             counters: svc.counters,
             decision_latency: svc.decision_latency.summary(),
             round_trip: svc.round_trip.summary(),
@@ -502,9 +525,8 @@ impl Report {
             res.far_used[i] = p.far_used;
             res.saved[i] = table - p.resident as i64 - p.far_used as i64;
         }
-        let half = self.wss.len() / 2;
-        let mean = |v: &[u32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64;
-        res.wss_mean = [mean(&self.wss[..half]), mean(&self.wss[half..])];
+        res.wss_per_interval = self.wss;
+        res.promoted = self.promoted;
         let c = self.counters;
         let decided: u64 = c.decisions.iter().sum();
         let outcomes: u64 = c.outcomes.iter().sum();

@@ -56,10 +56,13 @@ pub struct WireCounters {
     pub decisions: [u64; 3],
     /// Outcomes, by kind (`[committed, stale, failed]`).
     pub outcomes: [u64; 3],
-    /// Demand promotions: far regions observed accessed (once per stay in the far tier).
-    pub promotions: u64,
-    /// Promotions in the intervals after the phase change mark (see [`MemHostService::mark`]).
-    pub promotions_after_mark: u64,
+    /// Pages promoted back into DRAM: faulted back from the far tier, or brought back by a
+    /// whole-region promotion (the SLO's unit, as in Google's far memory).
+    pub promoted_pages: u64,
+    /// Promoted pages in the intervals after the phase change mark ([`MemHostService::mark`]).
+    pub promoted_pages_after_mark: u64,
+    /// Far regions observed accessed (demand promotions, counted per region and interval).
+    pub far_accesses: u64,
     /// Scans that failed (the interval posts no records).
     pub scan_errors: u64,
     /// Most entries waiting for room in the records ring.
@@ -92,7 +95,8 @@ pub struct MemHostService<'m> {
     next_scan_ns: u64,
     ticks: VecDeque<(u64, u64)>,
     last_access: Vec<u64>,
-    promoted: Vec<bool>,
+    faulted: Vec<u64>,
+    region_pages: u64,
     mark: Option<u64>,
     threshold: u32,
     last_progress_ns: u64,
@@ -107,6 +111,9 @@ pub struct MemHostService<'m> {
     pub samples: Vec<Sample>,
     /// Working set (regions) at each interval.
     pub wss: Vec<u32>,
+    /// Pages promoted in each interval (faults seen by its scan, whole regions by the
+    /// promotions it applied).
+    pub promoted: Vec<u64>,
     /// Counters.
     pub counters: WireCounters,
 }
@@ -115,6 +122,7 @@ impl<'m> MemHostService<'m> {
     /// A service over `mech` (its regions are the session's), reporting progress from `kv`.
     pub fn new(mech: &'m mut Mechanism, kv: &'m KvShared, sched: Schedule) -> Self {
         let n = mech.n_regions() as usize;
+        let region_pages = (mech.region_bytes() / super::PAGE) as u64;
         MemHostService {
             mech,
             kv,
@@ -125,7 +133,8 @@ impl<'m> MemHostService<'m> {
             next_scan_ns: 0,
             ticks: VecDeque::new(),
             last_access: vec![0; n],
-            promoted: vec![false; n],
+            faulted: vec![0; n],
+            region_pages,
             mark: None,
             threshold: 0,
             last_progress_ns: 0,
@@ -136,6 +145,7 @@ impl<'m> MemHostService<'m> {
             round_trip: Histogram::new(),
             samples: Vec::new(),
             wss: Vec::new(),
+            promoted: Vec::new(),
             counters: WireCounters::default(),
         }
     }
@@ -169,21 +179,20 @@ impl<'m> MemHostService<'m> {
             self.counters.scan_errors += 1;
             log.log(format_args!("mem: scan failed: {e}"));
         }
-        for r in &self.recs {
+        let recs = std::mem::take(&mut self.recs);
+        for r in &recs {
             let i = r.region.0 as usize;
             if r.accessed() {
                 self.last_access[i] = interval;
-                if r.tier == Tier::Far && !self.promoted[i] {
-                    self.promoted[i] = true;
-                    self.counters.promotions += 1;
-                    if self.mark.is_some() {
-                        self.counters.promotions_after_mark += 1;
-                    }
+                if r.tier == Tier::Far {
+                    self.counters.far_accesses += 1;
+                    self.promote_pages(i, r.faulted.max(1) as u64);
                 }
             }
             self.backlog.push_back(encode_to_ipu(&record_msg(r)));
         }
-        self.counters.records += self.recs.len() as u64;
+        self.counters.records += recs.len() as u64;
+        self.recs = recs;
         let wss = self
             .last_access
             .iter()
@@ -250,12 +259,31 @@ impl<'m> MemHostService<'m> {
         self.counters.decisions[action.index()] += 1;
         let o = self.mech.apply(d);
         self.counters.outcomes[o.kind.index()] += 1;
-        if action == MemAction::Reclaim && o.kind == OutcomeKind::Committed {
-            if let Some(p) = self.promoted.get_mut(o.region.0 as usize) {
-                *p = false;
+        let i = o.region.0 as usize;
+        match (action, o.kind) {
+            (MemAction::Reclaim, OutcomeKind::Committed) if i < self.faulted.len() => {
+                self.faulted[i] = 0;
             }
+            (MemAction::Promote, OutcomeKind::Committed) if i < self.faulted.len() => {
+                let rest = self.region_pages.saturating_sub(self.faulted[i]);
+                self.promote_pages(i, rest);
+            }
+            _ => {}
         }
         self.backlog.push_back(encode_to_ipu(&outcome_msg(&o)));
+    }
+
+    fn promote_pages(&mut self, i: usize, pages: u64) {
+        self.faulted[i] += pages;
+        let k = self.counters.intervals.saturating_sub(1) as usize;
+        if self.promoted.len() <= k {
+            self.promoted.resize(k + 1, 0);
+        }
+        self.promoted[k] += pages;
+        self.counters.promoted_pages += pages;
+        if self.mark.is_some() {
+            self.counters.promoted_pages_after_mark += pages;
+        }
     }
 
     /// Sends what the ring has room for, in order.
@@ -287,12 +315,12 @@ impl<'m> MemHostService<'m> {
         let (present, swapped) = self.mech.residency().unwrap_or((0, 0));
         let t = now.saturating_sub(self.origin_ns.unwrap_or(now)) as f64 / 1e9;
         eprint!(
-            "{}  t={t:>5.1}s resident {:>5} MiB far {:>5} MiB threshold {:>5} promotions {:>4} stale {:>4} ops {:>9} GET p99 {:>7} us{}",
+            "{}  t={t:>5.1}s resident {:>5} MiB far {:>5} MiB threshold {:>5} promoted {:>6} pages stale {:>4} ops {:>9} GET p99 {:>7} us{}",
             crate::engine::progress_prefix(),
             (present * super::PAGE as u64) >> 20,
             (swapped * super::PAGE as u64) >> 20,
             self.threshold,
-            self.counters.promotions,
+            self.counters.promoted_pages,
             self.counters.outcomes[1],
             self.kv.ops.load(Relaxed),
             self.kv.p99_ns.load(Relaxed) / 1000,

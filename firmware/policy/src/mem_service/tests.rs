@@ -60,6 +60,7 @@ fn records_and_a_tick_in_decisions_and_done_out() {
         region: 1 << 24,
         seq: Seq(1),
         flags: 0,
+        faulted: 0,
     });
     let tick = |i| encode_to_ipu(&ToIpu::Tick { interval: i });
     let bodies = [encode_to_ipu(&record_msg(&rec)), torn, hostile, tick(1)];

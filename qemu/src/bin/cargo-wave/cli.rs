@@ -75,8 +75,9 @@ pub struct MemDemoArgs {
     #[arg(long, default_value_t = 100, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(5..=10_000))]
     pub interval_ms: u64,
-    /// Scan intervals per SLO minute (the demo's time base).
-    #[arg(long, default_value_t = 10, value_name = "N",
+    /// Scan intervals per SLO minute (the demo's time base; 1 maps the policy's smallest cold
+    /// threshold, 2 intervals, onto Google's 120 s).
+    #[arg(long, default_value_t = 1, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub minute_intervals: u32,
     /// Promotion-rate SLO in ppm of the working set per minute (2000 = 0.2%/min).
