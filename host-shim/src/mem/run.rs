@@ -158,37 +158,39 @@ pub struct MemRunResults {
 }
 
 impl MemRunResults {
-    /// Promoted pages per SLO minute: before the phase change, in the first half of the time
-    /// after it (the new hot set comes back), and in the second half (settled).
-    pub fn promotions_per_min(&self) -> [f64; 3] {
+    /// The run's four windows, as interval ranges: warm-up (the first quarter: the policy
+    /// learns the workload), steady before the move, the move (the new hot set comes back),
+    /// settled after it.
+    fn windows(&self) -> [(usize, usize); 4] {
         let n = self.wss_per_interval.len();
+        let q = |k: usize| n * k / 4;
+        [(0, q(1)), (q(1), q(2)), (q(2), q(3)), (q(3), n)]
+    }
+
+    /// Promoted pages per SLO minute in each of [`Self::windows`].
+    pub fn promotions_per_min(&self) -> [f64; 4] {
         let ipm = self.intervals_per_minute.max(1) as f64;
-        let rate = |a: usize, b: usize| {
+        self.windows().map(|(a, b)| {
             let pages: u64 = self.promoted.iter().take(b).skip(a).sum();
-            pages as f64 * ipm / (b.saturating_sub(a)).max(1) as f64
-        };
-        let (half, three_q) = (n / 2, n * 3 / 4);
-        [rate(0, half), rate(half, three_q), rate(three_q, n)]
+            pages as f64 * ipm / b.saturating_sub(a).max(1) as f64
+        })
     }
 
-    /// The SLO in pages per minute, before and after the phase change (`slo_ppm` of the mean
-    /// working set's pages).
-    pub fn slo_per_min(&self) -> [f64; 3] {
-        let n = self.wss_per_interval.len();
+    /// The SLO in pages per minute in each window (`slo_ppm` of the mean working set's pages).
+    pub fn slo_per_min(&self) -> [f64; 4] {
         let pages = self.region_pages as f64;
-        let mean = |a: usize, b: usize| {
+        self.windows().map(|(a, b)| {
             let v = self.wss_per_interval.get(a..b).unwrap_or(&[]);
-            v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64
-        };
-        let (half, three_q) = (n / 2, n * 3 / 4);
-        [mean(0, half), mean(half, three_q), mean(three_q, n)]
-            .map(|w| w * pages * self.slo_ppm as f64 / 1_000_000.0)
+            let wss = v.iter().map(|&x| x as f64).sum::<f64>() / v.len().max(1) as f64;
+            wss * pages * self.slo_ppm as f64 / 1_000_000.0
+        })
     }
 
-    /// True if the promotion rate before the move and once settled after it is within the SLO.
+    /// True if the promotion rate is within the SLO in both steady windows (before the move,
+    /// and settled after it).
     pub fn within_slo(&self) -> bool {
         let (p, s) = (self.promotions_per_min(), self.slo_per_min());
-        p[0] <= s[0] && p[2] <= s[2]
+        p[1] <= s[1] && p[3] <= s[3]
     }
 }
 

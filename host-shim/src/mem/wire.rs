@@ -56,8 +56,8 @@ pub struct WireCounters {
     pub decisions: [u64; 3],
     /// Outcomes, by kind (`[committed, stale, failed]`).
     pub outcomes: [u64; 3],
-    /// Pages promoted back into DRAM: faulted back from the far tier, or brought back by a
-    /// whole-region promotion (the SLO's unit, as in Google's far memory).
+    /// Pages the application faulted back from the far tier (demand promotions: the SLO's
+    /// unit, as in Google's far memory; a whole-region promotion's prefetch is not counted).
     pub promoted_pages: u64,
     /// Promoted pages in the intervals after the phase change mark ([`MemHostService::mark`]).
     pub promoted_pages_after_mark: u64,
@@ -96,7 +96,6 @@ pub struct MemHostService<'m> {
     ticks: VecDeque<(u64, u64)>,
     last_access: Vec<u64>,
     faulted: Vec<u64>,
-    region_pages: u64,
     mark: Option<u64>,
     threshold: u32,
     last_progress_ns: u64,
@@ -111,8 +110,7 @@ pub struct MemHostService<'m> {
     pub samples: Vec<Sample>,
     /// Working set (regions) at each interval.
     pub wss: Vec<u32>,
-    /// Pages promoted in each interval (faults seen by its scan, whole regions by the
-    /// promotions it applied).
+    /// Pages faulted back from the far tier in each interval.
     pub promoted: Vec<u64>,
     /// Counters.
     pub counters: WireCounters,
@@ -122,7 +120,6 @@ impl<'m> MemHostService<'m> {
     /// A service over `mech` (its regions are the session's), reporting progress from `kv`.
     pub fn new(mech: &'m mut Mechanism, kv: &'m KvShared, sched: Schedule) -> Self {
         let n = mech.n_regions() as usize;
-        let region_pages = (mech.region_bytes() / super::PAGE) as u64;
         MemHostService {
             mech,
             kv,
@@ -134,7 +131,6 @@ impl<'m> MemHostService<'m> {
             ticks: VecDeque::new(),
             last_access: vec![0; n],
             faulted: vec![0; n],
-            region_pages,
             mark: None,
             threshold: 0,
             last_progress_ns: 0,
@@ -263,10 +259,6 @@ impl<'m> MemHostService<'m> {
         match (action, o.kind) {
             (MemAction::Reclaim, OutcomeKind::Committed) if i < self.faulted.len() => {
                 self.faulted[i] = 0;
-            }
-            (MemAction::Promote, OutcomeKind::Committed) if i < self.faulted.len() => {
-                let rest = self.region_pages.saturating_sub(self.faulted[i]);
-                self.promote_pages(i, rest);
             }
             _ => {}
         }

@@ -219,8 +219,9 @@ pub struct MemStats {
     pub unknown_outcomes: u64,
     /// Far regions observed accessed (demand promotions).
     pub promotions: u64,
-    /// Pages promoted back into DRAM (faulted back, or brought back by a whole-region
-    /// promotion): what the SLO limits.
+    /// Pages the application faulted back from the far tier (demand promotions, Google's
+    /// "promotions"): what the SLO limits. Pages a whole-region promotion brings back ahead
+    /// of use are not counted: they cost no fault.
     pub promoted_pages: u64,
     /// Times the feedback raised the threshold floor because promotions broke the SLO.
     pub slo_backoffs: u64,

@@ -460,11 +460,9 @@ impl<const N: usize> MemPolicy<N> {
             issued,
         });
         if action == MemAction::Promote {
+            // The rest of the region comes back ahead of use (a prefetch): it costs the host
+            // a decompression, not the application a fault, so the SLO does not count it.
             reg.want_promote = false;
-            // the rest of the region comes back with it
-            let rest = self.cfg.region_pages.saturating_sub(reg.faulted) as u64;
-            self.stats.promoted_pages += rest;
-            self.actual_cur += rest;
         }
         self.stats.decisions[action.index()] += 1;
         true
