@@ -278,7 +278,9 @@ impl Mechanism {
         let ok: Vec<bool> = self
             .regions
             .iter()
-            .map(|r| !r.far && r.huge_until.is_none())
+            // A region written in this scan is known to be in use: its read sample is skipped
+            // for the next interval, which spares hot regions the sample's fault.
+            .map(|r| !r.far && r.huge_until.is_none() && !r.written)
             .collect();
         let (base, rb) = (self.map.addr, self.cfg.region_bytes);
         let (mut hits, interval) = (Vec::new(), self.interval);

@@ -155,6 +155,8 @@ pub struct MemRunResults {
     pub mech: Option<MechStats>,
     /// A note for the reader (the far-tier fallback).
     pub note: Option<String>,
+    /// For `ipu`: host CPU seconds QEMU used emulating the IPU (set by the runner).
+    pub emulator_cpu_s: Option<f64>,
 }
 
 impl MemRunResults {

@@ -404,7 +404,7 @@ impl<const N: usize> MemPolicy<N> {
             self.floor = (self.floor.saturating_mul(2)).min(max);
             self.stats.slo_backoffs += 1;
             self.floor_age = 0;
-        } else if avg * PPM * 2 <= budget && self.floor > min && self.floor_age >= AVG_MINUTES / 2 {
+        } else if avg * PPM * 2 <= budget && self.floor > min && self.floor_age >= AVG_MINUTES {
             // lower it step by step, each step held a few minutes to see its promotions
             self.floor = (self.floor / 2).max(min);
             self.floor_age = 0;

@@ -112,7 +112,7 @@ pub fn demo_mem(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("wave: results written to {}", path.display());
     }
     if let Some(path) = &args.mem.plot {
-        std::fs::write(path, demo_mem::svg(&runs))
+        std::fs::write(path, demo_mem::plot(&runs))
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
         println!("wave: plot written to {}", path.display());
     }
