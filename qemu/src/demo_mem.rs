@@ -8,6 +8,7 @@
 //! host mechanism is the same in `host` and `ipu`. Then a side-by-side table, optionally JSON
 //! and an SVG of resident memory and GET p99 over time.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 pub use wave_host_shim::mem::report::{svg, table as results_table};
@@ -173,4 +174,40 @@ pub fn json(opts: &MemDemoOptions, runs: &[MemDemoRun]) -> String {
 pub fn plot(runs: &[MemDemoRun]) -> String {
     let r: Vec<mem_run::MemRunResults> = runs.iter().map(|r| r.results.clone()).collect();
     svg(&r)
+}
+
+/// The simulator's replay of the first managed run's recorded trace, tiled to 16, 64 and 256
+/// GiB: how the policy's cost grows with memory size (`None` without a managed run).
+pub fn scaling(opts: &MemDemoOptions, runs: &[MemDemoRun]) -> Option<String> {
+    let run = runs.iter().find(|r| !r.results.trace.is_empty())?;
+    let r = &run.results;
+    let base = r.n_regions.max(1);
+    let table_gib = r.table_bytes as f64 / (1u64 << 30) as f64;
+    let mut out = format!(
+        "simulator: the policy over the {} run's recorded trace ({} intervals of {} regions), tiled:\n",
+        r.mode,
+        r.trace.len(),
+        base
+    );
+    let _ = writeln!(
+        out,
+        "{:>8}  {:>8}  {:>16}  {:>14}  {:>10}  {:>6}",
+        "memory", "regions", "policy/interval", "per GiB", "decisions", "far %"
+    );
+    for gib in [16u64, 64, 256] {
+        let scale = ((gib as f64 / table_gib).round() as u32).max(1);
+        let rep = wave_sim::mem::replay(&r.trace, base, scale, opts.run.policy);
+        let mem_gib = rep.regions as f64 * table_gib / base as f64;
+        let _ = writeln!(
+            out,
+            "{:>5.0} GiB  {:>8}  {:>13.1} us  {:>11.2} us  {:>10}  {:>5.1}%",
+            mem_gib,
+            rep.regions,
+            rep.ns_per_interval / 1e3,
+            rep.ns_per_interval / 1e3 / mem_gib.max(1e-9),
+            rep.decisions,
+            100.0 * rep.far_regions as f64 / rep.regions.max(1) as f64
+        );
+    }
+    Some(out)
 }

@@ -139,6 +139,8 @@ pub struct MemRunResults {
     pub promoted: Vec<u64>,
     /// Pages per region.
     pub region_pages: u64,
+    /// Intervals scanned before the hot set moved.
+    pub mark_interval: Option<u64>,
     /// Decision latency (Tick → decision applied) and round trip (Tick → Done).
     pub decision_latency: Latency,
     /// See `decision_latency`.
@@ -157,16 +159,21 @@ pub struct MemRunResults {
     pub note: Option<String>,
     /// For `ipu`: host CPU seconds QEMU used emulating the IPU (set by the runner).
     pub emulator_cpu_s: Option<f64>,
+    /// The records the mechanism posted, per interval (for the simulator's replay).
+    pub trace: Vec<Vec<wave_policy::mem::RegionRecord>>,
+    /// Regions of the table (the trace's region ids are below it).
+    pub n_regions: u32,
 }
 
 impl MemRunResults {
-    /// The run's four windows, as interval ranges: warm-up (the first quarter: the policy
-    /// learns the workload), steady before the move, the move (the new hot set comes back),
-    /// settled after it.
+    /// The run's four windows, as interval ranges: warm-up (the first half of the intervals
+    /// before the hot set moves: the policy learns the workload), steady before the move, the
+    /// move (the first half of the intervals after it: the new hot set comes back), settled.
     fn windows(&self) -> [(usize, usize); 4] {
         let n = self.wss_per_interval.len();
-        let q = |k: usize| n * k / 4;
-        [(0, q(1)), (q(1), q(2)), (q(2), q(3)), (q(3), n)]
+        let m = self.mark_interval.map_or(n / 2, |m| m as usize).min(n);
+        let (a, b) = (m / 2, m + (n - m) / 2);
+        [(0, a), (a, m), (m, b), (b, n)]
     }
 
     /// Promoted pages per SLO minute in each of [`Self::windows`].
@@ -442,6 +449,7 @@ pub fn run_managed<L: Link>(
         intervals_per_minute: pcfg.intervals_per_minute,
         slo_ppm: pcfg.slo_ppm_per_minute,
         region_pages: (mech.region_bytes() / super::PAGE) as u64,
+        n_regions: mech.n_regions(),
         ..MemRunResults::default()
     };
     let (load, mut kv, svc) = std::thread::scope(|s| {
@@ -489,6 +497,8 @@ struct Report {
     samples: Vec<Sample>,
     wss: Vec<u32>,
     promoted: Vec<u64>,
+    trace: Vec<Vec<wave_policy::mem::RegionRecord>>,
+    mark: Option<u64>,
     counters: WireCounters,
     decision_latency: Latency,
     round_trip: Latency,
@@ -501,6 +511,8 @@ impl Report {
             samples: std::mem::take(&mut svc.samples),
             wss: std::mem::take(&mut svc.wss),
             promoted: std::mem::take(&mut svc.promoted),
+            trace: std::mem::take(&mut svc.trace),
+            mark: svc.mark_interval(),
             counters: svc.counters,
             decision_latency: svc.decision_latency.summary(),
             round_trip: svc.round_trip.summary(),
@@ -531,6 +543,8 @@ impl Report {
         }
         res.wss_per_interval = self.wss;
         res.promoted = self.promoted;
+        res.trace = self.trace;
+        res.mark_interval = self.mark;
         let c = self.counters;
         let decided: u64 = c.decisions.iter().sum();
         let outcomes: u64 = c.outcomes.iter().sum();

@@ -19,6 +19,9 @@ use wave_policy::runtime::{Log, Service, Step};
 use super::Mechanism;
 use crate::engine::hist::Histogram;
 
+/// Most intervals of records kept as the trace.
+pub const TRACE_INTERVALS: usize = 10_000;
+
 /// What the workload thread shares with the progress line.
 #[derive(Default)]
 pub struct KvShared {
@@ -112,6 +115,9 @@ pub struct MemHostService<'m> {
     pub wss: Vec<u32>,
     /// Pages faulted back from the far tier in each interval.
     pub promoted: Vec<u64>,
+    /// The records of every interval (the access trace the simulator replays; capped at
+    /// [`TRACE_INTERVALS`] intervals).
+    pub trace: Vec<Vec<RegionRecord>>,
     /// Counters.
     pub counters: WireCounters,
 }
@@ -142,6 +148,7 @@ impl<'m> MemHostService<'m> {
             samples: Vec::new(),
             wss: Vec::new(),
             promoted: Vec::new(),
+            trace: Vec::new(),
             counters: WireCounters::default(),
         }
     }
@@ -154,6 +161,11 @@ impl<'m> MemHostService<'m> {
     /// Promotions from now on are also counted in `promotions_after_mark` (the phase change).
     pub fn mark(&mut self) {
         self.mark = Some(self.counters.intervals);
+    }
+
+    /// The interval count when [`Self::mark`] was called.
+    pub fn mark_interval(&self) -> Option<u64> {
+        self.mark
     }
 
     /// The mechanism (for its counters and residency at the end).
@@ -188,6 +200,9 @@ impl<'m> MemHostService<'m> {
             self.backlog.push_back(encode_to_ipu(&record_msg(r)));
         }
         self.counters.records += recs.len() as u64;
+        if self.trace.len() < TRACE_INTERVALS {
+            self.trace.push(recs.clone());
+        }
         self.recs = recs;
         let wss = self
             .last_access

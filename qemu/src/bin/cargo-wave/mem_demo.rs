@@ -94,6 +94,9 @@ pub fn demo_mem(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let runs = demo_mem::run_demo(&opts, image.as_ref())?;
     println!();
     print!("{}", demo_mem::table(&runs));
+    if let Some(s) = demo_mem::scaling(&opts, &runs) {
+        print!("{s}");
+    }
     let l = &opts.run.load;
     println!(
         "work: {} MiB table of 128-byte rows, hot set = newest {:.0}% of keys (Zipf {} by recency), {:.0}% PUTs, {}% cold reads, {:.0} ops/s open loop; SLO minute = {} intervals of {} ms",
