@@ -6,6 +6,7 @@
 //! a 256 GiB memory whose every GiB behaves like the recorded one), and runs the shipped
 //! `MemPolicy` over it with a simulated host that commits every decision: a reclaimed region
 //! is far, and its recorded accesses then come back as faulted pages; a promoted one is near.
+//! The quotas scale with the tiles (they are amounts of memory per interval).
 //! It measures the policy's time per interval (records in, decisions out, outcomes in), the
 //! work an IPU saves the host.
 
@@ -92,8 +93,13 @@ impl Host {
 /// (`n_regions` is set). Runs in a thread with a stack large enough for the policy.
 pub fn replay(trace: &[Vec<RegionRecord>], base: u32, scale: u32, cfg: MemConfig) -> ReplayReport {
     let regions = base.saturating_mul(scale).min(MAX_REGIONS as u32);
+    let tiles = (regions / base.max(1)).max(1);
+    // The quotas are per memory size (DAMOS-style: bytes per interval), so they scale too.
     let cfg = MemConfig {
         n_regions: regions.max(1),
+        reclaim_quota: cfg.reclaim_quota.saturating_mul(tiles),
+        promote_quota: cfg.promote_quota.saturating_mul(tiles),
+        collapse_quota: cfg.collapse_quota.saturating_mul(tiles),
         ..cfg
     };
     std::thread::scope(|s| {
