@@ -208,5 +208,5 @@ fn user_errors_say_what_to_do() {
         .err()
         .unwrap()
         .to_string()
-        .contains("3..=256"));
+        .contains(&format!("{}..=256", wave_abi::layout::MIN_VECTORS)));
 }

