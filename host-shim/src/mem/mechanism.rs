@@ -525,9 +525,11 @@ impl Mechanism {
         Ok(self.count_pages(i, sys::PAGE_IS_HUGE)? * PAGE as u64)
     }
 
-    /// Resident and swapped pages of the whole area (one `PAGEMAP_SCAN` pass each).
+    /// Resident pages of the area (with the read sampler's stashed pages, still in DRAM) and
+    /// swapped pages (one `PAGEMAP_SCAN` pass each).
     pub fn residency(&mut self) -> io::Result<(u64, u64)> {
-        let (mut present, mut swapped) = (0, 0);
+        // sampled pages sit in the stash: still DRAM, so still resident
+        let (mut present, mut swapped) = (self.sampler.as_ref().map_or(0, |s| s.stashed()), 0);
         let len = self.map.len;
         self.pm_scan(0, len, false, sys::PAGE_IS_PRESENT, |r| {
             present += (r.end - r.start) / PAGE as u64
