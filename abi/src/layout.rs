@@ -664,23 +664,46 @@ impl Layout {
 mod tests {
     use super::*;
 
-    /// The default layout, exactly as tabulated in `docs/abi.md` ("Layout, v1.1 default").
+    /// The default layout, exactly as tabulated in `docs/abi.md` ("Layout, 2.0 default").
     #[test]
     fn default_layout_matches_the_spec_table() {
-        assert_eq!(Layout::min_size(DEFAULT_RING_ENTRIES), 0x40000);
-        let l = Layout::v1(DEFAULT_RING_ENTRIES, 0x10_0000, 4).unwrap();
-        let expect: [(Kind, usize, usize, usize, u16); 11] = [
+        assert_eq!(Layout::min_size(DEFAULT_RING_ENTRIES), 0x80000);
+        let l = Layout::v1(DEFAULT_RING_ENTRIES, 0x10_0000, MIN_VECTORS).unwrap();
+        let expect: [(Kind, usize, usize, usize, u16); 16] = [
             (Kind::Header, 0x0_0000, 0x1000, 0, VECTOR_NONE),
             (Kind::IpuStatus, 0x0_1000, 0x1000, 0, VECTOR_NONE),
             (Kind::CreditsFromIpu, 0x0_2000, 0x1000, 0, VECTOR_NONE),
-            (Kind::RingTestResponse, 0x0_3000, 0x8000, 0x2_1000, 1),
-            (Kind::RingDecisions, 0x0_B000, 0x8000, 0x2_1040, 2),
-            (Kind::HostStatus, 0x2_0000, 0x1000, 0, VECTOR_NONE),
-            (Kind::CreditsFromHost, 0x2_1000, 0x1000, 0, VECTOR_NONE),
-            (Kind::RingTestRequest, 0x2_2000, 0x8000, 0x0_2000, 1),
-            (Kind::RingEvents, 0x2_A000, 0x8000, 0x0_2040, 2),
+            (Kind::RingTestResponse, 0x0_3000, 0x8000, 0x4_1000, 1),
+            (Kind::RingDecisions, 0x0_B000, 0x8000, 0x4_1040, 2),
             (Kind::CpuSlots, 0x1_3000, 0x1000, 0, VECTOR_NONE),
-            (Kind::SchedConfig, 0x3_2000, 0x1000, 0, VECTOR_NONE),
+            (
+                crate::mem::RING_MEM_DECISIONS,
+                0x1_4000,
+                0x8000,
+                0x4_1080,
+                3,
+            ),
+            (
+                crate::net::KIND_RING_NET_DECISIONS,
+                0x1_C000,
+                0x8000,
+                0x4_10C0,
+                4,
+            ),
+            (Kind::HostStatus, 0x4_0000, 0x1000, 0, VECTOR_NONE),
+            (Kind::CreditsFromHost, 0x4_1000, 0x1000, 0, VECTOR_NONE),
+            (Kind::RingTestRequest, 0x4_2000, 0x8000, 0x0_2000, 1),
+            (Kind::RingEvents, 0x4_A000, 0x8000, 0x0_2040, 2),
+            (Kind::SchedConfig, 0x5_2000, 0x1000, 0, VECTOR_NONE),
+            (crate::mem::RING_MEM_RECORDS, 0x5_3000, 0x8000, 0x0_2080, 3),
+            (crate::mem::MEM_CONFIG, 0x5_B000, 0x1000, 0, VECTOR_NONE),
+            (
+                crate::net::KIND_RING_NET_TELEMETRY,
+                0x5_C000,
+                0x8000,
+                0x0_20C0,
+                4,
+            ),
         ];
         for (kind, offset, size, credit, vector) in expect {
             let p = l.place(kind);
@@ -695,11 +718,11 @@ mod tests {
     /// Published words: upper half of the credits block homed on the ring's consumer.
     #[test]
     fn published_words_follow_the_spec_table() {
-        let l = Layout::v1(DEFAULT_RING_ENTRIES, 0x10_0000, 4).unwrap();
+        let l = Layout::v1(DEFAULT_RING_ENTRIES, 0x10_0000, MIN_VECTORS).unwrap();
         assert_eq!(l.published_offset(Kind::RingTestResponse), 0x0_2800);
         assert_eq!(l.published_offset(Kind::RingDecisions), 0x0_2840);
-        assert_eq!(l.published_offset(Kind::RingTestRequest), 0x2_1800);
-        assert_eq!(l.published_offset(Kind::RingEvents), 0x2_1840);
+        assert_eq!(l.published_offset(Kind::RingTestRequest), 0x4_1800);
+        assert_eq!(l.published_offset(Kind::RingEvents), 0x4_1840);
         assert_eq!(l.published_offset(Kind::CpuSlots), 0);
     }
 
@@ -712,7 +735,7 @@ mod tests {
         let size = Layout::min_size(8);
         let mem: std::vec::Vec<AtomicU64> = (0..size / 8).map(|_| AtomicU64::new(0)).collect();
         let region = SharedRegion::from_words(&mem);
-        let l = Layout::v1(8, size, 4).unwrap();
+        let l = Layout::v1(8, size, MIN_VECTORS).unwrap();
         l.write(&region).unwrap();
         // Append an entry of kind 0x40 (a subsystem this build does not know) after the table,
         // placed in the free space at the end of the region, and count it.

@@ -14,6 +14,7 @@
 //!   them lives in `wave-policy`).
 //! - [`net`]: network/RPC control plane: telemetry, decisions, outcomes, the steering table.
 //! - [`sched`]: scheduling: session config, event messages, per-CPU transaction slots.
+//! - [`mem`]: memory management: session config, region records, decisions, outcomes.
 //! - [`subsystem`]: the subsystem descriptors and their registration; layout, channels and
 //!   vectors are derived from them.
 //! - [`sync`]: the atomics shim (`core` normally, `loom` under `--cfg loom`).
@@ -28,6 +29,7 @@ compile_error!("wave-abi assumes a little-endian CPU on both sides of the link")
 
 pub mod endpoint;
 pub mod layout;
+pub mod mem;
 pub mod msg;
 pub mod net;
 pub mod region;

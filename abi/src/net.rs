@@ -710,23 +710,20 @@ mod tests {
     }
 
     #[test]
-    fn the_rings_are_placed_and_doorbell_less_on_four_vectors() {
-        use crate::layout::{Layout, VECTOR_NONE};
-        let l = Layout::v1(512, 1 << 20, 4).unwrap();
+    fn the_rings_are_placed_with_their_channel_vector() {
+        use crate::layout::{Layout, MIN_VECTORS};
+        // docs/abi.md §4 and the default layout table: net is channel 3, vector 4.
+        let l = Layout::v1(512, 1 << 20, MIN_VECTORS).unwrap();
         let (d, t) = (
             l.place(KIND_RING_NET_DECISIONS),
             l.place(KIND_RING_NET_TELEMETRY),
         );
-        assert_eq!((d.vector, t.vector), (VECTOR_NONE, VECTOR_NONE));
-        assert_eq!((d.size, t.size), (0x8000, 0x8000));
-        if NET_CHANNEL.0 == 2 {
-            // docs/abi.md §8.4: a build without the memory subsystem.
-            assert_eq!((d.offset, t.offset), (0x14000, 0x33000));
-        }
-        // With enough vectors the channel has its doorbell.
         let v = crate::subsystem::channel_vector(NET_CHANNEL.index());
-        let l = Layout::v1(512, 1 << 20, v as u32 + 1).unwrap();
-        assert_eq!(l.place(KIND_RING_NET_TELEMETRY).vector, v);
+        assert_eq!((d.vector, t.vector), (v, v));
+        assert_eq!((d.size, t.size), (0x8000, 0x8000));
+        assert_eq!((d.offset, t.offset), (0x1C000, 0x5C000));
+        // A transport without every channel vector is refused.
+        assert!(Layout::v1(512, 1 << 20, MIN_VECTORS - 1).is_err());
     }
 
     #[test]

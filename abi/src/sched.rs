@@ -57,8 +57,8 @@ pub const SCHED: Subsystem = Subsystem {
 };
 
 /// Host doorbell vector of CPU `c` is `CPU_VECTOR_BASE + c`: the scheduling channel's extra
-/// vectors (derived from the subsystem table: 3 while link test and scheduling are the first
-/// two subsystems).
+/// vectors (derived from the subsystem table: they follow every channel vector, so 4 with the
+/// link test, scheduling and memory registered).
 pub const CPU_VECTOR_BASE: u16 = crate::subsystem::extra_vector_base(Channel::Sched.index());
 /// "No CPU" in an event's `cpu` field.
 pub const NO_CPU: u32 = u32::MAX;
@@ -943,6 +943,7 @@ impl<'a> SlotReader<'a> {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    extern crate std;
     use super::*;
     use crate::layout::DEFAULT_RING_ENTRIES;
 
@@ -1012,10 +1013,10 @@ mod tests {
 
     #[test]
     fn slots_carry_prestage_abort_and_preempt() {
-        let mut mem = [0u64; 0x40000 / 8];
+        let mut mem = std::vec![0u64; 0x80000 / 8];
         // SAFETY: `mem` outlives the region and is only accessed through it in this test.
-        let region = unsafe { SharedRegion::from_raw(mem.as_mut_ptr().cast(), 0x40000) }.unwrap();
-        let layout = Layout::v1(DEFAULT_RING_ENTRIES, 0x40000, 8).unwrap();
+        let region = unsafe { SharedRegion::from_raw(mem.as_mut_ptr().cast(), 0x80000) }.unwrap();
+        let layout = Layout::v1(DEFAULT_RING_ENTRIES, 0x80000, CPU_VECTOR_BASE as u32 + 4).unwrap();
         layout.write(&region).unwrap();
         cfg().publish(&region, &layout, 3).unwrap();
         assert_eq!(SchedConfig::read(&region, &layout), Ok((3, cfg())));
@@ -1071,16 +1072,17 @@ mod tests {
 
     #[test]
     fn config_is_validated_both_ways() {
-        let mut mem = [0u64; 0x40000 / 8];
+        let mut mem = std::vec![0u64; 0x80000 / 8];
         // SAFETY: as above.
-        let region = unsafe { SharedRegion::from_raw(mem.as_mut_ptr().cast(), 0x40000) }.unwrap();
-        let layout = Layout::v1(DEFAULT_RING_ENTRIES, 0x40000, 4).unwrap();
+        let region = unsafe { SharedRegion::from_raw(mem.as_mut_ptr().cast(), 0x80000) }.unwrap();
+        let vectors = CPU_VECTOR_BASE as u32 + 1;
+        let layout = Layout::v1(DEFAULT_RING_ENTRIES, 0x80000, vectors).unwrap();
         layout.write(&region).unwrap();
         assert_eq!(
             SchedConfig::read(&region, &layout),
             Err(SchedError::NoConfig)
         );
-        // 4 vectors leave room for one CPU doorbell only.
+        // These vectors leave room for one CPU doorbell only.
         assert_eq!(
             cfg().publish(&region, &layout, 1),
             Err(SchedError::BadConfig("n_cpus"))

@@ -1,4 +1,4 @@
-//! Subsystems declared once, as data: each subsystem (link test, scheduling, ...) is a
+//! Subsystems declared once, as data: each subsystem (link test, scheduling, memory, ...) is a
 //! [`Subsystem`] descriptor — its ring pair, its blocks (size and home side) and the doorbell
 //! vectors it needs — and [`SUBSYSTEMS`] registers them. Everything else is derived from that
 //! table (`docs/abi.md`, "Subsystems"):
@@ -51,13 +51,18 @@ pub struct Subsystem {
     /// Blocks, in placement order within their home half.
     pub blocks: &'static [BlockDesc],
     /// Doorbell vectors the subsystem uses beyond its channel vector (scheduling: one per host
-    /// CPU), numbered right after it. Only the last subsystem with extra vectors may grow.
+    /// CPU), numbered after every channel vector ([`extra_vector_base`]). Only the last
+    /// subsystem with extra vectors may grow.
     pub extra_vectors: u16,
 }
 
 /// Every subsystem, in registration order: index = channel number. Append only.
-pub const SUBSYSTEMS: [Subsystem; 3] =
-    [crate::msg::LINK_TEST, crate::sched::SCHED, crate::net::NET];
+pub const SUBSYSTEMS: [Subsystem; 4] = [
+    crate::msg::LINK_TEST,
+    crate::sched::SCHED,
+    crate::mem::MEM,
+    crate::net::NET,
+];
 
 /// Channels (one per subsystem).
 pub const CHANNELS: usize = SUBSYSTEMS.len();
@@ -189,31 +194,35 @@ pub fn kind_info(kind: Kind) -> Option<&'static KindInfo> {
 }
 
 /// The doorbell vector of channel `ch` (the one that wakes either side's consumer of its
-/// rings): control is vector 0, then each subsystem takes its channel vector and its extras.
+/// rings): control is vector 0, then every channel in order takes one (channel `ch`: vector
+/// `1 + ch`), then come the extra vectors of each subsystem in order. Channel vectors first,
+/// so every channel's vector stays below 64 however many extras a subsystem has (the IPU's
+/// interrupt controller and the wait masks hold 64 vectors).
 pub const fn channel_vector(ch: usize) -> u16 {
-    let mut v = 1u16;
+    1 + ch as u16
+}
+
+/// The first of channel `ch`'s extra vectors (after every channel vector and the extras of
+/// the channels before it).
+pub const fn extra_vector_base(ch: usize) -> u16 {
+    let mut v = 1 + CHANNELS as u16;
     let mut i = 0;
     while i < ch && i < CHANNELS {
-        v += 1 + SUBSYSTEMS[i].extra_vectors;
+        v += SUBSYSTEMS[i].extra_vectors;
         i += 1;
     }
     v
 }
 
-/// The first of channel `ch`'s extra vectors (right after its channel vector).
-pub const fn extra_vector_base(ch: usize) -> u16 {
-    channel_vector(ch) + 1
-}
+/// Channels whose channel vector every transport must provide: all of them (channel vectors
+/// come first, so they stay few). A transport with fewer vectors is refused (`MIN_VECTORS`);
+/// the layout still marks a channel whose vector is missing `VECTOR_NONE` (its consumers poll),
+/// so a reader can cope with a table from a transport it would not have chosen.
+pub const DOORBELL_CHANNELS: usize = CHANNELS;
 
-/// Channels whose channel vector every transport must provide (link test and scheduling). A
-/// later channel whose vector the transport does not provide is doorbell-less: its rings carry
-/// `VECTOR_NONE` in the layout table and its consumers poll (`docs/abi.md`, "Subsystems").
-pub const DOORBELL_CHANNELS: usize = 2;
-
-/// Doorbell vectors a transport must provide: the channel vectors of the first
-/// [`DOORBELL_CHANNELS`] channels (extras are optional: a subsystem uses those the transport
-/// has; so are the vectors of later channels).
-pub const MIN_VECTORS: u32 = channel_vector(DOORBELL_CHANNELS - 1) as u32 + 1;
+/// Doorbell vectors a transport must provide for every channel vector (extras are optional:
+/// a subsystem uses those the transport has).
+pub const MIN_VECTORS: u32 = channel_vector(CHANNELS - 1) as u32 + 1;
 
 /// Bytes of `home`'s half for rings of `ring_entries` entries (unaligned to a power of two).
 pub const fn half_size(home: Side, ring_entries: u32) -> usize {
@@ -250,10 +259,12 @@ mod tests {
     fn vectors_and_channels_follow_registration_order() {
         assert_eq!(channel_vector(0), 1, "link test");
         assert_eq!(channel_vector(1), 2, "scheduling");
+        assert_eq!(channel_vector(2), 3, "memory");
+        assert_eq!(MIN_VECTORS, CHANNELS as u32 + 1);
+        // The extras (scheduling: one per host CPU) follow every channel vector.
         assert_eq!(extra_vector_base(1), crate::sched::CPU_VECTOR_BASE);
-        assert_eq!(MIN_VECTORS, 3);
-        // A subsystem appended after scheduling would start after its 64 CPU vectors.
-        assert_eq!(channel_vector(2), 2 + 1 + 64);
+        assert_eq!(extra_vector_base(1), 1 + CHANNELS as u16);
+        assert_eq!(extra_vector_base(2), 1 + CHANNELS as u16 + 64);
     }
 
     #[test]

@@ -47,7 +47,7 @@ proptest! {
         let size = Layout::min_size(8);
         let words = region_words(size);
         let region = SharedRegion::from_words(&words);
-        Layout::v1(8, size, 4).unwrap().write(&region).unwrap();
+        Layout::v1(8, size, wave_abi::layout::MIN_VECTORS).unwrap().write(&region).unwrap();
         let mut page = vec![0u8; 0x200];
         region.read_bytes(0, &mut page).unwrap();
         for (at, v) in edits { page[at] = v; }
@@ -76,7 +76,7 @@ proptest! {
         let size = Layout::min_size(4);
         let words = region_words(size);
         let region = SharedRegion::from_words(&words);
-        let layout = Layout::v1(4, size, 3).unwrap();
+        let layout = Layout::v1(4, size, wave_abi::layout::MIN_VECTORS).unwrap();
         layout.write(&region).unwrap();
         let mut host = Endpoint::new(region, &layout, Side::Host, 5).unwrap();
         let ipu = StatusView::new(&region, IPU_STATUS_OFFSET).unwrap();
@@ -99,7 +99,10 @@ fn version_mismatch_is_reported() {
     let size = Layout::min_size(4);
     let words = region_words(size);
     let region = SharedRegion::from_words(&words);
-    Layout::v1(4, size, 3).unwrap().write(&region).unwrap();
+    Layout::v1(4, size, wave_abi::layout::MIN_VECTORS)
+        .unwrap()
+        .write(&region)
+        .unwrap();
     // Patch the major to the next one.
     let other = wave_abi::ABI_MAJOR + 1;
     let w = region.word(8).unwrap();

@@ -29,7 +29,7 @@ fn echo(ipu: &mut Endpoint<'_>) -> usize {
 fn setup(entries: u32) -> (Vec<AtomicU64>, Layout) {
     let size = Layout::min_size(entries);
     let words: Vec<AtomicU64> = (0..size / 8).map(|_| AtomicU64::new(0)).collect();
-    let layout = Layout::v1(entries, size, 4).unwrap();
+    let layout = Layout::v1(entries, size, wave_abi::layout::MIN_VECTORS).unwrap();
     layout.write(&SharedRegion::from_words(&words)).unwrap();
     (words, layout)
 }

@@ -19,6 +19,7 @@ use wave_abi::layout::{LayoutError, Side};
 use wave_abi::status::next_epoch;
 use wave_abi::{Channel, Endpoint, Layout, SharedRegion};
 use wave_policy::echo::EchoService;
+use wave_policy::mem_service::MemService;
 use wave_policy::runtime::{self, Tuning};
 use wave_policy::sched_service::SchedService;
 
@@ -31,6 +32,8 @@ const MAILBOX_POLL_US: u64 = 1_000;
 pub const AGENT_CPUS: usize = 16;
 /// See [`AGENT_CPUS`].
 pub const AGENT_THREADS: usize = 1024;
+/// Regions one firmware memory agent manages (2 GiB at 2 MiB regions).
+pub const MEM_REGIONS: usize = 1024;
 
 /// Why the link could not be served.
 #[derive(Clone, Copy, Debug)]
@@ -86,7 +89,7 @@ pub struct ServiceEntry {
 }
 
 /// Every service this firmware has: adding a subsystem's service is one line here.
-pub const SERVICES: [ServiceEntry; 3] = [
+pub const SERVICES: [ServiceEntry; 4] = [
     ServiceEntry {
         name: "echo",
         channel: Channel::LinkTest,
@@ -96,6 +99,11 @@ pub const SERVICES: [ServiceEntry; 3] = [
         name: "sched",
         channel: Channel::Sched,
         run: run_sched,
+    },
+    ServiceEntry {
+        name: "mem",
+        channel: wave_abi::mem::MEM_CHANNEL,
+        run: run_mem,
     },
     ServiceEntry {
         name: "net",
@@ -415,4 +423,30 @@ fn print_policy(sched: &SchedService<'static, AGENT_CPUS, AGENT_THREADS>) {
             ps.preempts
         );
     }
+}
+
+fn run_mem(job: &mut Job, port: &mut IpuPort<'static>) -> runtime::RuntimeStats {
+    let mut mem: MemService<'static, MEM_REGIONS> = MemService::new(job.region, job.layout);
+    let (_, rt) = runtime::run(&mut job.ep, port, &job.tuning, &mut [&mut mem]);
+    let (sleeps, irqs) = irqs_line(job, &rt);
+    let st = mem.stats();
+    if let Some(p) = mem.policy() {
+        let ps = p.stats();
+        println!(
+            "mem: policy: intervals {} reclaims {} promotions {} committed {} stale {} failed {} threshold {} invariants {}",
+            ps.intervals,
+            ps.decisions[0],
+            ps.promotions,
+            ps.outcomes[0],
+            ps.outcomes[1],
+            ps.outcomes[2],
+            p.threshold(),
+            if p.check_invariants().is_ok() { "ok" } else { "VIOLATED" }
+        );
+    }
+    println!(
+        "mem: host stopped; core {} records {} outcomes {} ticks {} decisions {} invalid {} sessions {} sleeps {sleeps} doorbell-irqs {irqs}",
+        job.core, st.records, st.outcomes, st.ticks, st.decisions, st.invalid, st.sessions
+    );
+    rt
 }

@@ -61,7 +61,7 @@ impl ServerConfig {
         Self {
             socket: socket.into(),
             shm_size: 1 << 20,
-            vectors: 4,
+            vectors: MIN_VECTORS as u16,
             ring_entries: DEFAULT_RING_ENTRIES,
             abi_major: wave_abi::ABI_MAJOR,
         }

@@ -1,8 +1,8 @@
 //! `wave-host`: the host shim binary. `serve` runs the ivshmem server and the host end of the
 //! link on its own (start QEMU by hand with the printed arguments); `link-test` serves, waits
 //! for the IPU and runs the link test against it; `sched` runs the scheduling engine with the
-//! on-host agent or under Linux; `run`, `install`, `stats` and `config` are the service's
-//! commands (`wave_host_shim::service::commands`).
+//! on-host agent or under Linux; `mem` runs the memory demo's modes; `run`, `install`, `stats`
+//! and `config` are the service's commands (`wave_host_shim::service::commands`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,6 +81,126 @@ enum Cmd {
     Stats(service::StatsArgs),
     /// Print the default configuration or check a configuration file.
     Config(service::ConfigArgs),
+    /// Run the memory demo's modes standalone: a key-value table managed by the memory
+    /// policy in a host thread (`host`), or not at all (`none`); `ipu` serves the socket and
+    /// waits for the firmware (boot it with `wave.services=mem@0`).
+    Mem(MemArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MemModeArg {
+    None,
+    Host,
+    Ipu,
+}
+
+#[derive(clap::Args)]
+struct MemArgs {
+    /// Modes to run, in order (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [MemModeArg::None, MemModeArg::Host])]
+    mode: Vec<MemModeArg>,
+    /// Size of the key-value table in MiB.
+    #[arg(long, default_value_t = 1024)]
+    table_mib: usize,
+    /// Offered load (operations/s, Poisson arrivals).
+    #[arg(long, default_value_t = 100_000.0)]
+    rate: f64,
+    /// Seconds of load per mode (the hot set moves halfway).
+    #[arg(long, default_value_t = 20.0)]
+    duration: f64,
+    /// Scan interval (ms).
+    #[arg(long, default_value_t = 100)]
+    interval_ms: u64,
+    /// Run without a far tier.
+    #[arg(long)]
+    no_far_tier: bool,
+    /// UNIX socket for the `ipu` mode's ivshmem server.
+    #[arg(long, default_value = "/tmp/wave-mem.sock")]
+    socket: PathBuf,
+    /// Seconds to wait for the IPU in the `ipu` mode.
+    #[arg(long, default_value_t = 120)]
+    wait: u64,
+    /// Print the results as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn mem(a: MemArgs) -> ExitCode {
+    use wave_host_shim::mem::run::{self, MemRunConfig};
+    if !(a.duration > 0.0 && a.duration <= 3600.0) || a.table_mib < 8 || a.rate <= 0.0 {
+        eprintln!("wave-host: mem: --duration must be in (0, 3600], --table-mib at least 8, --rate above 0");
+        return ExitCode::from(2);
+    }
+    let cfg = MemRunConfig {
+        table_bytes: a.table_mib << 20,
+        duration: Duration::from_secs_f64(a.duration),
+        interval: Duration::from_millis(a.interval_ms.max(1)),
+        load: wave_host_shim::mem::kv::KvLoadConfig {
+            rate_per_s: a.rate,
+            ..Default::default()
+        },
+        far_tier: !a.no_far_tier,
+        progress: true,
+        ..MemRunConfig::default()
+    };
+    let mut runs = Vec::new();
+    for m in &a.mode {
+        let r = match m {
+            MemModeArg::None => run::run_none(&cfg),
+            MemModeArg::Host => run::run_host(&cfg),
+            MemModeArg::Ipu => mem_ipu(&a, &cfg),
+        };
+        eprintln!();
+        match r {
+            Ok(r) => runs.push(r),
+            Err(e) => {
+                eprintln!("wave-host: mem: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if a.json {
+        println!("{}", wave_host_shim::mem::report::json(&cfg, 0, &runs));
+    } else {
+        print!("{}", wave_host_shim::mem::report::table(&runs));
+    }
+    if runs
+        .iter()
+        .all(|r| r.checksum_failures == 0 && r.invariant_violations == 0)
+    {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The `ipu` mode standalone: serve the socket, wait for the firmware, run over it.
+fn mem_ipu(
+    a: &MemArgs,
+    cfg: &wave_host_shim::mem::run::MemRunConfig,
+) -> Result<wave_host_shim::mem::run::MemRunResults, String> {
+    let server = ServerArgs {
+        socket: a.socket.clone(),
+        shm_size: 1 << 20,
+        vectors: wave_abi::layout::MIN_VECTORS as u16,
+        ring_entries: DEFAULT_RING_ENTRIES,
+        abi_major: wave_abi::ABI_MAJOR,
+    };
+    let s = bind(&server).map_err(|_| "cannot start the ivshmem server".to_string())?;
+    println!(
+        "wave-host: boot the firmware with wave.services=mem@0; waiting up to {}s",
+        a.wait
+    );
+    let deadline = Instant::now() + Duration::from_secs(a.wait);
+    while !s.peer_present() {
+        if Instant::now() > deadline {
+            return Err(format!("no ivshmem client connected within {}s", a.wait));
+        }
+        let _ = s.service(Duration::from_millis(100));
+    }
+    let r = wave_host_shim::mem::run::run_managed(&s, wave_host_shim::mem::run::MemMode::Ipu, cfg);
+    let _ = std::fs::remove_file(&a.socket);
+    r
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -283,6 +403,7 @@ fn main() -> ExitCode {
         Cmd::Install(a) => service::install(&a),
         Cmd::Stats(a) => service::stats(&a),
         Cmd::Config(a) => service::config(&a),
+        Cmd::Mem(a) => mem(a),
         Cmd::Serve {
             server,
             stats_interval,

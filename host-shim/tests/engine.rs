@@ -147,7 +147,12 @@ fn ipu_mode_without_a_peer_is_an_error_not_a_hang() {
     // `run` refuses ipu without a link; `run_ipu` over a link whose peer never comes up
     // times out cleanly.
     assert!(engine::run(engine::AgentMode::Ipu, &small("fifo")).is_err());
-    let (host, _ipu) = wave_host_shim::local::LocalLink::pair(1 << 20, 6, 512).unwrap();
+    let (host, _ipu) = wave_host_shim::local::LocalLink::pair(
+        1 << 20,
+        wave_abi::layout::MIN_VECTORS as u16 + 2,
+        512,
+    )
+    .unwrap();
     let cfg = EngineConfig {
         link_up_timeout: Duration::from_millis(100),
         ..small("fifo")

@@ -117,16 +117,17 @@ fn host_epoch(q: &FakeQemu) -> (State, u32) {
 fn handshake_doorbells_refusal_and_reconnect() {
     let path = sock("proto");
     let mut cfg = ServerConfig::new(&path);
-    cfg.vectors = 4;
+    cfg.vectors = wave_abi::layout::MIN_VECTORS as u16;
     let server = IvshmemServer::bind(cfg).unwrap();
     assert!(server
         .qemu_args()
         .contains(&format!("path={}", path.display())));
-    assert!(server
-        .qemu_args()
-        .contains("ivshmem-doorbell,chardev=ivsh,vectors=4"));
+    assert!(server.qemu_args().contains(&format!(
+        "ivshmem-doorbell,chardev=ivsh,vectors={}",
+        wave_abi::layout::MIN_VECTORS
+    )));
 
-    let q = connect(&server, &path, 4);
+    let q = connect(&server, &path, wave_abi::layout::MIN_VECTORS as usize);
     assert_eq!(q.shm.len(), 1 << 20);
     let (state, e1) = host_epoch(&q);
     assert_eq!(state, State::Booting);
@@ -162,7 +163,7 @@ fn handshake_doorbells_refusal_and_reconnect() {
     ));
 
     // Reconnect: a fresh region and a new host epoch.
-    let q2 = connect(&server, &path, 4);
+    let q2 = connect(&server, &path, wave_abi::layout::MIN_VECTORS as usize);
     let (state, e2) = host_epoch(&q2);
     assert_eq!(state, State::Booting);
     assert!(e2 > e1, "new client gets a new host epoch ({e1} -> {e2})");
@@ -191,8 +192,8 @@ fn user_errors_say_what_to_do() {
     let e = IvshmemServer::bind(small).err().unwrap();
     assert_eq!(
         e.to_string(),
-        "shared memory of 65536 bytes is too small: the layout needs at least 262144 bytes \
-         (256 KiB); pass --shm-size 256K or more"
+        "shared memory of 65536 bytes is too small: the layout needs at least 524288 bytes \
+         (512 KiB); pass --shm-size 512K or more"
     );
 
     let mut odd = ServerConfig::new(&path);
@@ -208,5 +209,5 @@ fn user_errors_say_what_to_do() {
         .err()
         .unwrap()
         .to_string()
-        .contains("3..=256"));
+        .contains(&format!("{}..=256", wave_abi::layout::MIN_VECTORS)));
 }

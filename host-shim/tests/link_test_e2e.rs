@@ -139,7 +139,12 @@ fn run_with(
     messages: u64,
     ring_entries: u32,
 ) -> (link_test::LinkTestSummary, FakeReport) {
-    let (host, ipu) = LocalLink::pair(Layout::min_size(ring_entries), 4, ring_entries).unwrap();
+    let (host, ipu) = LocalLink::pair(
+        Layout::min_size(ring_entries),
+        wave_abi::layout::MIN_VECTORS as u16,
+        ring_entries,
+    )
+    .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let peer = thread::spawn(move || fake_ipu(ipu, script, stop2));

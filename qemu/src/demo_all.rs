@@ -133,7 +133,7 @@ fn sched_on_host(o: &AllOptions) -> std::result::Result<Option<f64>, String> {
 }
 
 fn echo_vectors(_: &AllOptions) -> u16 {
-    4
+    wave_abi::layout::MIN_VECTORS as u16
 }
 
 fn echo_run(

@@ -44,7 +44,7 @@ impl Default for LinkSettings {
     fn default() -> Self {
         LinkSettings {
             shm_size: 1 << 20,
-            vectors: 4,
+            vectors: wave_abi::layout::MIN_VECTORS as u16,
             abi_major: wave_abi::ABI_MAJOR,
         }
     }

@@ -21,6 +21,7 @@ pub mod console;
 pub mod defmt;
 pub mod demo;
 pub mod demo_all;
+pub mod demo_mem;
 pub mod demo_net;
 pub mod elf;
 pub mod error;

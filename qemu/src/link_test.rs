@@ -45,7 +45,7 @@ impl Default for LinkTestOptions {
             smp: 1,
             gic: 3,
             shm_size: 1 << 20,
-            vectors: 4,
+            vectors: wave_abi::layout::MIN_VECTORS as u16,
             timeout: Duration::from_secs(300),
             echo: true,
             malformed_every: None,

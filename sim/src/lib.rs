@@ -42,6 +42,7 @@ pub mod agent;
 pub mod config;
 mod host;
 pub mod link;
+pub mod mem;
 pub mod model;
 pub mod net;
 pub mod report;

@@ -93,7 +93,7 @@ fn sched_and_echo_on_two_ipu_cores_at_once() {
 fn a_bad_service_assignment_is_a_clear_boot_error() {
     let image = wave_qemu::image().expect("firmware image");
     for (append, says) in [
-        ("wave.services=mem@1", "unknown service name"),
+        ("wave.services=nosuch@1", "unknown service name"),
         ("wave.services=sched@1,echo@1", "each core runs one service"),
         ("wave.services=sched@1", "needs the ivshmem-doorbell device"),
     ] {

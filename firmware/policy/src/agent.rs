@@ -284,7 +284,7 @@ mod tests {
     use wave_abi::layout::{Side, DEFAULT_RING_ENTRIES};
     use wave_abi::sched::{EventKind, SchedEvent, SlotReader, CPU_VECTOR_BASE, PARAM_WORDS};
 
-    const SIZE: usize = 0x40000;
+    const SIZE: usize = 0x80000;
 
     #[test]
     fn cost_splits_event_and_decision_phases() {

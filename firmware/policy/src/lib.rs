@@ -5,8 +5,8 @@
 //!
 //! The agent runtime ([`runtime`]) runs services over one side's endpoint through a narrow
 //! port (notify, wait with a timeout, a clock): the same loop on the IPU, in a host thread and
-//! under virtual time. Services: [`echo`] (link test) and [`sched_service`] (the scheduling
-//! agent of [`agent`]).
+//! under virtual time. Services: [`echo`] (link test), [`sched_service`] (the scheduling
+//! agent of [`agent`]) and [`mem_service`] (the memory policy of [`mem`]).
 //!
 //! # Scheduling (ghOSt semantics over PCIe, DESIGN.md §6)
 //! The host is authoritative. It reports [`Event`]s (thread state changes carrying the thread's
@@ -51,6 +51,7 @@ pub mod echo;
 pub mod fair;
 pub mod fifo;
 pub mod mem;
+pub mod mem_service;
 pub mod net;
 pub mod registry;
 pub mod runtime;

@@ -401,7 +401,7 @@ mod tests {
         let size = Layout::min_size(DEFAULT_RING_ENTRIES);
         let mem: std::vec::Vec<AtomicU64> = (0..size / 8).map(|_| AtomicU64::new(0)).collect();
         let region = SharedRegion::from_words(&mem);
-        let layout = Layout::v1(DEFAULT_RING_ENTRIES, size, 4).unwrap();
+        let layout = Layout::v1(DEFAULT_RING_ENTRIES, size, wave_abi::layout::MIN_VECTORS).unwrap();
         layout.write(&region).unwrap();
         let mut host = Endpoint::new(region, &layout, Side::Host, 1).unwrap();
         let mut ipu = Endpoint::new(region, &layout, Side::Ipu, 1).unwrap();

@@ -70,20 +70,25 @@ impl ZramSwap {
 
     /// What zram stores now.
     pub fn stat(&self) -> io::Result<ZramStat> {
-        let s = fs::read_to_string(format!("{ZRAM}/mm_stat"))?;
-        let v: Vec<u64> = s
-            .split_whitespace()
-            .map(|x| x.parse().unwrap_or(0))
-            .collect();
-        if v.len() < 3 {
-            return Err(err(format!("{ZRAM}/mm_stat: unexpected format {s:?}")));
-        }
-        Ok(ZramStat {
-            orig: v[0],
-            compressed: v[1],
-            mem_used: v[2],
-        })
+        read_stat()
     }
+}
+
+/// What zram0 stores now (zeros when it is not set up).
+pub fn read_stat() -> io::Result<ZramStat> {
+    let s = fs::read_to_string(format!("{ZRAM}/mm_stat"))?;
+    let v: Vec<u64> = s
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    if v.len() < 3 {
+        return Err(err(format!("{ZRAM}/mm_stat: unexpected format {s:?}")));
+    }
+    Ok(ZramStat {
+        orig: v[0],
+        compressed: v[1],
+        mem_used: v[2],
+    })
 }
 
 impl Drop for ZramSwap {

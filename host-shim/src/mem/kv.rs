@@ -242,6 +242,8 @@ pub struct KvLoad {
     next_arrival_ns: f64,
     /// GET latency, ns.
     pub get_latency: Histogram,
+    /// GET latency since the last [`KvLoad::take_window`], ns (for latency over time).
+    pub get_window: Histogram,
     /// PUT latency, ns.
     pub put_latency: Histogram,
     /// Operations completed.
@@ -262,8 +264,19 @@ impl KvLoad {
             hot_head: keys - 1,
             next_arrival_ns: 0.0,
             get_latency: Histogram::new(),
+            get_window: Histogram::new(),
             put_latency: Histogram::new(),
             ops: 0,
+        }
+    }
+
+    /// GET quantile `q` since the last call (0 if no GET), and a fresh window.
+    pub fn take_window(&mut self, q: f64) -> u64 {
+        let w = std::mem::take(&mut self.get_window);
+        if w.count() == 0 {
+            0
+        } else {
+            w.quantile(q)
         }
     }
 
@@ -320,11 +333,11 @@ impl KvLoad {
             }
             let lat = now().saturating_sub(arrival);
             if put {
-                &self.put_latency
+                self.put_latency.record(lat);
             } else {
-                &self.get_latency
+                self.get_latency.record(lat);
+                self.get_window.record(lat);
             }
-            .record(lat);
             n += 1;
         }
         self.ops += n;

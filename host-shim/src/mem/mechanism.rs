@@ -28,6 +28,8 @@ struct RegionState {
     huge_until: Option<u64>,
     /// Resident pages right after the region was reclaimed (growth = faulted back).
     present_at_reclaim: u64,
+    /// Pages faulted back since the last record.
+    faulted: u64,
     read: bool,
     written: bool,
 }
@@ -276,7 +278,9 @@ impl Mechanism {
         let ok: Vec<bool> = self
             .regions
             .iter()
-            .map(|r| !r.far && r.huge_until.is_none())
+            // A region written in this scan is known to be in use: its read sample is skipped
+            // for the next interval, which spares hot regions the sample's fault.
+            .map(|r| !r.far && r.huge_until.is_none() && !r.written)
             .collect();
         let (base, rb) = (self.map.addr, self.cfg.region_bytes);
         let (mut hits, interval) = (Vec::new(), self.interval);
@@ -321,8 +325,13 @@ impl Mechanism {
                     read,
                     written,
                     tier,
+                    faulted: if r.far {
+                        r.faulted.min(u32::MAX as u64) as u32
+                    } else {
+                        0
+                    },
                 });
-                (r.read, r.written) = (false, false);
+                (r.read, r.written, r.faulted) = (false, false, 0);
                 n += 1;
             }
         }
@@ -374,6 +383,7 @@ impl Mechanism {
             let r = &mut self.regions[i];
             if present > r.present_at_reclaim {
                 r.read = true;
+                r.faulted += present - r.present_at_reclaim;
                 r.present_at_reclaim = present;
             }
         }
@@ -482,6 +492,7 @@ impl Mechanism {
         let present = self.count_pages(i, sys::PAGE_IS_PRESENT)?;
         let r = &mut self.regions[i];
         (r.far, r.present_at_reclaim, r.seq) = (true, present, r.seq.wrapping_add(1));
+        r.faulted = 0;
         self.stats.pages_out += swapped;
         Ok(OutcomeKind::Committed)
     }
@@ -514,9 +525,11 @@ impl Mechanism {
         Ok(self.count_pages(i, sys::PAGE_IS_HUGE)? * PAGE as u64)
     }
 
-    /// Resident and swapped pages of the whole area (one `PAGEMAP_SCAN` pass each).
+    /// Resident pages of the area (with the read sampler's stashed pages, still in DRAM) and
+    /// swapped pages (one `PAGEMAP_SCAN` pass each).
     pub fn residency(&mut self) -> io::Result<(u64, u64)> {
-        let (mut present, mut swapped) = (0, 0);
+        // sampled pages sit in the stash: still DRAM, so still resident
+        let (mut present, mut swapped) = (self.sampler.as_ref().map_or(0, |s| s.stashed()), 0);
         let len = self.map.len;
         self.pm_scan(0, len, false, sys::PAGE_IS_PRESENT, |r| {
             present += (r.end - r.start) / PAGE as u64

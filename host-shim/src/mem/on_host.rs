@@ -2,8 +2,9 @@
 //! policy runs in-process on a host thread, driven by the mechanism each interval. It measures
 //! what offload saves: the host CPU time of the policy, next to that of the mechanism.
 //!
-//! The IPU mode replaces the in-process calls with records posted over the link and
-//! decisions/outcomes carried back; that wiring is not done yet (docs/memory.md).
+//! The demo's `host` and `ipu` modes go over the link instead (`super::wire`, `super::run`:
+//! the policy as a service, records posted, decisions and outcomes carried back); this loop
+//! stays as the in-process form the mechanism tests use.
 
 use std::io;
 

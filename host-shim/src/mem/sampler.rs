@@ -202,6 +202,12 @@ impl Sampler {
     }
 
     /// Whether a sample of region `r` was touched since the last call (clears the flag).
+    /// Pages now moved out to the stash (resident, but outside the area).
+    pub(super) fn stashed(&self) -> u64 {
+        let out = self.shared.out.lock().unwrap_or_else(|e| e.into_inner());
+        out.len() as u64
+    }
+
     pub(super) fn take_touched(&self, r: usize) -> bool {
         self.shared.touched[r].swap(false, Ordering::Relaxed)
     }

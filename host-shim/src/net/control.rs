@@ -200,7 +200,8 @@ pub fn run_static(cfg: &NetRunConfig, mode: NetMode) -> Result<NetRunResult, Str
 
 /// Runs with the policy in a host thread over an in-process link.
 pub fn run_host(cfg: &NetRunConfig) -> Result<NetRunResult, String> {
-    let (host, ipu) = LocalLink::pair(1 << 20, 4, 512).map_err(|e| e.to_string())?;
+    let (host, ipu) = LocalLink::pair(1 << 20, wave_abi::layout::MIN_VECTORS as u16, 512)
+        .map_err(|e| e.to_string())?;
     run_with(cfg, NetMode::Host, 1, Some(&host), Some(ipu))
 }
 

@@ -12,7 +12,7 @@ use wave_abi::{Layout, SharedRegion};
 
 use super::*;
 
-const SIZE: usize = 0x40000;
+const SIZE: usize = 0x80000;
 const SESSION: u32 = 0x0002_0001;
 
 struct Fixture {

@@ -65,6 +65,9 @@ pub struct RegionRecord {
     pub written: bool,
     /// The region's tier at the end of the interval.
     pub tier: Tier,
+    /// Pages of a far region that came back into DRAM in the interval (demand faults): the
+    /// unit of the promotion SLO. 0 for resident regions.
+    pub faulted: u32,
 }
 
 impl RegionRecord {
@@ -76,6 +79,19 @@ impl RegionRecord {
             read,
             written,
             tier: Tier::Near,
+            faulted: 0,
+        }
+    }
+
+    /// A record of a far region `faulted` of whose pages came back in the interval.
+    pub fn far(region: RegionId, seq: Seq, faulted: u32) -> Self {
+        RegionRecord {
+            region,
+            seq,
+            read: faulted > 0,
+            written: false,
+            tier: Tier::Far,
+            faulted,
         }
     }
 
@@ -201,8 +217,12 @@ pub struct MemStats {
     pub outcomes: [u64; 3],
     /// Outcomes for no transaction in flight on that region (skipped).
     pub unknown_outcomes: u64,
-    /// Far regions observed accessed (demand promotions; what the SLO limits).
+    /// Far regions observed accessed (demand promotions).
     pub promotions: u64,
+    /// Pages the application faulted back from the far tier (demand promotions, Google's
+    /// "promotions"): what the SLO limits. Pages a whole-region promotion brings back ahead
+    /// of use are not counted: they cost no fault.
+    pub promoted_pages: u64,
     /// Times the feedback raised the threshold floor because promotions broke the SLO.
     pub slo_backoffs: u64,
     /// Decisions the sink refused (retried next interval).

@@ -10,6 +10,8 @@ use crate::types::{Seq, TxnId};
 
 /// Parts per million (the SLO's unit).
 const PPM: u64 = 1_000_000;
+/// Minutes the feedback averages observed promotions over (an exponential average).
+const AVG_MINUTES: u64 = 8;
 
 /// Policy parameters. Times are in scan intervals; `intervals_per_minute` is the time base
 /// that maps them onto the SLO's minute (60 for 1 s intervals; a short demo uses fewer).
@@ -38,6 +40,16 @@ pub struct MemConfig {
     pub collapse_quota: u32,
     /// A decision with no outcome after this many intervals is forgotten (counted).
     pub pending_timeout: u32,
+    /// Pages per region (the SLO counts pages: a working set of W regions is W × this).
+    pub region_pages: u32,
+    /// Promote a far region whole once this many of its pages faulted back in one interval,
+    /// or once it is accessed in two intervals in a row; fewer, isolated faults (a cold read)
+    /// bring back only the pages touched.
+    pub promote_pages: u32,
+    /// The feedback floor at the start (0 = `min_threshold`): a policy that starts high
+    /// reclaims only long-idle regions first and lowers the threshold while the promotions
+    /// stay under half the SLO (a power of two in range, else clamped).
+    pub initial_threshold: u32,
 }
 
 impl Default for MemConfig {
@@ -54,6 +66,9 @@ impl Default for MemConfig {
             collapse_after: 8,
             collapse_quota: 4,
             pending_timeout: 64,
+            region_pages: 512,
+            promote_pages: 16,
+            initial_threshold: 0,
         }
     }
 }
@@ -65,7 +80,7 @@ pub enum MemConfigError {
     RegionCount,
     /// A threshold is 0, not a power of two, or `min > max`.
     Threshold,
-    /// `intervals_per_minute` is 0.
+    /// `intervals_per_minute` or `region_pages` is 0.
     TimeBase,
 }
 
@@ -79,7 +94,11 @@ struct Region {
     far: bool,
     huge: bool,
     no_collapse: bool,
+    /// Accessed in the last ended interval.
+    accessed_before: bool,
     want_promote: bool,
+    /// Pages faulted back since the region was last reclaimed.
+    faulted: u32,
     pending: Option<Pending>,
 }
 
@@ -99,7 +118,9 @@ impl Region {
         far: false,
         huge: false,
         no_collapse: false,
+        accessed_before: false,
         want_promote: false,
+        faulted: 0,
         pending: None,
     };
 
@@ -121,6 +142,10 @@ pub struct MemPolicy<const N: usize> {
     /// Demand promotions observed in the current minute, and in the previous one.
     actual_cur: u64,
     actual_prev: u64,
+    /// Promoted pages per minute, averaged over about `AVG_MINUTES` minutes (× `AVG_MINUTES`).
+    actual_avg: u64,
+    /// Minutes since the floor last changed.
+    floor_age: u64,
     /// Near regions by age (reclaim candidates), as of the last interval.
     cold: AgeHistogram,
     wss: u64,
@@ -144,7 +169,7 @@ impl<const N: usize> MemPolicy<N> {
         {
             return Err(MemConfigError::Threshold);
         }
-        if cfg.intervals_per_minute == 0 {
+        if cfg.intervals_per_minute == 0 || cfg.region_pages == 0 {
             return Err(MemConfigError::TimeBase);
         }
         Ok(MemPolicy {
@@ -156,10 +181,14 @@ impl<const N: usize> MemPolicy<N> {
             have_prev: false,
             actual_cur: 0,
             actual_prev: 0,
+            actual_avg: 0,
+            floor_age: 0,
             cold: AgeHistogram::new(),
             wss: 0,
             threshold: cfg.min_threshold,
-            floor: cfg.min_threshold,
+            floor: cfg
+                .initial_threshold
+                .clamp(cfg.min_threshold, cfg.max_threshold),
             next_txn: 1,
             cursor: 0,
             stats: MemStats::default(),
@@ -233,6 +262,7 @@ impl<const N: usize> MemPolicy<N> {
 
     /// Apply one record from the host (untrusted: bad ids and old records are counted).
     pub fn on_record(&mut self, rec: RegionRecord) {
+        let burst = rec.faulted >= self.cfg.promote_pages;
         let Some(reg) = self.slot_mut(rec.region) else {
             self.stats.bad_region += 1;
             return;
@@ -244,16 +274,21 @@ impl<const N: usize> MemPolicy<N> {
         reg.seq = rec.seq;
         let accessed = rec.accessed();
         let promoted = reg.far && accessed;
+        // accessed in the previous interval too (its age was reset then)
+        let sustained = accessed && reg.age == 0 && reg.accessed_before;
         reg.accessed |= accessed;
         reg.far = rec.tier == Tier::Far;
-        reg.want_promote = reg.far && (accessed || reg.want_promote);
+        reg.want_promote = reg.far && (burst || (promoted && sustained) || reg.want_promote);
         if reg.far {
             reg.huge = false;
         }
+        let pages = if promoted { rec.faulted.max(1) } else { 0 };
+        reg.faulted = reg.faulted.saturating_add(pages);
         self.stats.records += 1;
         if promoted {
             self.stats.promotions += 1;
-            self.actual_cur += 1;
+            self.stats.promoted_pages += pages as u64;
+            self.actual_cur += pages as u64;
         }
     }
 
@@ -275,13 +310,16 @@ impl<const N: usize> MemPolicy<N> {
             (OutcomeKind::Committed, MemAction::Reclaim) => {
                 reg.far = true;
                 reg.huge = false;
+                reg.faulted = 0;
             }
             (OutcomeKind::Committed, MemAction::Promote) => {
                 reg.far = false;
                 reg.want_promote = false;
                 reg.age = 0;
             }
-            (OutcomeKind::Committed, MemAction::Collapse) => reg.huge = true,
+            // A region a later record reported far cannot be huge, whatever the host claims (an
+            // outcome is untrusted: it may arrive after the record that moved the region).
+            (OutcomeKind::Committed, MemAction::Collapse) => reg.huge = !reg.far,
             (OutcomeKind::Failed, MemAction::Collapse) => reg.no_collapse = true,
             // back off: a region the host could not reclaim waits another threshold
             (OutcomeKind::Failed, MemAction::Reclaim) => reg.age = 0,
@@ -315,6 +353,7 @@ impl<const N: usize> MemPolicy<N> {
         self.cold.clear();
         self.wss = 0;
         for reg in &mut self.regions[..n] {
+            reg.accessed_before = reg.accessed;
             if reg.accessed {
                 if reg.age > 0 {
                     self.promo_cur.add(reg.age);
@@ -355,17 +394,27 @@ impl<const N: usize> MemPolicy<N> {
         self.actual_cur = 0;
         self.window_elapsed = 0;
         self.have_prev = true;
-        let budget = self.wss * self.cfg.slo_ppm_per_minute as u64;
+        let budget = self.budget();
         let (min, max) = (self.cfg.min_threshold, self.cfg.max_threshold);
-        if self.actual_prev * PPM > budget {
+        // The average forgets slowly, so one costly minute (a whole region promoted) holds the
+        // floor up for several minutes instead of one; a minute over budget raises the floor
+        // only while the average is over budget too.
+        self.actual_avg = self.actual_avg - self.actual_avg / AVG_MINUTES + self.actual_prev;
+        let avg = self.actual_avg / AVG_MINUTES;
+        self.floor_age += 1;
+        if self.actual_prev * PPM > budget && avg * PPM > budget {
             self.floor = (self.floor.saturating_mul(2)).min(max);
             self.stats.slo_backoffs += 1;
-        } else if self.actual_prev * PPM * 2 <= budget && self.floor > min {
+            self.floor_age = 0;
+        } else if avg * PPM * 2 <= budget && self.floor > min && self.floor_age >= AVG_MINUTES {
+            // lower it step by step, each step held a few minutes to see its promotions
             self.floor = (self.floor / 2).max(min);
+            self.floor_age = 0;
         }
     }
 
-    /// Predicted promotions per minute at `threshold`, in ppm-scaled units (`x * PPM`).
+    /// Predicted promoted pages per minute at `threshold`, in ppm-scaled units (`x * PPM`):
+    /// every access after an idle age at or above it would have faulted at least one page.
     fn predicted_ppm(&self, threshold: u32) -> u64 {
         let prev_len = if self.have_prev {
             self.cfg.intervals_per_minute
@@ -380,10 +429,15 @@ impl<const N: usize> MemPolicy<N> {
         count * PPM * self.cfg.intervals_per_minute as u64 / span
     }
 
+    /// The SLO in ppm-scaled pages per minute: `slo_ppm × working set (pages)`.
+    fn budget(&self) -> u64 {
+        self.wss * self.cfg.region_pages as u64 * self.cfg.slo_ppm_per_minute as u64
+    }
+
     /// The smallest power-of-two threshold whose predicted promotion rate meets the SLO, never
     /// below the feedback floor; the largest threshold if none does.
     fn choose_threshold(&self) -> u32 {
-        let budget = self.wss * self.cfg.slo_ppm_per_minute as u64;
+        let budget = self.budget();
         let mut t = self.cfg.min_threshold;
         while t < self.cfg.max_threshold && self.predicted_ppm(t) > budget {
             t *= 2;
@@ -408,13 +462,16 @@ impl<const N: usize> MemPolicy<N> {
             issued,
         });
         if action == MemAction::Promote {
+            // The rest of the region comes back ahead of use (a prefetch): it costs the host
+            // a decompression, not the application a fault, so the SLO does not count it.
             reg.want_promote = false;
         }
         self.stats.decisions[action.index()] += 1;
         true
     }
 
-    /// Promote far regions that were accessed (demand promotion of the whole region).
+    /// Promote far regions that are hot again (a burst of faults, or accesses in two
+    /// intervals in a row): the whole region comes back.
     fn emit_promotions(&mut self, out: &mut dyn MemSink) -> usize {
         let mut n = 0;
         for i in 0..self.cfg.n_regions as usize {

@@ -19,6 +19,10 @@ fn cfg(n: u32) -> MemConfig {
         collapse_after: 0,
         collapse_quota: 4,
         pending_timeout: 64,
+        // one page per region, promoted on its first fault: the SLO counts regions here
+        region_pages: 1,
+        promote_pages: 1,
+        initial_threshold: 0,
     }
 }
 
@@ -43,12 +47,15 @@ impl Host {
         } else {
             Tier::Near
         };
+        // A touch of a far region faults back its (one) page.
+        let faulted = u32::from(tier == Tier::Far);
         let rec = RegionRecord {
             region: RegionId(r),
             seq: Seq(self.seq[r as usize]),
             read: !write,
             written: write,
             tier,
+            faulted,
         };
         p.on_record(rec);
     }
@@ -616,6 +623,7 @@ mod fuzz {
                         read,
                         written,
                         tier,
+                        faulted: u32::from(far && (read || written)),
                     });
                 }
                 Op::Answer {
@@ -752,4 +760,101 @@ fn working_set_age_follows_the_time_base_by_default() {
         1,
         "idle regions leave the working set after 2 minutes (6 intervals)"
     );
+}
+
+/// A 4-region policy with 512-page regions whose region 1 was reclaimed (committed at seq 1).
+fn with_far_region(initial_threshold: u32) -> P {
+    let mut p = P::new(MemConfig {
+        n_regions: 4,
+        min_threshold: 1,
+        intervals_per_minute: 1,
+        initial_threshold,
+        ..MemConfig::default()
+    })
+    .unwrap();
+    let mut out: heapless::Vec<MemDecision, 16> = heapless::Vec::new();
+    for r in [0, 2, 3] {
+        p.on_record(RegionRecord::touched(RegionId(r), Seq(1), true, false));
+    }
+    p.end_interval(&mut out);
+    let d = out
+        .iter()
+        .find(|d| d.parts().2 == RegionId(1))
+        .copied()
+        .expect("the idle region is reclaimed");
+    let (_, txn, region, _) = d.parts();
+    p.on_outcome(MemOutcome {
+        txn,
+        region,
+        seq: Seq(1),
+        kind: OutcomeKind::Committed,
+    });
+    assert_eq!(p.far_regions(), 1);
+    p
+}
+
+fn promotes(p: &mut P, rec: RegionRecord) -> bool {
+    let mut out: heapless::Vec<MemDecision, 16> = heapless::Vec::new();
+    for r in [0, 2, 3] {
+        let seq = Seq(p.region(RegionId(r)).map_or(0, |_| 0) + 2 + p.stats().intervals as u32);
+        p.on_record(RegionRecord::touched(RegionId(r), seq, true, false));
+    }
+    p.on_record(rec);
+    p.end_interval(&mut out);
+    out.iter().any(|d| {
+        matches!(
+            d,
+            MemDecision::Promote {
+                region: RegionId(1),
+                ..
+            }
+        )
+    })
+}
+
+#[test]
+fn a_cold_read_brings_back_one_page_not_the_region() {
+    let mut p = with_far_region(0);
+    assert!(!promotes(&mut p, RegionRecord::far(RegionId(1), Seq(2), 1)));
+    assert_eq!(p.stats().promoted_pages, 1, "the SLO counts the one page");
+    assert_eq!(p.stats().decisions[1], 0);
+}
+
+#[test]
+fn a_burst_of_faults_promotes_the_whole_region() {
+    let mut p = with_far_region(0);
+    assert!(promotes(&mut p, RegionRecord::far(RegionId(1), Seq(2), 40)));
+    assert_eq!(
+        p.stats().promoted_pages,
+        40,
+        "40 faulted; the other 472 come back ahead of use, not counted"
+    );
+}
+
+#[test]
+fn accesses_in_two_intervals_in_a_row_promote_the_region() {
+    let mut p = with_far_region(0);
+    assert!(!promotes(&mut p, RegionRecord::far(RegionId(1), Seq(2), 1)));
+    assert!(promotes(&mut p, RegionRecord::far(RegionId(1), Seq(3), 1)));
+}
+
+#[test]
+fn a_high_initial_threshold_waits_before_reclaiming() {
+    let mut p = P::new(MemConfig {
+        n_regions: 2,
+        min_threshold: 1,
+        intervals_per_minute: 1,
+        initial_threshold: 8,
+        ..MemConfig::default()
+    })
+    .unwrap();
+    let mut out: heapless::Vec<MemDecision, 16> = heapless::Vec::new();
+    for _ in 0..3 {
+        p.end_interval(&mut out);
+    }
+    assert!(out.is_empty(), "the floor holds a few minutes: {out:?}");
+    for _ in 0..5 {
+        p.end_interval(&mut out);
+    }
+    assert_eq!(out.len(), 2, "then comes down while nothing is promoted");
 }

@@ -61,10 +61,48 @@ pub enum Agent {
 pub enum Subsystem {
     /// Offloaded thread scheduling.
     Sched,
+    /// Memory management (a key-value table; `--agent linux` is the no-management baseline).
+    Mem,
     /// The network/RPC control plane (core allocation and eBPF steering).
     Net,
     /// Every subsystem at once, one IPU core each.
     All,
+}
+
+/// Options of the memory demo (`--subsystem mem`).
+#[derive(Debug, Args)]
+pub struct MemDemoArgs {
+    /// Size of the key-value table in MiB.
+    #[arg(long, default_value_t = 1024, value_name = "MIB",
+          value_parser = clap::value_parser!(u64).range(8..=65536))]
+    pub table_mib: u64,
+    /// Offered key-value load in operations per second (open-loop Poisson arrivals).
+    #[arg(long, default_value_t = 100_000.0, value_name = "OPS/S")]
+    pub kv_rate: f64,
+    /// Seconds of load per mode (the hot set moves halfway).
+    #[arg(long, default_value_t = 20.0, value_name = "SECS")]
+    pub mem_duration: f64,
+    /// Scan interval in milliseconds.
+    #[arg(long, default_value_t = 100, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(5..=10_000))]
+    pub interval_ms: u64,
+    /// Scan intervals per SLO minute (the demo's time base; 1 maps the policy's smallest cold
+    /// threshold, 2 intervals, onto Google's 120 s).
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub minute_intervals: u32,
+    /// Promotion-rate SLO in ppm of the working set per minute (2000 = 0.2%/min).
+    #[arg(long, default_value_t = 2000, value_name = "PPM")]
+    pub slo_ppm: u32,
+    /// Share of the keys in the hot set.
+    #[arg(long, value_name = "F")]
+    pub hot_fraction: Option<f64>,
+    /// Share of operations reading a random key outside the hot set.
+    #[arg(long, value_name = "F")]
+    pub cold_fraction: Option<f64>,
+    /// Run without a far tier (no reclaim; the saving is 0).
+    #[arg(long)]
+    pub no_far_tier: bool,
 }
 
 #[derive(Debug, Args)]
@@ -72,7 +110,8 @@ pub struct DemoArgs {
     /// Subsystem to demonstrate.
     #[arg(long, value_enum, default_value_t = Subsystem::Sched)]
     pub subsystem: Subsystem,
-    /// (net) Write an SVG plot of workers held and p99 over time to this file.
+    /// (net, mem) Write an SVG plot over time to this file (net: workers held and p99; mem:
+    /// resident memory and GET p99).
     #[arg(long, value_name = "PATH")]
     pub plot: Option<PathBuf>,
     /// (net) Server workers (each a pinned thread with its own SO_REUSEPORT socket).
@@ -89,6 +128,8 @@ pub struct DemoArgs {
     /// (net) p99 latency objective in milliseconds.
     #[arg(long, default_value_t = 30.0, value_name = "MS")]
     pub slo_ms: f64,
+    #[command(flatten)]
+    pub mem: MemDemoArgs,
     /// Agents to run, in order (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Agent::Ipu, Agent::Host, Agent::Linux])]
     pub agent: Vec<Agent>,

@@ -5,6 +5,7 @@ mod cli;
 mod demo_all;
 mod demo_net;
 mod ipu;
+mod mem_demo;
 mod sim_cmd;
 mod test_cmd;
 
@@ -92,6 +93,9 @@ fn link_test(args: LinkTestArgs) -> anyhow::Result<ExitCode> {
 
 fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     use wave_host_shim::engine::{AgentMode, EngineConfig};
+    if args.subsystem == Subsystem::Mem {
+        return mem_demo::demo_mem(args);
+    }
     if args.subsystem == Subsystem::Net {
         return demo_net::demo_net(args);
     }
