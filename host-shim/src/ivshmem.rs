@@ -26,7 +26,8 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 use nix::sys::time::TimeSpec;
 use wave_abi::layout::{Layout, DEFAULT_RING_ENTRIES, MIN_VECTORS, VECTOR_CONTROL};
-use wave_abi::SharedRegion;
+use wave_abi::status::{State, StatusView};
+use wave_abi::{Kind, SharedRegion};
 
 use crate::error::ShimError;
 use crate::link::{prepare_region, Link, LinkError, Wake};
@@ -315,6 +316,13 @@ impl IvshmemServer {
         if inner.client.take().is_some() {
             inner.counters.disconnects += 1;
             inner.generation += 1;
+            // The IPU's writer is gone with QEMU: store OFFLINE on its behalf (docs/abi.md §7
+            // "Liveness"), so no endpoint keeps reading its last READY as a live session and
+            // re-reads that session's entries.
+            let region = self.shm.region();
+            if let Ok(v) = StatusView::new(&region, self.layout.place(Kind::IpuStatus).offset) {
+                v.set_state(State::Offline, v.snapshot().epoch);
+            }
             log(format_args!(
                 "ivshmem client disconnected; waiting for a new one on {}",
                 self.cfg.socket.display()

@@ -32,5 +32,7 @@ pub mod local;
 pub mod mem;
 #[cfg(feature = "std")]
 pub mod shm;
+#[cfg(feature = "std")]
+pub mod watchdog;
 
 pub use link::{Link, LinkError, Wake};

@@ -21,6 +21,7 @@ use wave_abi::{Channel, Down, Endpoint, Layout, Side};
 use wave_policy::runtime::{self, Exit, Log, Service, Step, Tuning};
 
 use crate::link::{HostPort, Link, LinkError};
+use crate::watchdog::{self, Cause};
 
 /// Settings.
 #[derive(Clone, Debug)]
@@ -49,6 +50,9 @@ pub struct LinkTestConfig {
     /// Run as a lane of the host side (another thread owns the host's status block, e.g. a
     /// scheduling engine on the same region): never stops the side at the end.
     pub lane: bool,
+    /// End the run (counting what is in flight lost) once the IPU's heartbeat has not changed
+    /// for this long, or at once when the transport says the IPU left.
+    pub peer_timeout: Duration,
 }
 
 /// Kinds of malformed request the hostile-host mode sends, in order.
@@ -84,6 +88,7 @@ impl Default for LinkTestConfig {
             stop_at_end: true,
             malformed_every: None,
             lane: false,
+            peer_timeout: crate::watchdog::DEFAULT_PEER_TIMEOUT,
         }
     }
 }
@@ -138,6 +143,10 @@ pub struct LinkTestSummary {
     /// Invalid requests the IPU reports having counted and skipped (its published counter),
     /// read at the end of the run.
     pub ipu_invalid: u64,
+    /// Why the run ended early: the IPU left or its heartbeat stopped.
+    pub peer_lost: Option<Cause>,
+    /// The watchdog's report when it declared the IPU gone (both status blocks, counters).
+    pub watchdog: Option<String>,
     /// Wall time.
     pub elapsed: Duration,
     /// Received messages per second.
@@ -408,12 +417,24 @@ pub fn run<L: Link>(link: &L, cfg: LinkTestConfig) -> Result<LinkTestSummary, Li
     let stop = AtomicBool::new(false);
     let mut bad_stamps = 0;
     loop {
-        let mut port = HostPort::new(link, began, &stop).with_deadline(began + cfg.timeout);
+        let mut port = HostPort::new(link, began, &stop)
+            .with_deadline(began + cfg.timeout)
+            .with_watchdog(layout, cfg.peer_timeout);
         let (exit, rt) = runtime::run(&mut ep, &mut port, &tuning, &mut [&mut d]);
         d.s.sleeps += rt.sleeps;
         d.s.wakeups += rt.doorbell_wakeups;
         d.s.doorbells_sent += rt.doorbells;
         bad_stamps += ep.rx(Channel::LinkTest).stats().bad_stamp;
+        let lost = port.peer_lost().or_else(|| {
+            (port.transport_changed() && !link.peer_present()).then_some(Cause::Disconnected)
+        });
+        if let Some(cause) = lost {
+            // The IPU is gone: stop at once; what is in flight is lost (counted below).
+            d.s.peer_lost = Some(cause);
+            let age = port.heartbeat_age();
+            d.s.watchdog = Some(watchdog::report(&region, &layout, &cause, age, 0));
+            break;
+        }
         if exit == Exit::StopRequested && port.transport_changed() && !port.past_deadline() {
             // A new IPU connected to the transport: the region was re-initialised.
             d.s.resyncs += 1;
@@ -428,6 +449,10 @@ pub fn run<L: Link>(link: &L, cfg: LinkTestConfig) -> Result<LinkTestSummary, Li
     d.lose_all();
     let mut s = finish(d, began.elapsed(), bad_stamps);
     ep.tick(s.corrupt, s.received);
+    if s.peer_lost.is_some() {
+        s.ipu_invalid = ep.peer_status().lanes[Channel::LinkTest.index()].0;
+        return Ok(s);
+    }
     s.ipu_invalid = settle_ipu_invalid(link, &ep, s.injected);
     if cfg.stop_at_end {
         ep.stop();
@@ -486,7 +511,7 @@ impl std::fmt::Display for LinkTestSummary {
             "sent={} received={} corrupt={} lost={} (unexpected={} duplicate={} mismatched={} \
              bad_tag={} bad_len={} reserved={} checksum={} bad_stamps={}) resyncs={} \
              doorbells_sent={} sleeps={} wakeups={} injected={} ipu_invalid={} msgs/s={:.0} \
-             rtt_p50={:?} rtt_p99={:?}{}",
+             rtt_p50={:?} rtt_p99={:?}{}{}",
             self.sent,
             self.received,
             self.corrupt,
@@ -508,7 +533,11 @@ impl std::fmt::Display for LinkTestSummary {
             self.msgs_per_sec,
             self.rtt_p50,
             self.rtt_p99,
-            if self.timed_out { " TIMED OUT" } else { "" }
+            if self.timed_out { " TIMED OUT" } else { "" },
+            match &self.peer_lost {
+                Some(c) => format!(" PEER LOST: {c}"),
+                None => String::new(),
+            }
         )
     }
 }

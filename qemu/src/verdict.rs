@@ -30,6 +30,9 @@ pub enum ExitCode {
     LinkFailed = 7,
     /// `demo`: a run lost requests, violated an invariant, or the firmware failed.
     DemoFailed = 8,
+    /// `link-test`, `demo` with `--no-fallback`: the IPU died or stopped during the run (QEMU
+    /// exited, or its heartbeat stopped); the watchdog report says which and what was in flight.
+    PeerLost = 9,
     TimedOut = 124,
     RunnerError = 125,
 }

@@ -52,12 +52,20 @@ fn link_test(args: LinkTestArgs) -> anyhow::Result<ExitCode> {
         gic: args.gic,
         timeout: Duration::from_secs(args.timeout),
         malformed_every: args.malformed_every,
+        peer_timeout: Duration::from_millis(args.peer_timeout_ms),
         ..Default::default()
     };
     wave_qemu::install::qemu()?;
     let image = wave_qemu::build_image(None)?;
     let outcome = wave_qemu::run_link_test(&opts, &image)?;
     println!("{}", outcome.line());
+    if let Some(cause) = &outcome.summary.peer_lost {
+        if let Some(report) = &outcome.summary.watchdog {
+            print!("{report}");
+        }
+        println!("wave: FAIL: {cause}; the run ended early (exit 9)");
+        return Ok(ExitCode::PeerLost);
+    }
     if outcome.boot.status == wave_qemu::BootStatus::TimedOut {
         println!("wave: FAIL: timed out after {} s", args.timeout);
         return Ok(ExitCode::TimedOut);

@@ -1,0 +1,93 @@
+//! Either side can die at any moment (issue 9): the host notices a dead or stopped IPU through
+//! the transport and the heartbeat, ends the link test at once with the cause, and never reads
+//! a dead session's entries as new ones.
+
+use std::path::Path;
+use std::time::Duration;
+
+use wave_host_shim::link_test::{self, LinkTestConfig, LinkTestSummary};
+use wave_host_shim::watchdog::Cause;
+use wave_qemu::ipu::{with_ipu, LinkSettings};
+
+fn echo_boot() -> wave_qemu::BootConfig {
+    wave_qemu::BootConfig {
+        smp: 1,
+        timeout: Duration::from_secs(120),
+        append: vec!["wave.services=echo@0".into()],
+        ..Default::default()
+    }
+}
+
+/// The pid of the QEMU whose command line names `socket` (unique per server).
+fn qemu_on(socket: &Path) -> Option<u32> {
+    let needle = socket.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        String::from_utf8_lossy(&cmd)
+            .contains(&needle)
+            .then_some(pid)
+    })
+}
+
+/// Runs a long link test and sends `signal` to QEMU once some responses came back.
+fn link_test_with(signal: &str) -> (LinkTestSummary, wave_qemu::BootOutcome) {
+    let image = wave_qemu::image().expect("firmware image");
+    let (summary, fw) = with_ipu(&echo_boot(), &image, LinkSettings::default(), |s, left| {
+        let socket = s.config().socket.clone();
+        let cfg = LinkTestConfig {
+            messages: 5_000_000,
+            timeout: left,
+            link_up_timeout: Duration::from_secs(30).min(left),
+            peer_timeout: Duration::from_millis(300),
+            ..Default::default()
+        };
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                // Let the test get going (no timing is asserted, only counts).
+                std::thread::sleep(Duration::from_millis(1500));
+                let pid = qemu_on(&socket).expect("QEMU's pid");
+                let ok = std::process::Command::new("kill")
+                    .args([signal, &pid.to_string()])
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "kill {signal} {pid}");
+            });
+            link_test::run(s, cfg)
+        })
+    })
+    .expect("the run");
+    (summary.expect("the link test ran"), fw)
+}
+
+fn assert_no_dead_session_reread(s: &LinkTestSummary) {
+    assert!(s.received > 0 && s.received < 5_000_000, "{s}");
+    assert_eq!(
+        s.corrupt, 0,
+        "entries of a dead session were read as new: {s}"
+    );
+    assert_eq!(s.unexpected + s.duplicate, 0, "{s}");
+    assert_eq!(s.received + s.lost, s.sent, "{s}");
+    assert!(!s.timed_out, "ended by the watchdog, not the timeout: {s}");
+    let report = s.watchdog.as_deref().unwrap_or("");
+    assert!(
+        report.contains("ipu: state"),
+        "the watchdog report: {report}"
+    );
+}
+
+#[test]
+fn kill_9_of_qemu_ends_the_link_test_at_once_with_the_cause() {
+    let (s, _fw) = link_test_with("-KILL");
+    assert_eq!(s.peer_lost, Some(Cause::Disconnected), "{s}");
+    assert_no_dead_session_reread(&s);
+}
+
+#[test]
+fn sigstop_of_qemu_is_caught_by_the_heartbeat_watchdog() {
+    let (s, fw) = link_test_with("-STOP");
+    assert!(matches!(s.peer_lost, Some(Cause::HeartbeatStale(_))), "{s}");
+    assert_no_dead_session_reread(&s);
+    // The runner ended the stopped QEMU instead of waiting for it.
+    assert_ne!(fw.status, wave_qemu::BootStatus::Exited(0));
+}
