@@ -15,7 +15,7 @@ use wave_host_shim::engine::{self, AgentMode, EngineConfig, EngineResults};
 use crate::boot::{BootConfig, BootOutcome, BootStatus};
 use crate::error::{Error, Result};
 use crate::image::Image;
-use crate::ipu::{with_ipu, LinkSettings};
+use crate::ipu::{with_ipu, with_ipu_restarts, LinkSettings};
 
 /// Settings of a demo run.
 #[derive(Debug, Clone)]
@@ -34,6 +34,9 @@ pub struct DemoOptions {
     pub timeout: Duration,
     /// Show the firmware console.
     pub echo: bool,
+    /// `ipu` agent: kill QEMU this often and boot a new one (the host fails over to its
+    /// fallback agent and hands back to each new IPU).
+    pub kill_ipu_every: Option<Duration>,
 }
 
 impl Default for DemoOptions {
@@ -49,6 +52,7 @@ impl Default for DemoOptions {
             gic: 3,
             timeout: Duration::from_secs(180),
             echo: false,
+            kill_ipu_every: None,
         }
     }
 }
@@ -104,9 +108,24 @@ pub fn run_ipu(opts: &DemoOptions, image: &Image) -> Result<DemoRun> {
         vectors,
         ..LinkSettings::default()
     };
-    let (results, fw) = with_ipu(&boot, image, link, |server, _left| {
-        engine::run_ipu(server, cfg)
-    })?;
+    let (results, fw) = match opts.kill_ipu_every {
+        None => with_ipu(&boot, image, link, |server, _left| {
+            engine::run_ipu(server, cfg)
+        })?,
+        Some(every) => {
+            let (r, mut runs) = with_ipu_restarts(&boot, image, link, every, |server| {
+                engine::run_ipu(server, cfg)
+            })?;
+            let r = r.map(|mut r| {
+                r.ipu_restarts = runs.len().saturating_sub(1) as u64;
+                r
+            });
+            let last = runs
+                .pop()
+                .ok_or_else(|| Error::Qemu("no QEMU run".into()))?;
+            (r, last)
+        }
+    };
     // QEMU is this process's only child during the run, and has been reaped.
     let emulator_cpu_s = children_cpu_s().map(|after| after - before.unwrap_or(0.0));
     match results {
@@ -237,6 +256,20 @@ pub fn table(runs: &[DemoRun]) -> String {
     );
     row("invariant violations", &|r| {
         r.invariant_violations.to_string()
+    });
+    let ipu = |r: &EngineResults, v: String| if r.mode == "ipu" { v } else { "-".into() };
+    row("IPU restarts / failovers", &|r| {
+        ipu(r, format!("{} / {}", r.ipu_restarts, r.failovers))
+    });
+    row("hand-backs", &|r| ipu(r, r.handbacks.to_string()));
+    row("time in fallback", &|r| {
+        ipu(r, format!("{:.2} s", r.fallback_s))
+    });
+    row("worst stall / detection", &|r| {
+        ipu(
+            r,
+            format!("{:.1} / {:.1} ms", r.worst_stall_ms, r.worst_detection_ms),
+        )
     });
     rows.push((
         "IPU emulation (QEMU CPU)".to_string(),

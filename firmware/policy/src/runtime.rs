@@ -222,7 +222,7 @@ fn run_loop<'a, P: Port>(
             break Exit::StopRequested;
         }
         let state = poll_link(ep, port, l);
-        if state == Err(Down::PeerStopped) && l.was_up {
+        if state == Err(Down::PeerStopped) && (l.was_up || stop_is_for_us(ep)) {
             break Exit::PeerStopped;
         }
         let now = port.now_ns();
@@ -245,6 +245,15 @@ fn run_loop<'a, P: Port>(
     };
     publish(ep, services);
     exit
+}
+
+/// A peer's STOPPED ends this side's run if it was up, or if the stop is by the peer
+/// incarnation this side attached to (it acknowledged that epoch) or by a peer it never
+/// attached to at all: a peer that stops right after its link-up, before it saw our
+/// acknowledgement, must not leave us waiting (`docs/abi.md` §7, "Clean stop").
+fn stop_is_for_us(ep: &Endpoint<'_>) -> bool {
+    let attached = ep.peer_epoch();
+    attached == 0 || ep.peer_status().epoch == attached
 }
 
 /// Polls the link and logs each change of state.

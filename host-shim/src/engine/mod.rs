@@ -12,6 +12,7 @@
 //! Modules: [`hist`] (lock-free latency histogram), [`workload`] (table, requests, arrivals),
 //! `runtime` (CPUs, fibers, event funnel, invariants), `host_agent`, `linux`, [`results`].
 
+mod failover;
 pub mod hist;
 mod host_agent;
 mod linux;
@@ -96,6 +97,13 @@ pub struct EngineConfig {
     pub stack_size: usize,
     /// At the end (ipu mode), publish the host STOPPED and ring the IPU's control vector.
     pub stop_link_at_end: bool,
+    /// ipu mode: when the IPU dies or stalls, keep scheduling with the same policy in a host
+    /// thread and hand back when an IPU is up again (`docs/engine.md` "Fallback"). Without
+    /// it, a lost IPU ends the run (`EngineResults::peer_lost`).
+    pub fallback: bool,
+    /// ipu mode: the IPU is declared gone once its heartbeat has not changed for this long
+    /// (a QEMU that exits is noticed at once).
+    pub peer_timeout: Duration,
 }
 
 impl Default for EngineConfig {
@@ -117,9 +125,16 @@ impl Default for EngineConfig {
             link_up_timeout: Duration::from_secs(60),
             stack_size: 256 * 1024,
             stop_link_at_end: true,
+            fallback: true,
+            peer_timeout: DEFAULT_IPU_TIMEOUT,
         }
     }
 }
+
+/// Default heartbeat bound of the engine's watchdog: the IPU beats every 1–2 ms while it
+/// runs; under QEMU TCG on a loaded two-core machine its vCPU thread is sometimes not scheduled
+/// for tens of ms, and a needless failover costs a switch and back, never correctness.
+pub const DEFAULT_IPU_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Why a run could not start or finish.
 #[derive(Debug)]
@@ -176,6 +191,10 @@ impl EngineConfig {
         }
         if self.table_keys < SCAN_MIN_KEYS {
             return bad("table must hold at least 4096 keys");
+        }
+        let ms = self.peer_timeout.as_millis();
+        if !(1..=600_000).contains(&ms) {
+            return bad("the IPU heartbeat bound must be 1..=600000 ms");
         }
         Ok(())
     }

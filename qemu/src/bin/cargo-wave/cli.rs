@@ -102,6 +102,17 @@ pub struct DemoArgs {
     /// Show the firmware console during the ipu run.
     #[arg(long)]
     pub console: bool,
+    /// ipu agent: kill QEMU every SECS seconds and boot a new one, under load; the host
+    /// falls back to its own agent and hands back to each new IPU (0.2..=3600).
+    #[arg(long, value_name = "SECS")]
+    pub kill_ipu_every: Option<f64>,
+    /// ipu agent: declare the IPU gone once its heartbeat has not changed for MS ms.
+    #[arg(long, default_value_t = 100, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub ipu_timeout_ms: u64,
+    /// ipu agent: no host fallback; a lost IPU ends the run (exit 9).
+    #[arg(long)]
+    pub no_fallback: bool,
 }
 
 #[derive(Debug, Args)]

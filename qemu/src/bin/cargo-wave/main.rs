@@ -123,7 +123,14 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         range_ms: args.range_ms,
         range_pct: args.range_pct,
         progress: true,
+        fallback: !args.no_fallback,
+        peer_timeout: Duration::from_millis(args.ipu_timeout_ms),
         ..EngineConfig::default()
+    };
+    let kill_ipu_every = match args.kill_ipu_every {
+        Some(s) if (0.2..=3600.0).contains(&s) => Some(Duration::from_secs_f64(s)),
+        Some(s) => anyhow::bail!("--kill-ipu-every must be 0.2..=3600 seconds, not {s}"),
+        None => None,
     };
     engine.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     let opts = wave_qemu::demo::DemoOptions {
@@ -133,6 +140,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         spin_us: args.spin_us,
         gic: args.gic,
         echo: args.console,
+        kill_ipu_every,
         ..Default::default()
     };
     let image = if opts.agents.contains(&AgentMode::Ipu) {
@@ -151,6 +159,10 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, wave_qemu::demo::json(&opts, &runs))
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
         println!("wave: results written to {}", path.display());
+    }
+    if let Some(cause) = runs.iter().find_map(|r| r.results.peer_lost.as_ref()) {
+        println!("wave: FAIL: {cause}; no fallback, the run ended early (exit 9)");
+        return Ok(ExitCode::PeerLost);
     }
     if runs.iter().all(|r| r.ok()) {
         Ok(ExitCode::Pass)
