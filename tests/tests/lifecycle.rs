@@ -91,3 +91,63 @@ fn sigstop_of_qemu_is_caught_by_the_heartbeat_watchdog() {
     // The runner ended the stopped QEMU instead of waiting for it.
     assert_ne!(fw.status, wave_qemu::BootStatus::Exited(0));
 }
+
+fn kill_every(fallback: bool) -> wave_qemu::demo::DemoRun {
+    use wave_host_shim::engine::{AgentMode, EngineConfig, PolicyChoice};
+    let image = wave_qemu::image().expect("firmware image");
+    let opts = wave_qemu::demo::DemoOptions {
+        agents: vec![AgentMode::Ipu],
+        engine: EngineConfig {
+            policy: PolicyChoice::named("shinjuku").expect("registered"),
+            rate: 3_000.0,
+            duration: Duration::from_secs(5),
+            cpus: 2,
+            handlers: 32,
+            table_keys: 1 << 16,
+            progress: false,
+            fallback,
+            ..EngineConfig::default()
+        },
+        timeout: Duration::from_secs(120),
+        kill_ipu_every: Some(Duration::from_millis(1500)),
+        ..Default::default()
+    };
+    let run = wave_qemu::demo::run_ipu(&opts, &image).expect("the ipu run");
+    println!("{}", run.results);
+    run
+}
+
+/// Issue 9 part 1: QEMU is killed under load (three times in five seconds); the host fails
+/// over to its own agent, hands back to each new IPU, and loses nothing.
+#[test]
+fn killing_the_ipu_under_load_fails_over_hands_back_and_loses_nothing() {
+    let run = kill_every(true);
+    let r = &run.results;
+    assert!(r.offered > 0);
+    assert_eq!(r.completed, r.offered, "every request completes\n{r}");
+    assert_eq!(r.invariant_violations, 0, "{:?}\n{r}", r.first_violation);
+    assert!(r.ipu_restarts >= 1, "{r}");
+    assert!(
+        r.failovers >= 1 && r.handbacks >= 1,
+        "{:?}",
+        r.failover_causes
+    );
+    // Every switch re-announced the threads to the new agent.
+    assert!(r.resyncs >= r.failovers + r.handbacks, "{r}");
+    assert_eq!(
+        r.txn_taken,
+        r.txn_committed + r.txn_failed() + r.txn_aborted,
+        "{r}"
+    );
+    assert_eq!(r.peer_lost, None);
+}
+
+/// Without a fallback, a killed IPU ends the run at once, with the cause.
+#[test]
+fn without_fallback_a_killed_ipu_ends_the_run_with_the_cause() {
+    let run = kill_every(false);
+    let r = &run.results;
+    let cause = r.peer_lost.as_deref().unwrap_or("");
+    assert!(cause.contains("disconnected"), "{cause:?}\n{r}");
+    assert_eq!(r.failovers, 0);
+}
