@@ -37,6 +37,8 @@ use crate::shm::SharedMemory;
 pub const HOST_PEER: i64 = 0;
 /// ivshmem peer id given to the QEMU client (the IPU).
 pub const IPU_PEER: i64 = 1;
+/// Largest shared region the server creates (the default layout needs 256 KiB).
+pub const MAX_SHM_SIZE: usize = 1 << 30;
 /// Most vectors: QEMU decodes only 8 bits of the Doorbell vector field.
 pub const MAX_VECTORS: u16 = 256;
 
@@ -126,6 +128,9 @@ impl IvshmemServer {
     /// Validates the settings, creates and initialises the shared memory, and listens.
     pub fn bind(cfg: ServerConfig) -> Result<Self, ShimError> {
         let minimum = Layout::min_size(cfg.ring_entries);
+        if cfg.shm_size > MAX_SHM_SIZE {
+            return Err(ShimError::ShmTooLarge(cfg.shm_size));
+        }
         if !cfg.shm_size.is_power_of_two() {
             return Err(ShimError::ShmNotPowerOfTwo(cfg.shm_size));
         }

@@ -43,8 +43,8 @@ pub struct LinkTestConfig {
     /// At the end, publish this side as STOPPED and ring the control vector, so the IPU's
     /// agent knows the test is over (the firmware's `wave.link=echo` then powers off).
     pub stop_at_end: bool,
-    /// Hostile-host mode: after every this many valid requests, also send one malformed
-    /// request (cycling through [`malformed_request`]'s kinds). The IPU must count and skip
+    /// Hostile-host mode: right after every this many valid requests (exactly: after valid
+    /// request number k·K), also send one malformed request (cycling through [`malformed_request`]'s kinds). The IPU must count and skip
     /// them and keep answering the valid ones; see [`LinkTestSummary::ipu_invalid`].
     pub malformed_every: Option<u64>,
     /// Run as a lane of the host side (another thread owns the host's status block, e.g. a
@@ -202,6 +202,8 @@ struct Driver<'c> {
     decoder: TestDecoder,
     rtts: Vec<u64>,
     batch: Vec<EntryBody>,
+    /// Per entry of `batch`: a valid request (true) or a malformed one.
+    valid: Vec<bool>,
 }
 
 impl<'c> Driver<'c> {
@@ -218,6 +220,7 @@ impl<'c> Driver<'c> {
             decoder: TestDecoder::new(TAG_TEST_RESPONSE),
             rtts: Vec::with_capacity(total),
             batch: Vec::with_capacity(32),
+            valid: Vec::with_capacity(32),
         }
     }
 
@@ -231,48 +234,49 @@ impl<'c> Driver<'c> {
         self.in_flight = 0;
     }
 
-    /// One malformed request ahead of the batch whenever the valid count crosses a multiple of
-    /// `malformed_every` (while there are still valid requests to send after it).
-    fn inject(&mut self, ep: &mut Endpoint<'_>) -> u64 {
-        let Some(every) = self.cfg.malformed_every.filter(|&e| e > 0) else {
-            return 0;
-        };
-        if self.batch.is_empty() || self.next_seq / every <= self.s.injected {
-            return 0;
-        }
-        let bad = malformed_request(self.s.injected, self.cfg.seed);
-        let (n, ring) = ep.send(Channel::LinkTest, &[bad]);
-        self.s.injected += n as u64;
-        ring.map_or(0, |v| 1 << (v & 63))
-    }
-
-    /// Sends up to a window of requests; returns (sent, doorbells).
+    /// Sends up to a window of requests, with one malformed request right after every
+    /// `malformed_every`-th valid one (hostile-host mode); returns (entries sent, doorbells).
     fn send(&mut self, ep: &mut Endpoint<'_>) -> (usize, u64) {
         self.batch.clear();
-        while self.in_flight + self.batch.len() < self.cfg.window
-            && self.next_seq + (self.batch.len() as u64) < self.cfg.messages
-            && self.batch.len() < self.batch.capacity()
+        self.valid.clear();
+        let every = self.cfg.malformed_every.filter(|&e| e > 0);
+        let mut seq = self.next_seq;
+        let mut bad = self.s.injected;
+        while self.in_flight + self.valid.len() < self.cfg.window
+            && seq < self.cfg.messages
+            && self.batch.len() + 2 <= self.batch.capacity()
         {
-            let seq = self.next_seq + self.batch.len() as u64;
-            let words = request_words(self.cfg.seed, seq);
-            self.batch.push(encode_test(TAG_TEST_REQUEST, seq, &words));
+            self.batch.push(encode_test(
+                TAG_TEST_REQUEST,
+                seq,
+                &request_words(self.cfg.seed, seq),
+            ));
+            self.valid.push(true);
+            seq += 1;
+            if every.is_some_and(|k| seq % k == 0) {
+                self.batch.push(malformed_request(bad, self.cfg.seed));
+                self.valid.push(false);
+                bad += 1;
+            }
         }
-        let mut bells = self.inject(ep);
         if self.batch.is_empty() {
-            return (0, bells);
+            return (0, 0);
         }
         let (n, ring) = ep.send(Channel::LinkTest, &self.batch);
         let now = Instant::now();
-        for seq in self.next_seq..self.next_seq + n as u64 {
-            if let Some(f) = self.flights.get_mut(seq as usize) {
-                *f = Some((now, request_words(self.cfg.seed, seq)));
+        for &ok in &self.valid[..n] {
+            if !ok {
+                self.s.injected += 1;
+                continue;
             }
+            if let Some(f) = self.flights.get_mut(self.next_seq as usize) {
+                *f = Some((now, request_words(self.cfg.seed, self.next_seq)));
+            }
+            self.next_seq += 1;
+            self.in_flight += 1;
+            self.s.sent += 1;
         }
-        self.next_seq += n as u64;
-        self.in_flight += n;
-        self.s.sent += n as u64;
-        bells |= ring.map_or(0, |v| 1 << (v & 63));
-        (n, bells)
+        (n, ring.map_or(0, |v| 1 << (v & 63)))
     }
 
     /// Takes every response waiting and checks it; returns how many.

@@ -17,6 +17,10 @@ use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::ipu::{with_ipu, with_ipu_restarts, LinkSettings};
 
+/// Most host CPUs the firmware's scheduling agent takes (`firmware/src/link.rs`
+/// `AGENT_CPUS`); the firmware refuses a larger configuration in its status block.
+pub const IPU_MAX_CPUS: u32 = 16;
+
 /// Settings of a demo run.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {

@@ -177,8 +177,12 @@ impl EngineConfig {
         if self.handlers == 0 || self.handlers as usize > wave_policy::MAX_THREADS {
             return bad("handlers must be 1..=1024");
         }
-        if !(self.rate > 0.0 && self.rate.is_finite()) {
-            return bad("rate must be > 0");
+        if !(self.rate > 0.0 && self.rate <= MAX_RATE) {
+            return bad("rate must be > 0 and at most 10,000,000 requests/s");
+        }
+        let secs = self.duration.as_secs_f64();
+        if !(secs > 0.0 && secs <= 3600.0) {
+            return bad("duration must be > 0 and at most 3600 s");
         }
         if !(0.0..=100.0).contains(&self.range_pct) {
             return bad("range-pct must be 0..=100");
@@ -186,8 +190,11 @@ impl EngineConfig {
         let p = &self.policy;
         wave_policy::Params::resolve(p.info.params, &p.params)
             .map_err(|e| EngineError::Config(format!("policy {}: {e}", p.info.name)))?;
-        if self.get_us <= 0.0 || self.range_ms <= 0.0 {
-            return bad("service times must be > 0");
+        if !(self.get_us > 0.0 && self.get_us <= 100_000.0) {
+            return bad("get-us must be > 0 and at most 100000 µs");
+        }
+        if !(self.range_ms > 0.0 && self.range_ms <= 1_000.0) {
+            return bad("range-ms must be > 0 and at most 1000 ms");
         }
         if self.table_keys < SCAN_MIN_KEYS {
             return bad("table must hold at least 4096 keys");
@@ -201,6 +208,9 @@ impl EngineConfig {
 }
 
 const SCAN_MIN_KEYS: usize = 4096;
+/// Highest offered rate (the generator's arrivals are stamped in ns; far beyond any load the
+/// engine can serve, low enough that a run never builds an unbounded queue in seconds).
+const MAX_RATE: f64 = 10_000_000.0;
 
 /// Runs the engine against an agent at the other end of `link` (the IPU: pass the
 /// `IvshmemServer` once QEMU is connected). The link needs `3 + cfg.cpus` doorbell vectors;

@@ -99,6 +99,9 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if !(args.duration > 0.0 && args.duration <= 3600.0) {
         anyhow::bail!("--duration must be between 0 and 3600 seconds");
     }
+    if !(0.0..=100.0).contains(&args.range_pct) {
+        anyhow::bail!("--range-pct must be 0..=100");
+    }
     let agents: Vec<AgentMode> = args
         .agent
         .iter()
@@ -133,6 +136,22 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     engine.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if agents.contains(&AgentMode::Ipu) && engine.cpus > wave_qemu::demo::IPU_MAX_CPUS {
+        anyhow::bail!(
+            "--cpus {}: the IPU firmware's agent schedules at most {} host CPUs; use --cpus 1..={} with the ipu agent",
+            engine.cpus,
+            wave_qemu::demo::IPU_MAX_CPUS,
+            wave_qemu::demo::IPU_MAX_CPUS
+        );
+    }
+    if let Some(path) = &args.json {
+        // Found out now, not after the run: open for append (creating it) and leave it.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| anyhow::anyhow!("--json {}: cannot write there: {e}", path.display()))?;
+    }
     let opts = wave_qemu::demo::DemoOptions {
         agents,
         engine,
