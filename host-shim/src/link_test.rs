@@ -53,6 +53,10 @@ pub struct LinkTestConfig {
     /// End the run (counting what is in flight lost) once the IPU's heartbeat has not changed
     /// for this long, or at once when the transport says the IPU left.
     pub peer_timeout: Duration,
+    /// Start as a new host incarnation on a region an earlier host side already used (a
+    /// restarted host): the next epoch after the one in the host status block, instead of
+    /// the transport's. The IPU must drop that session and serve this one.
+    pub new_host_epoch: bool,
 }
 
 /// Kinds of malformed request the hostile-host mode sends, in order.
@@ -89,6 +93,7 @@ impl Default for LinkTestConfig {
             malformed_every: None,
             lane: false,
             peer_timeout: crate::watchdog::DEFAULT_PEER_TIMEOUT,
+            new_host_epoch: false,
         }
     }
 }
@@ -355,14 +360,17 @@ fn endpoint<'a, L: Link>(
 ) -> Result<Endpoint<'a>, LinkTestError> {
     let region = link.region();
     if !cfg.lane {
-        return Endpoint::primary(
-            region,
-            layout,
-            Side::Host,
-            link.epoch(),
-            &[Channel::LinkTest],
-        )
-        .map_err(LinkTestError::Endpoint);
+        let epoch = if cfg.new_host_epoch {
+            wave_abi::status::next_epoch(wave_abi::endpoint::previous_epoch(
+                &region,
+                layout,
+                Side::Host,
+            ))
+        } else {
+            link.epoch()
+        };
+        return Endpoint::primary(region, layout, Side::Host, epoch, &[Channel::LinkTest])
+            .map_err(LinkTestError::Endpoint);
     }
     let start = Instant::now();
     loop {
@@ -388,7 +396,9 @@ fn wait_up<'a, L: Link>(
     loop {
         match ep.poll_link().state {
             Ok(_) => return Ok(()),
-            Err(d @ Down::VersionMismatch { .. }) => return Err(LinkTestError::NeverUp(d)),
+            Err(d @ (Down::VersionMismatch { .. } | Down::PeerRefused(_))) => {
+                return Err(LinkTestError::NeverUp(d))
+            }
             Err(d) if start.elapsed() > cfg.link_up_timeout => {
                 return Err(LinkTestError::NeverUp(d))
             }

@@ -27,6 +27,9 @@ pub enum Cause {
     /// The peer's heartbeat did not change for this long while it claimed to run (stopped,
     /// hung or starved).
     HeartbeatStale(Duration),
+    /// The peer, READY before, ended its run: STOPPED, or it refused something (state 4, 5
+    /// or 6 with its detail word).
+    Ended(State, u64),
 }
 
 impl std::fmt::Display for Cause {
@@ -38,6 +41,14 @@ impl std::fmt::Display for Cause {
                 "the IPU's heartbeat has not changed for {} ms (IPU stopped, hung or starved)",
                 d.as_millis()
             ),
+            Cause::Ended(State::Stopped, _) => write!(f, "the IPU stopped its run (STOPPED)"),
+            Cause::Ended(State::Refused, d) => write!(
+                f,
+                "the IPU refused the configuration of channel {} (reason {}, docs/abi.md §5)",
+                d >> 32,
+                d & 0xFFFF_FFFF
+            ),
+            Cause::Ended(s, d) => write!(f, "the IPU ended its run in state {s:?} (detail {d})"),
         }
     }
 }
@@ -51,6 +62,7 @@ pub struct Watchdog {
     bound: Duration,
     last_beat: Option<(u32, u64)>,
     since: Instant,
+    seen_ready: bool,
 }
 
 impl Watchdog {
@@ -60,6 +72,7 @@ impl Watchdog {
             bound,
             last_beat: None,
             since: Instant::now(),
+            seen_ready: false,
         }
     }
 
@@ -77,6 +90,7 @@ impl Watchdog {
     pub fn reset(&mut self) {
         self.last_beat = None;
         self.since = Instant::now();
+        self.seen_ready = false;
     }
 
     /// Looks at the peer: `Some(cause)` if it is gone. `present` is what the transport knows
@@ -85,6 +99,14 @@ impl Watchdog {
         if !present {
             return Some(Cause::Disconnected);
         }
+        let ended = matches!(
+            peer.state,
+            State::Stopped | State::Refused | State::VersionMismatch | State::LayoutError
+        );
+        if ended && self.seen_ready {
+            return Some(Cause::Ended(peer.state, peer.detail));
+        }
+        self.seen_ready |= peer.state == State::Ready;
         let beat = (peer.epoch, peer.heartbeat);
         if peer.state != State::Ready || self.last_beat != Some(beat) {
             self.last_beat = Some(beat);
@@ -222,5 +244,25 @@ mod tests {
         assert_eq!(w.check(&booting, true), None);
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(w.check(&booting, true), None);
+    }
+
+    #[test]
+    fn a_peer_that_was_ready_and_stops_or_refuses_has_ended() {
+        let mut w = Watchdog::new(Duration::from_secs(3600));
+        assert_eq!(
+            w.check(&snap(State::Stopped, 1, 0), true),
+            None,
+            "never ready"
+        );
+        assert_eq!(w.check(&ready(1, 1), true), None);
+        let mut refused = snap(State::Refused, 1, 1);
+        refused.detail = 1 << 32 | 2;
+        assert_eq!(
+            w.check(&refused, true),
+            Some(Cause::Ended(State::Refused, 1 << 32 | 2))
+        );
+        assert!(Cause::Ended(State::Refused, 1 << 32 | 2)
+            .to_string()
+            .contains("channel 1 (reason 2"));
     }
 }

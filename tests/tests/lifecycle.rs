@@ -151,3 +151,106 @@ fn without_fallback_a_killed_ipu_ends_the_run_with_the_cause() {
     assert!(cause.contains("disconnected"), "{cause:?}\n{r}");
     assert_eq!(r.failovers, 0);
 }
+
+/// Issue 9 part 2: the host side restarts (a new host epoch on the same region) under a
+/// running IPU; the IPU drops the old session, serves the new host, and stores STOPPED at
+/// the end of its run.
+#[test]
+fn a_restarted_host_is_served_by_the_running_ipu() {
+    let image = wave_qemu::image().expect("firmware image");
+    let (out, fw) = with_ipu(&echo_boot(), &image, LinkSettings::default(), |s, left| {
+        let first = link_test::run(
+            s,
+            LinkTestConfig {
+                messages: 3_000,
+                timeout: left,
+                stop_at_end: false, // the first host "dies" without stopping
+                ..Default::default()
+            },
+        );
+        let second = link_test::run(
+            s,
+            LinkTestConfig {
+                messages: 3_000,
+                timeout: left,
+                new_host_epoch: true,
+                ..Default::default()
+            },
+        );
+        let region = wave_host_shim::Link::region(s);
+        let layout = wave_abi::Layout::read(&region).expect("layout");
+        let ipu = wave_abi::status::StatusView::new(
+            &region,
+            layout.place(wave_abi::Kind::IpuStatus).offset,
+        )
+        .expect("status");
+        // The IPU ends its run after the host's STOPPED and stores STOPPED itself.
+        let t = std::time::Instant::now();
+        while ipu.snapshot().state != wave_abi::status::State::Stopped
+            && t.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (first, second, ipu.snapshot().state)
+    })
+    .expect("the run");
+    let (first, second, state) = out;
+    let (first, second) = (first.expect("first host"), second.expect("second host"));
+    assert_eq!((first.received, first.corrupt), (3_000, 0), "{first}");
+    assert_eq!(
+        (second.received, second.corrupt, second.lost),
+        (3_000, 0, 0),
+        "{second}"
+    );
+    assert_eq!(state, wave_abi::status::State::Stopped, "{}", fw.console);
+    assert!(fw.console.contains("peer restarted"), "{}", fw.console);
+    assert_eq!(
+        fw.status,
+        wave_qemu::BootStatus::Exited(0),
+        "{}",
+        fw.console
+    );
+}
+
+/// Issue 9 part 5: a configuration the IPU cannot take (more host CPUs than its agent holds)
+/// is refused in the IPU status block with a reason code, the IPU ends its run (STOPPED is
+/// not stored over the refusal), and the host names the reason. (With the fallback on, the
+/// host's own agent would take over instead.)
+#[test]
+fn a_refused_configuration_is_reported_and_ends_the_run() {
+    use wave_host_shim::engine::{AgentMode, EngineConfig};
+    let image = wave_qemu::image().expect("firmware image");
+    let opts = wave_qemu::demo::DemoOptions {
+        agents: vec![AgentMode::Ipu],
+        engine: EngineConfig {
+            cpus: wave_qemu::demo::IPU_MAX_CPUS + 1,
+            duration: Duration::from_millis(500),
+            rate: 1_000.0,
+            table_keys: 1 << 16,
+            progress: false,
+            fallback: false,
+            ..EngineConfig::default()
+        },
+        timeout: Duration::from_secs(120),
+        echo: true,
+        ..Default::default()
+    };
+    let run = wave_qemu::demo::run_ipu(&opts, &image).expect("the run");
+    let cause = run.results.peer_lost.clone().unwrap_or_default();
+    assert!(
+        cause.contains("refused the configuration of channel 1 (reason 6"),
+        "{cause:?}"
+    );
+    let fw = run.firmware.expect("firmware outcome");
+    assert!(
+        fw.console.contains("refusing the host's configuration"),
+        "{}",
+        fw.console
+    );
+    assert_eq!(
+        fw.status,
+        wave_qemu::BootStatus::Exited(0),
+        "{}",
+        fw.console
+    );
+}

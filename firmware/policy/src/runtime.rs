@@ -115,6 +115,9 @@ pub enum Exit {
     StopRequested,
     /// Every service said it is finished.
     Finished,
+    /// The ABI versions differ (the peer is READY speaking another major, or refused ours):
+    /// this side stored `VERSION_MISMATCH` (if it was the one to refuse) and ended its run.
+    Refused,
 }
 
 /// Runtime counters.
@@ -224,6 +227,18 @@ fn run_loop<'a, P: Port>(
         let state = poll_link(ep, port, l);
         if state == Err(Down::PeerStopped) && (l.was_up || stop_is_for_us(ep)) {
             break Exit::PeerStopped;
+        }
+        if let Err(d @ Down::VersionMismatch { major, minor }) = state {
+            if ep.peer_status().state == wave_abi::status::State::Ready {
+                // The peer speaks another major: refuse it in our status block.
+                ep.refuse(d, Channel(0), 0);
+            }
+            port.log(format_args!(
+                "link: ABI version mismatch (peer {major}.{minor}, ours {}.{}): ending the run",
+                wave_abi::ABI_MAJOR,
+                wave_abi::ABI_MINOR
+            ));
+            break Exit::Refused;
         }
         let now = port.now_ns();
         let work = step_all(ep, port, now, services, &mut l.stats);

@@ -571,6 +571,10 @@ fn link_up<L: Link>(
             Err(d @ wave_abi::Down::VersionMismatch { .. }) => {
                 return Err(EngineError::NeverUp(format!("{d:?}")))
             }
+            Err(wave_abi::Down::PeerRefused(detail)) => {
+                let cause = crate::watchdog::Cause::Ended(wave_abi::status::State::Refused, detail);
+                return Err(EngineError::NeverUp(cause.to_string()));
+            }
             Err(d) if start.elapsed() > timeout => {
                 return Err(EngineError::NeverUp(format!("{d:?}")))
             }
