@@ -41,7 +41,7 @@ mod loom_tests;
 /// ABI major version: a reader refuses any other major.
 pub const ABI_MAJOR: u16 = 1;
 /// ABI minor version: additions only; readers accept any minor of their major.
-pub const ABI_MINOR: u16 = 2;
+pub const ABI_MINOR: u16 = 3;
 
 pub use endpoint::{Channel, Down, Endpoint, LinkPoll};
 pub use layout::{Kind, Layout, LayoutError, Side};
