@@ -433,7 +433,12 @@ impl Layout {
                 need: self.total_size,
             }));
         }
-        region.zero(0, self.total_size)?;
+        // Zero only what the layout uses (docs/abi.md §7.1): the header page and every block.
+        // The rest of the region is never read, so a 1 GiB region costs no more than 1 MiB.
+        region.zero(0, REGION_ALIGN)?;
+        for p in self.places.iter().filter(|p| p.size > 0) {
+            region.zero(p.offset, p.size)?;
+        }
         let mut table = [0u8; NKINDS * LAYOUT_ENTRY_SIZE];
         for (p, out) in self
             .places

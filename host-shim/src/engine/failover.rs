@@ -97,6 +97,8 @@ pub(super) struct Supervisor<'a, 's> {
     watchdog: Watchdog,
     route: Route<'a>,
     stall_from: Option<(Instant, u64)>,
+    /// Watch the agent's liveness (the IPU; not the in-process agent of `--agent host`).
+    watch: bool,
     pub(super) stats: FailoverStats,
 }
 
@@ -107,6 +109,7 @@ impl<'a, 's> Supervisor<'a, 's> {
         fallback: Option<&'a FallbackLinks>,
         config: SchedConfig,
         bound: Duration,
+        watch: bool,
     ) -> Result<Self, String> {
         let ipu_layout = Layout::read(&ipu.region()).map_err(|e| e.to_string())?;
         Ok(Supervisor {
@@ -120,6 +123,7 @@ impl<'a, 's> Supervisor<'a, 's> {
                 generation: ipu.generation(),
             },
             stall_from: None,
+            watch,
             stats: FailoverStats::default(),
         })
     }
@@ -148,6 +152,7 @@ impl<'a, 's> Supervisor<'a, 's> {
             }
         }
         match self.route {
+            Route::Ipu { .. } if !self.watch => Action::None,
             Route::Ipu { generation } => {
                 let cause = if self.ipu.generation() != generation {
                     Some(Cause::Disconnected)

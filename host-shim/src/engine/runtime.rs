@@ -716,7 +716,8 @@ fn run_session<'a, L: Link>(
     sched_cfg: &SchedConfig,
     wall: Instant,
 ) -> Result<EngineResults, EngineError> {
-    let mut sup = Supervisor::new(sh, link, fallback, *sched_cfg, cfg.peer_timeout)
+    let watch = mode == AgentMode::Ipu;
+    let mut sup = Supervisor::new(sh, link, fallback, *sched_cfg, cfg.peer_timeout, watch)
         .map_err(EngineError::Link)?;
     let fb_stop = AtomicBool::new(false);
     let mut fb_cpu_ns = 0u64;
