@@ -152,6 +152,13 @@ impl IvshmemServer {
         check_socket_path(&cfg.socket)?;
         let listener =
             UnixListener::bind(&cfg.socket).map_err(|e| ShimError::Bind(cfg.socket.clone(), e))?;
+        // Only this user (and root) may connect: mode 0600, whatever the umask, and every
+        // client's credentials are checked at accept (`peer_allowed`).
+        std::fs::set_permissions(
+            &cfg.socket,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .map_err(|e| ShimError::Io("make the socket private (mode 0600)", e))?;
         listener
             .set_nonblocking(true)
             .map_err(|e| ShimError::Io("set the socket non-blocking", e))?;
@@ -283,6 +290,14 @@ impl IvshmemServer {
                     return changed;
                 }
             };
+            if let Err(why) = peer_allowed(&stream) {
+                self.lock().counters.clients_refused += 1;
+                log(format_args!(
+                    "refusing an ivshmem client on {}: {why}",
+                    self.cfg.socket.display()
+                ));
+                continue;
+            }
             if self.lock().client.is_some() {
                 self.lock().counters.clients_refused += 1;
                 log(format_args!(
@@ -358,6 +373,23 @@ impl IvshmemServer {
     pub fn service(&self, timeout: Duration) -> Result<Wake, LinkError> {
         self.wait(0, timeout)
     }
+}
+
+/// `SO_PEERCRED`: only a client running as this server's effective uid, or as root, may
+/// receive the shared memory and the doorbells.
+fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let me = nix::unistd::geteuid().as_raw();
+    let cred = getsockopt(stream, PeerCredentials)
+        .map_err(|e| format!("cannot read its credentials (SO_PEERCRED): {e}"))?;
+    if cred.uid() == me || cred.uid() == 0 {
+        return Ok(());
+    }
+    Err(format!(
+        "pid {} runs as uid {}; only uid {me} or root may connect (run QEMU as the same user)",
+        cred.pid(),
+        cred.uid()
+    ))
 }
 
 fn errno(e: nix::Error) -> LinkError {

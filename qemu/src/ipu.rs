@@ -7,8 +7,6 @@
 //! boots the firmware with the given boot arguments, waits until QEMU has connected, hands the
 //! server to the caller's host-side code, and services the socket until QEMU is gone.
 
-use std::path::PathBuf;
-
 use std::time::{Duration, Instant};
 
 use wave_host_shim::ivshmem::{IvshmemServer, ServerConfig};
@@ -22,12 +20,6 @@ use crate::image::Image;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the guest may take to end its run after the host side finished.
 const GUEST_GRACE: Duration = Duration::from_secs(15);
-
-fn socket_path() -> PathBuf {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    std::env::temp_dir().join(format!("wave-ipu-{}-{n}.sock", std::process::id()))
-}
 
 /// The host end of the emulated link.
 #[derive(Clone, Copy, Debug)]
@@ -50,10 +42,14 @@ impl Default for LinkSettings {
     }
 }
 
-/// Binds a fresh ivshmem server on a new socket.
+/// Binds a fresh ivshmem server on a new socket in the runner's private directory
+/// ([`crate::sockets`]); the socket is removed when the server is dropped, or by the signal
+/// handler if the runner is interrupted.
 pub fn bind(link: LinkSettings) -> Result<IvshmemServer> {
+    let socket = crate::sockets::socket_path()
+        .map_err(|e| Error::Qemu(format!("cannot make a private socket directory: {e}")))?;
     IvshmemServer::bind(ServerConfig {
-        socket: socket_path(),
+        socket,
         shm_size: link.shm_size,
         vectors: link.vectors,
         ring_entries: wave_abi::layout::DEFAULT_RING_ENTRIES,
@@ -73,7 +69,7 @@ pub fn with_ipu<T>(
 ) -> Result<(T, BootOutcome)> {
     let mut server = bind(link)?;
     let r = with_ipu_on(&mut server, boot, image, host);
-    let _ = std::fs::remove_file(&server.config().socket);
+    crate::sockets::release(&server.config().socket);
     r
 }
 
@@ -210,6 +206,6 @@ pub fn with_ipu_restarts<T: Send>(
         runs.push(join(current.0)?);
         Ok((out, runs))
     });
-    let _ = std::fs::remove_file(&server.config().socket);
+    crate::sockets::release(&server.config().socket);
     r
 }

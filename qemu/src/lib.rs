@@ -28,6 +28,7 @@ pub mod install;
 pub mod ipu;
 pub mod link_test;
 pub mod size;
+pub mod sockets;
 pub mod toolchain;
 pub mod verdict;
 pub mod workspace;

@@ -295,15 +295,17 @@ impl<'a, 's> Supervisor<'a, 's> {
         Action::StopAgent
     }
 
-    /// End of run: account the time in fallback, and stop an IPU endpoint that was still
-    /// waiting for its acknowledgement (so that IPU ends its run).
+    /// End of run: account the time in fallback, and stop the host's side of the IPU's
+    /// region (so a live IPU ends its run).
     pub(super) fn finish(&mut self) {
         if let Route::Fallback { since, pending, .. } = &mut self.route {
             self.stats.fallback += since.elapsed();
             if let Some((_, mut ep)) = pending.take() {
                 ep.stop();
-                let _ = self.ipu.notify(wave_abi::layout::VECTOR_CONTROL);
             }
+            // The host's side of the IPU's region stops too (whichever epoch it shows), so a
+            // live IPU ends its run instead of waiting for a host that moved away.
+            let _ = crate::link::stop_side(self.ipu, Side::Host);
         }
     }
 }

@@ -231,6 +231,11 @@ fn main() -> ProcessExit {
             };
         }
     };
+    if matches!(cli.cmd, Cmd::LinkTest(_) | Cmd::Demo(_)) {
+        // Their sockets must not outlive an interrupted run (QEMU, their only child, dies
+        // with the runner; the blocked signals are inherited only by it).
+        wave_qemu::sockets::install_signal_cleanup();
+    }
     let result = match cli.cmd {
         Cmd::Boot(args) => boot(args).map(|c| c as u8),
         Cmd::Image(args) => image(args).map(|c| c as u8),
@@ -238,6 +243,7 @@ fn main() -> ProcessExit {
         Cmd::LinkTest(args) => link_test(args).map(|c| c as u8),
         Cmd::Demo(args) => demo(args).map(|c| c as u8),
     };
+    wave_qemu::sockets::cleanup();
     match result {
         Ok(code) => ProcessExit::from(code),
         Err(e) => {
