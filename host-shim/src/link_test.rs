@@ -258,7 +258,7 @@ impl<'c> Driver<'c> {
             ));
             self.valid.push(true);
             seq += 1;
-            if every.is_some_and(|k| seq % k == 0) {
+            if every.is_some_and(|k| seq.is_multiple_of(k)) {
                 self.batch.push(malformed_request(bad, self.cfg.seed));
                 self.valid.push(false);
                 bad += 1;

@@ -82,8 +82,9 @@ enum Route<'a> {
         /// Transport generation and IPU heartbeat when it was declared gone.
         ipu_gen: u64,
         beat: (u32, u64),
-        /// An endpoint on the IPU's link, waiting for a live IPU to acknowledge it.
-        pending: Option<(u64, Endpoint<'a>)>,
+        /// An endpoint on the IPU's link, waiting for a live IPU to acknowledge it (boxed:
+        /// an endpoint is large and this is rare).
+        pending: Option<(u64, Box<Endpoint<'a>>)>,
     },
 }
 
@@ -265,7 +266,7 @@ impl<'a, 's> Supervisor<'a, 's> {
             {
                 return Action::None;
             }
-            *pending = Some((g, ep));
+            *pending = Some((g, Box::new(ep)));
         }
         let Some((_, ep)) = pending.as_mut() else {
             return Action::None;
@@ -280,7 +281,7 @@ impl<'a, 's> Supervisor<'a, 's> {
         let sh = self.sh;
         let ipu = self.ipu;
         sh.locked(|f| {
-            sh.reroute(f, ep, ipu);
+            sh.reroute(f, *ep, ipu);
             sh.resync(f, session);
         });
         self.stats.handbacks += 1;
