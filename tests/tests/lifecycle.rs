@@ -254,3 +254,52 @@ fn a_refused_configuration_is_reported_and_ends_the_run() {
         fw.console
     );
 }
+
+/// Issue 12 part 4: policy hot-swap on the IPU under load (FIFO → Shinjuku → fair), through the
+/// same resync path as a hand-back: nothing lost, no invariant broken, the firmware rebuilt
+/// its agent for each policy.
+#[test]
+fn the_ipu_policy_is_hot_swapped_under_load() {
+    use wave_host_shim::engine::{AgentMode, EngineConfig, PolicyChoice};
+    let p = |n: &str| PolicyChoice::named(n).expect("registered");
+    let image = wave_qemu::image().expect("firmware image");
+    let opts = wave_qemu::demo::DemoOptions {
+        agents: vec![AgentMode::Ipu],
+        engine: EngineConfig {
+            policy: p("fifo"),
+            rate: 3_000.0,
+            duration: Duration::from_secs(3),
+            cpus: 2,
+            handlers: 32,
+            table_keys: 1 << 16,
+            progress: false,
+            policy_swaps: vec![
+                (Duration::from_secs(1), p("shinjuku")),
+                (Duration::from_secs(2), p("fair")),
+            ],
+            ..EngineConfig::default()
+        },
+        timeout: Duration::from_secs(120),
+        echo: true,
+        ..Default::default()
+    };
+    let run = wave_qemu::demo::run_ipu(&opts, &image).expect("the ipu run");
+    let r = &run.results;
+    assert_eq!(r.completed, r.offered, "{r}");
+    assert_eq!(r.invariant_violations, 0, "{:?}\n{r}", r.first_violation);
+    assert_eq!(r.policy_swaps, 2, "{r}");
+    let fw = run.firmware.expect("firmware outcome");
+    assert_eq!(
+        fw.status,
+        wave_qemu::BootStatus::Exited(0),
+        "{}",
+        fw.console
+    );
+    for name in ["fifo policy", "shinjuku policy", "fair policy"] {
+        assert!(
+            fw.console.contains(name),
+            "no `{name}` session\n{}",
+            fw.console
+        );
+    }
+}

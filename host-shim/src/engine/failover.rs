@@ -71,6 +71,8 @@ pub struct FailoverStats {
     pub causes: Vec<String>,
     /// Set when the IPU was lost with no fallback (the run ended early).
     pub peer_lost: Option<String>,
+    /// Policy hot-swaps done.
+    pub swaps: u64,
 }
 
 enum Route<'a> {
@@ -294,6 +296,32 @@ impl<'a, 's> Supervisor<'a, 's> {
             took.as_millis()
         );
         Action::StopAgent
+    }
+
+    /// Policy hot-swap (`docs/engine.md` "Policy hot-swap"): the same path as a hand-back, on
+    /// the current route. Publishes `config` under a new host epoch on the current link and
+    /// points the engine at that new session; the agent sees the new epoch, rebuilds itself
+    /// with the new policy, and the host re-announces every thread at link-up (resync).
+    pub(super) fn swap(&mut self, config: SchedConfig) -> Result<(), String> {
+        let link: &'a dyn Link = match (&self.route, self.fallback) {
+            (Route::Fallback { .. }, Some(fb)) => &fb.host,
+            _ => self.ipu,
+        };
+        let region = link.region();
+        let layout = Layout::read(&region).map_err(|e| e.to_string())?;
+        let epoch = next_epoch(previous_epoch(&region, &layout, Side::Host));
+        config
+            .publish(&region, &layout, epoch as u64)
+            .map_err(|e| e.to_string())?;
+        let ep = Endpoint::primary(region, &layout, Side::Host, epoch, &[Channel::Sched])
+            .map_err(|e| format!("{e:?}"))?;
+        let sh = self.sh;
+        sh.locked(|f| sh.reroute(f, ep, link));
+        let _ = link.notify(wave_abi::layout::VECTOR_CONTROL);
+        self.config = config;
+        self.stall_from = Some((Instant::now(), sh.committed()));
+        self.stats.swaps += 1;
+        Ok(())
     }
 
     /// End of run: account the time in fallback, and stop the host's side of the IPU's

@@ -104,6 +104,9 @@ pub struct EngineConfig {
     /// ipu mode: the IPU is declared gone once its heartbeat has not changed for this long
     /// (a QEMU that exits is noticed at once).
     pub peer_timeout: Duration,
+    /// Policy hot-swaps (ipu and host modes): at each time after the load starts, switch the
+    /// agent to that policy under load, through the same resync path as a hand-back.
+    pub policy_swaps: Vec<(Duration, PolicyChoice)>,
 }
 
 impl Default for EngineConfig {
@@ -127,6 +130,7 @@ impl Default for EngineConfig {
             stop_link_at_end: true,
             fallback: true,
             peer_timeout: DEFAULT_IPU_TIMEOUT,
+            policy_swaps: Vec::new(),
         }
     }
 }
@@ -198,6 +202,13 @@ impl EngineConfig {
         }
         if self.table_keys < SCAN_MIN_KEYS {
             return bad("table must hold at least 4096 keys");
+        }
+        for (at, p) in &self.policy_swaps {
+            wave_policy::Params::resolve(p.info.params, &p.params)
+                .map_err(|e| EngineError::Config(format!("policy {}: {e}", p.info.name)))?;
+            if *at >= self.duration {
+                return bad("a policy swap must happen before the end of the load");
+            }
         }
         let ms = self.peer_timeout.as_millis();
         if !(1..=600_000).contains(&ms) {

@@ -104,6 +104,8 @@ pub struct EngineResults {
     pub failover_causes: Vec<String>,
     /// ipu mode with `--kill-ipu-every`: QEMU runs the runner killed.
     pub ipu_restarts: u64,
+    /// Policy hot-swaps done during the run.
+    pub policy_swaps: u64,
 }
 
 fn lat(out: &mut String, name: &str, l: &Latency) {
@@ -208,7 +210,7 @@ impl EngineResults {
         o.pop();
         let _ = write!(
             o,
-            ",\"failovers\":{},\"handbacks\":{},\"fallback_s\":{:.3},\"worst_stall_ms\":{:.3},\"worst_detection_ms\":{:.3},\"resyncs\":{},\"fallback_agent_cpu_ns\":{},\"ipu_restarts\":{},\"peer_lost\":{}}}",
+            ",\"failovers\":{},\"handbacks\":{},\"fallback_s\":{:.3},\"worst_stall_ms\":{:.3},\"worst_detection_ms\":{:.3},\"resyncs\":{},\"fallback_agent_cpu_ns\":{},\"ipu_restarts\":{},\"policy_swaps\":{},\"peer_lost\":{}}}",
             self.failovers,
             self.handbacks,
             self.fallback_s,
@@ -217,6 +219,7 @@ impl EngineResults {
             self.resyncs,
             self.fallback_agent_cpu_ns,
             self.ipu_restarts,
+            self.policy_swaps,
             self.peer_lost.as_deref().map_or("null".into(), esc),
         );
         o

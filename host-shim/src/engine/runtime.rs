@@ -759,8 +759,20 @@ fn run_session<'a, L: Link>(
         let mut drain_start: Option<Instant> = None;
         let mut timed_out = false;
         let mut fb_agent = None;
+        let load_start = Instant::now();
+        let mut swaps = cfg.policy_swaps.iter().peekable();
         loop {
             let _ = link.wait(1 << VECTOR_CONTROL, Duration::from_millis(1));
+            if let Some((_, p)) = swaps.next_if(|(at, _)| load_start.elapsed() >= *at) {
+                let config = SchedConfig {
+                    policy: p.info.id,
+                    params: p.params,
+                    ..*sched_cfg
+                };
+                if let Err(e) = sup.swap(config) {
+                    sh.violation(format!("policy swap to {}: {e}", p.info.name));
+                }
+            }
             match sup.tick() {
                 Action::None => {}
                 Action::StartAgent => {
@@ -940,6 +952,7 @@ fn run_session<'a, L: Link>(
         peer_lost: fo.peer_lost,
         failover_causes: fo.causes,
         ipu_restarts: 0,
+        policy_swaps: fo.swaps,
     })
 }
 

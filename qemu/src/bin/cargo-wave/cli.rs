@@ -113,6 +113,10 @@ pub struct DemoArgs {
     /// ipu agent: no host fallback; a lost IPU ends the run (exit 9).
     #[arg(long)]
     pub no_fallback: bool,
+    /// Hot-swap the policy under load: NAME@SECS after the load starts (repeatable, default
+    /// parameters), through the same resync path as a hand-back.
+    #[arg(long = "swap-policy", value_name = "NAME@SECS")]
+    pub swap_policy: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -127,6 +127,11 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         range_pct: args.range_pct,
         progress: true,
         fallback: !args.no_fallback,
+        policy_swaps: args
+            .swap_policy
+            .iter()
+            .map(|s| parse_swap(s))
+            .collect::<anyhow::Result<Vec<_>>>()?,
         peer_timeout: Duration::from_millis(args.ipu_timeout_ms),
         ..EngineConfig::default()
     };
@@ -189,6 +194,27 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("wave: FAIL: a run lost requests, broke an invariant, or the firmware failed");
         Ok(ExitCode::DemoFailed)
     }
+}
+
+/// `NAME@SECS` of `--swap-policy`.
+fn parse_swap(s: &str) -> anyhow::Result<(Duration, wave_policy::registry::PolicyChoice)> {
+    let (name, at) = s
+        .split_once('@')
+        .ok_or_else(|| anyhow::anyhow!("--swap-policy {s}: expected NAME@SECS, e.g. fair@2.5"))?;
+    let secs: f64 = at
+        .parse()
+        .ok()
+        .filter(|v: &f64| (0.0..=3600.0).contains(v))
+        .ok_or_else(|| anyhow::anyhow!("--swap-policy {s}: SECS must be 0..=3600"))?;
+    let p = wave_policy::registry::PolicyChoice::named(name).map_err(|_| {
+        anyhow::anyhow!(
+            "--swap-policy {s}: unknown policy `{name}` (known: {})",
+            wave_policy::registry::names()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    Ok((Duration::from_secs_f64(secs), p))
 }
 
 fn image(args: ImageArgs) -> anyhow::Result<ExitCode> {
