@@ -340,8 +340,12 @@ impl IvshmemServer {
             // "Liveness"), so no endpoint keeps reading its last READY as a live session and
             // re-reads that session's entries.
             let region = self.shm.region();
+            // A final state (STOPPED, a refusal) says why it left: keep it.
             if let Ok(v) = StatusView::new(&region, self.layout.place(Kind::IpuStatus).offset) {
-                v.set_state(State::Offline, v.snapshot().epoch);
+                let last = v.snapshot();
+                if !crate::watchdog::is_final(last.state) {
+                    v.set_state(State::Offline, last.epoch);
+                }
             }
             log(format_args!(
                 "ivshmem client disconnected; waiting for a new one on {}",

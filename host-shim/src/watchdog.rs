@@ -96,15 +96,13 @@ impl Watchdog {
     /// Looks at the peer: `Some(cause)` if it is gone. `present` is what the transport knows
     /// ([`Link::peer_present`]).
     pub fn check(&mut self, peer: &StatusSnapshot, present: bool) -> Option<Cause> {
+        // A peer that ended its run says why before it leaves: that beats "disconnected".
+        // A refusal is always this incarnation's word; a STOPPED only once it was READY.
+        if is_final(peer.state) && (self.seen_ready || peer.state != State::Stopped) {
+            return Some(Cause::Ended(peer.state, peer.detail));
+        }
         if !present {
             return Some(Cause::Disconnected);
-        }
-        let ended = matches!(
-            peer.state,
-            State::Stopped | State::Refused | State::VersionMismatch | State::LayoutError
-        );
-        if ended && self.seen_ready {
-            return Some(Cause::Ended(peer.state, peer.detail));
         }
         self.seen_ready |= peer.state == State::Ready;
         let beat = (peer.epoch, peer.heartbeat);
@@ -128,6 +126,14 @@ impl Watchdog {
             None => Some(Cause::Disconnected),
         }
     }
+}
+
+/// States a side ends its run in (`docs/abi.md` §5: final for that epoch).
+pub fn is_final(state: State) -> bool {
+    matches!(
+        state,
+        State::Stopped | State::Refused | State::VersionMismatch | State::LayoutError
+    )
 }
 
 fn status_line(out: &mut String, name: &str, s: &StatusSnapshot) {

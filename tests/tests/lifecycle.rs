@@ -31,7 +31,12 @@ fn qemu_on(socket: &Path) -> Option<u32> {
 }
 
 /// Runs a long link test and sends `signal` to QEMU once some responses came back.
-fn link_test_with(signal: &str) -> (LinkTestSummary, wave_qemu::BootOutcome) {
+/// `peer_timeout`: the heartbeat bound (long where only the transport may end the run, so a
+/// starved IPU on a loaded machine is not declared gone first).
+fn link_test_with(
+    signal: &str,
+    peer_timeout: Duration,
+) -> (LinkTestSummary, wave_qemu::BootOutcome) {
     let image = wave_qemu::image().expect("firmware image");
     let (summary, fw) = with_ipu(&echo_boot(), &image, LinkSettings::default(), |s, left| {
         let socket = s.config().socket.clone();
@@ -39,7 +44,7 @@ fn link_test_with(signal: &str) -> (LinkTestSummary, wave_qemu::BootOutcome) {
             messages: 5_000_000,
             timeout: left,
             link_up_timeout: Duration::from_secs(30).min(left),
-            peer_timeout: Duration::from_millis(300),
+            peer_timeout,
             ..Default::default()
         };
         std::thread::scope(|scope| {
@@ -78,14 +83,14 @@ fn assert_no_dead_session_reread(s: &LinkTestSummary) {
 
 #[test]
 fn kill_9_of_qemu_ends_the_link_test_at_once_with_the_cause() {
-    let (s, _fw) = link_test_with("-KILL");
+    let (s, _fw) = link_test_with("-KILL", Duration::from_secs(60));
     assert_eq!(s.peer_lost, Some(Cause::Disconnected), "{s}");
     assert_no_dead_session_reread(&s);
 }
 
 #[test]
 fn sigstop_of_qemu_is_caught_by_the_heartbeat_watchdog() {
-    let (s, fw) = link_test_with("-STOP");
+    let (s, fw) = link_test_with("-STOP", Duration::from_millis(300));
     assert!(matches!(s.peer_lost, Some(Cause::HeartbeatStale(_))), "{s}");
     assert_no_dead_session_reread(&s);
     // The runner ended the stopped QEMU instead of waiting for it.
@@ -106,6 +111,13 @@ fn kill_every(fallback: bool) -> wave_qemu::demo::DemoRun {
             table_keys: 1 << 16,
             progress: false,
             fallback,
+            // Without a fallback only the kill may end the run: a starved (not dead) IPU on a
+            // loaded machine must not be declared gone first.
+            peer_timeout: if fallback {
+                wave_host_shim::engine::DEFAULT_IPU_TIMEOUT
+            } else {
+                Duration::from_secs(60)
+            },
             ..EngineConfig::default()
         },
         timeout: Duration::from_secs(120),

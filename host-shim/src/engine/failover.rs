@@ -157,10 +157,11 @@ impl<'a, 's> Supervisor<'a, 's> {
         match self.route {
             Route::Ipu { .. } if !self.watch => Action::None,
             Route::Ipu { generation } => {
-                let cause = if self.ipu.generation() != generation {
-                    Some(Cause::Disconnected)
-                } else {
-                    self.watchdog.check_link(self.ipu, &self.ipu_layout)
+                let cause = self.watchdog.check_link(self.ipu, &self.ipu_layout);
+                let cause = match cause {
+                    // The region was re-initialised for a new client: this IPU is gone.
+                    None if self.ipu.generation() != generation => Some(Cause::Disconnected),
+                    c => c,
                 };
                 cause.map_or(Action::None, |c| self.lost(c))
             }
