@@ -51,12 +51,11 @@ fn link_test_with(
             scope.spawn(|| {
                 // Let the test get going (no timing is asserted, only counts).
                 std::thread::sleep(Duration::from_millis(1500));
-                let pid = qemu_on(&socket).expect("QEMU's pid");
-                let ok = std::process::Command::new("kill")
+                // The run may already have ended (a starved IPU declared gone): nothing to do.
+                let Some(pid) = qemu_on(&socket) else { return };
+                let _ = std::process::Command::new("kill")
                     .args([signal, &pid.to_string()])
-                    .status()
-                    .is_ok_and(|s| s.success());
-                assert!(ok, "kill {signal} {pid}");
+                    .status();
             });
             link_test::run(s, cfg)
         })
