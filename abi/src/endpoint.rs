@@ -72,6 +72,9 @@ pub enum Down {
     },
     /// The peer refused the region layout (detail code).
     PeerLayoutError(u64),
+    /// The peer refused this side's session configuration and ended its run (detail:
+    /// `channel << 32 | reason`).
+    PeerRefused(u64),
     /// The peer published a state this side does not know, or epoch 0.
     PeerInvalid,
 }
@@ -177,6 +180,7 @@ pub struct Endpoint<'a> {
     lane_rung: [u64; CHANNELS],
     heartbeat: u64,
     stats: LinkStats,
+    refused: bool,
 }
 
 /// Byte offset, inside a status block, of a reserved word that stays 0 (read as the credit
@@ -415,6 +419,7 @@ impl<'a> Endpoint<'a> {
             lane_rung: [0; CHANNELS],
             heartbeat: 0,
             stats: LinkStats::default(),
+            refused: false,
         })
     }
 
@@ -522,6 +527,7 @@ impl<'a> Endpoint<'a> {
                 },
             ),
             State::LayoutError => down(self, Down::PeerLayoutError(s.detail)),
+            State::Refused => down(self, Down::PeerRefused(s.detail)),
             State::Unknown(_) => {
                 self.stats.peer_invalid += 1;
                 down(self, Down::PeerInvalid)
@@ -674,11 +680,33 @@ impl<'a> Endpoint<'a> {
         self.own.set_counters(&c);
     }
 
-    /// Publishes STOPPED (a clean shutdown the peer can tell from a crash).
-    /// A lane only stops using the link: the primary speaks for the side.
+    /// Ends this side's run because it refuses what the peer asked for: `VERSION_MISMATCH`
+    /// with the peer's `major | minor << 16` for a [`Down::VersionMismatch`], otherwise
+    /// `REFUSED` with `detail` (`channel << 32 | reason`). Only the primary changes the state;
+    /// a lane writes `detail` into its lane's reserved word (+0x18) for the host to read.
+    pub fn refuse(&mut self, why: Down, channel: Channel, detail: u32) {
+        self.up = false;
+        self.refused = true;
+        let (state, detail) = match why {
+            Down::VersionMismatch { major, minor } => {
+                (State::VersionMismatch, major as u64 | (minor as u64) << 16)
+            }
+            _ => (State::Refused, (channel.0 as u64) << 32 | detail as u64),
+        };
+        if self.primary {
+            self.own.set_detail(detail);
+            self.own.set_state(state, self.epoch);
+        } else {
+            self.own.set_lane_detail(channel.index(), detail);
+        }
+    }
+
+    /// Publishes STOPPED (a clean shutdown the peer can tell from a crash), unless this side
+    /// refused the peer ([`Self::refuse`]: that state stays). A lane only stops using the
+    /// link: the primary speaks for the side.
     pub fn stop(&mut self) {
         self.up = false;
-        if self.primary {
+        if self.primary && !self.refused {
             self.own.set_state(State::Stopped, self.epoch);
         }
     }

@@ -458,7 +458,12 @@ impl Layout {
                 need: self.total_size,
             }));
         }
-        region.zero(0, self.total_size)?;
+        // Zero only what the layout uses (docs/abi.md §7.1): the header page and every block.
+        // The rest of the region is never read, so a 1 GiB region costs no more than 1 MiB.
+        region.zero(0, REGION_ALIGN)?;
+        for p in self.places.iter().filter(|p| p.size > 0) {
+            region.zero(p.offset, p.size)?;
+        }
         let mut table = [0u8; NKINDS * LAYOUT_ENTRY_SIZE];
         for (p, out) in self
             .places
@@ -536,6 +541,11 @@ impl Layout {
         let total = total as usize;
         let count = h.layout_count.get() as usize;
         let toff = h.layout_offset.get() as usize;
+        // Reserved header fields must be 0 (docs/abi.md §3): a writer that sets them speaks a
+        // contract this reader does not know.
+        if h.flags.get() != 0 || h.reserved != [0; 16] {
+            return Err(LayoutError::BadTable);
+        }
         if count > MAX_LAYOUT_ENTRIES
             || toff < LAYOUT_TABLE_OFFSET
             || !toff.is_multiple_of(8)
@@ -572,7 +582,7 @@ impl Layout {
                 && size >= REGION_ALIGN.min(64)
                 && size.is_multiple_of(64)
                 && offset.checked_add(size).is_some_and(|end| end <= total);
-            if !(home_ok && writer_ok && bounds_ok) {
+            if !(home_ok && writer_ok && bounds_ok && e.reserved.get() == 0) {
                 return Err(bad);
             }
             let mut p = Placement {
@@ -764,5 +774,35 @@ mod tests {
         assert_eq!(read.place(Kind(0x40)).size, 0);
         assert_eq!(format!("{:?}", Kind(0x40)), "Kind(0x40)");
         assert_eq!(format!("{:?}", Kind::RingEvents), "RingEvents");
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod reserved_tests {
+    extern crate std;
+    use super::*;
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    /// docs/abi.md §3, §4: non-zero reserved fields are rejected, not ignored.
+    #[test]
+    fn reserved_fields_are_rejected() {
+        let size = Layout::min_size(DEFAULT_RING_ENTRIES);
+        let mem: std::vec::Vec<AtomicU64> = (0..size / 8).map(|_| AtomicU64::new(0)).collect();
+        let region = SharedRegion::from_words(&mem);
+        let layout = Layout::v1(DEFAULT_RING_ENTRIES, size, MIN_VECTORS).unwrap();
+        layout.write(&region).unwrap();
+        assert!(Layout::read(&region).is_ok());
+        let poke = |word: usize, v: u64| mem[word].store(v.to_le(), Ordering::Relaxed);
+        poke(0x28 / 8, 1); // header flags
+        assert_eq!(Layout::read(&region).err(), Some(LayoutError::BadTable));
+        poke(0x28 / 8, 0);
+        poke(0x30 / 8, 1); // header reserved
+        assert_eq!(Layout::read(&region).err(), Some(LayoutError::BadTable));
+        poke(0x30 / 8, 0);
+        poke((0x40 + 0x18) / 8, 7); // entry 0's reserved word
+        assert!(matches!(
+            Layout::read(&region),
+            Err(LayoutError::BadEntry { .. })
+        ));
     }
 }

@@ -269,11 +269,14 @@ pub enum EventKind {
     TxnAborted = 0x020A,
     /// `cpu` has nothing to run and an empty slot; it sleeps until its doorbell rings.
     CpuIdle = 0x020B,
+    /// Resynchronisation (1.3): a thread exists and runs on `cpu` now (sent only right after a
+    /// new session, with `ThreadNew` for the others, so a new agent learns the host's truth).
+    ThreadRunning = 0x020C,
 }
 
 impl EventKind {
     /// Number of kinds (length of a per-kind counter array).
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
     const FIRST_TAG: u16 = 0x0201;
 
     /// Dense index `0..COUNT`, for per-kind counters.
@@ -294,6 +297,7 @@ impl EventKind {
             0x0209 => Self::TxnFailed,
             0x020A => Self::TxnAborted,
             0x020B => Self::CpuIdle,
+            0x020C => Self::ThreadRunning,
             _ => return None,
         })
     }
@@ -381,6 +385,9 @@ pub enum Event {
     TxnAborted { txn: TxnId, cpu: CpuId },
     /// `cpu` has nothing to run and an empty slot: it is going to sleep until a doorbell.
     CpuIdle { cpu: CpuId },
+    /// Resynchronisation after a new session: the thread exists and is running on `cpu` (at
+    /// `seq`); the agent treats `cpu` as busy with it until its stop event.
+    ThreadRunning { tid: Tid, seq: Seq, cpu: CpuId },
 }
 
 impl Event {
@@ -398,6 +405,7 @@ impl Event {
             Event::TxnFailed { .. } => EventKind::TxnFailed,
             Event::TxnAborted { .. } => EventKind::TxnAborted,
             Event::CpuIdle { .. } => EventKind::CpuIdle,
+            Event::ThreadRunning { .. } => EventKind::ThreadRunning,
         }
     }
 
@@ -447,6 +455,7 @@ impl Event {
             } => (r.txn, r.tid, r.cpu, r.arg) = (txn.0, tid.0, cpu.0, reason as u32),
             Event::TxnAborted { txn, cpu } => (r.txn, r.cpu) = (txn.0, cpu.0),
             Event::CpuIdle { cpu } => r.cpu = cpu.0,
+            Event::ThreadRunning { tid, seq, cpu } => (r.tid, r.seq, r.cpu) = (tid.0, seq.0, cpu.0),
         }
         r
     }
@@ -736,6 +745,7 @@ impl SchedEvent {
             },
             EventKind::TxnAborted => Event::TxnAborted { txn, cpu },
             EventKind::CpuIdle => Event::CpuIdle { cpu },
+            EventKind::ThreadRunning => Event::ThreadRunning { tid, seq, cpu },
         })
     }
 }

@@ -48,6 +48,9 @@ pub enum State {
     VersionMismatch,
     /// 5: refuses the region's layout; detail = layout error code.
     LayoutError,
+    /// 6 (1.3): refuses the peer's session configuration and ended its run; detail =
+    /// `channel << 32 | reason` (`docs/abi.md` §5).
+    Refused,
     /// Anything else: a corrupt or newer value.
     Unknown(u32),
 }
@@ -62,6 +65,7 @@ impl State {
             State::Stopped => 3,
             State::VersionMismatch => 4,
             State::LayoutError => 5,
+            State::Refused => 6,
             State::Unknown(v) => v,
         }
     }
@@ -74,6 +78,7 @@ impl State {
             3 => State::Stopped,
             4 => State::VersionMismatch,
             5 => State::LayoutError,
+            6 => State::Refused,
             v => State::Unknown(v),
         }
     }
@@ -208,6 +213,13 @@ impl<'a> StatusView<'a> {
         if lane < MAX_LANES {
             self.store(W_LANES + lane * LANE_WORDS + 1, invalid, Ordering::Relaxed);
             self.store(W_LANES + lane * LANE_WORDS + 2, count, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes lane `lane`'s refusal detail (its reserved word +0x18, 1.3).
+    pub fn set_lane_detail(&self, lane: usize, detail: u64) {
+        if lane < MAX_LANES {
+            self.store(W_LANES + lane * LANE_WORDS + 3, detail, Ordering::Release);
         }
     }
 

@@ -342,6 +342,10 @@ fn run_job(mut job: Job) {
     let Some(e) = entry(job.kind) else { return };
     let mut port = IpuPort::new(job.dev, job.vectors);
     (e.run)(&mut job, &mut port);
+    // A clean end stores STOPPED (docs/abi.md §7 "Clean stop"); the primary speaks for the
+    // side, a refusal (VERSION_MISMATCH, REFUSED) stays as it is.
+    job.ep.stop();
+    job.dev.ring_host(wave_abi::layout::VECTOR_CONTROL);
 }
 
 fn irqs_line(job: &Job, rt: &runtime::RuntimeStats) -> (u64, u64) {

@@ -20,6 +20,8 @@ pub enum ShimError {
     },
     /// The shared memory size is not a power of two (a PCI BAR must be).
     ShmNotPowerOfTwo(usize),
+    /// The shared memory size is above [`crate::ivshmem::MAX_SHM_SIZE`].
+    ShmTooLarge(usize),
     /// Vector count outside what the layout and QEMU support.
     Vectors {
         /// Requested.
@@ -62,6 +64,12 @@ impl std::fmt::Display for ShimError {
                  {minimum} bytes ({} KiB); pass --shm-size {}K or more",
                 minimum / 1024,
                 minimum / 1024
+            ),
+            ShimError::ShmTooLarge(s) => write!(
+                f,
+                "shared memory of {s} bytes is too large: at most {} MiB (the layout uses \
+                 well under 1 MiB; more only costs memory)",
+                crate::ivshmem::MAX_SHM_SIZE >> 20
             ),
             ShimError::ShmNotPowerOfTwo(s) => write!(
                 f,

@@ -26,7 +26,8 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 use nix::sys::time::TimeSpec;
 use wave_abi::layout::{Layout, DEFAULT_RING_ENTRIES, MIN_VECTORS, VECTOR_CONTROL};
-use wave_abi::SharedRegion;
+use wave_abi::status::{State, StatusView};
+use wave_abi::{Kind, SharedRegion};
 
 use crate::error::ShimError;
 use crate::link::{prepare_region, Link, LinkError, Wake};
@@ -36,6 +37,8 @@ use crate::shm::SharedMemory;
 pub const HOST_PEER: i64 = 0;
 /// ivshmem peer id given to the QEMU client (the IPU).
 pub const IPU_PEER: i64 = 1;
+/// Largest shared region the server creates (the default layout needs 256 KiB).
+pub const MAX_SHM_SIZE: usize = 1 << 30;
 /// Most vectors: QEMU decodes only 8 bits of the Doorbell vector field.
 pub const MAX_VECTORS: u16 = 256;
 
@@ -125,6 +128,9 @@ impl IvshmemServer {
     /// Validates the settings, creates and initialises the shared memory, and listens.
     pub fn bind(cfg: ServerConfig) -> Result<Self, ShimError> {
         let minimum = Layout::min_size(cfg.ring_entries);
+        if cfg.shm_size > MAX_SHM_SIZE {
+            return Err(ShimError::ShmTooLarge(cfg.shm_size));
+        }
         if !cfg.shm_size.is_power_of_two() {
             return Err(ShimError::ShmNotPowerOfTwo(cfg.shm_size));
         }
@@ -146,6 +152,13 @@ impl IvshmemServer {
         check_socket_path(&cfg.socket)?;
         let listener =
             UnixListener::bind(&cfg.socket).map_err(|e| ShimError::Bind(cfg.socket.clone(), e))?;
+        // Only this user (and root) may connect: mode 0600, whatever the umask, and every
+        // client's credentials are checked at accept (`peer_allowed`).
+        std::fs::set_permissions(
+            &cfg.socket,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .map_err(|e| ShimError::Io("make the socket private (mode 0600)", e))?;
         listener
             .set_nonblocking(true)
             .map_err(|e| ShimError::Io("set the socket non-blocking", e))?;
@@ -277,6 +290,14 @@ impl IvshmemServer {
                     return changed;
                 }
             };
+            if let Err(why) = peer_allowed(&stream) {
+                self.lock().counters.clients_refused += 1;
+                log(format_args!(
+                    "refusing an ivshmem client on {}: {why}",
+                    self.cfg.socket.display()
+                ));
+                continue;
+            }
             if self.lock().client.is_some() {
                 self.lock().counters.clients_refused += 1;
                 log(format_args!(
@@ -315,6 +336,17 @@ impl IvshmemServer {
         if inner.client.take().is_some() {
             inner.counters.disconnects += 1;
             inner.generation += 1;
+            // The IPU's writer is gone with QEMU: store OFFLINE on its behalf (docs/abi.md §7
+            // "Liveness"), so no endpoint keeps reading its last READY as a live session and
+            // re-reads that session's entries.
+            let region = self.shm.region();
+            // A final state (STOPPED, a refusal) says why it left: keep it.
+            if let Ok(v) = StatusView::new(&region, self.layout.place(Kind::IpuStatus).offset) {
+                let last = v.snapshot();
+                if !crate::watchdog::is_final(last.state) {
+                    v.set_state(State::Offline, last.epoch);
+                }
+            }
             log(format_args!(
                 "ivshmem client disconnected; waiting for a new one on {}",
                 self.cfg.socket.display()
@@ -345,6 +377,23 @@ impl IvshmemServer {
     pub fn service(&self, timeout: Duration) -> Result<Wake, LinkError> {
         self.wait(0, timeout)
     }
+}
+
+/// `SO_PEERCRED`: only a client running as this server's effective uid, or as root, may
+/// receive the shared memory and the doorbells.
+fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let me = nix::unistd::geteuid().as_raw();
+    let cred = getsockopt(stream, PeerCredentials)
+        .map_err(|e| format!("cannot read its credentials (SO_PEERCRED): {e}"))?;
+    if cred.uid() == me || cred.uid() == 0 {
+        return Ok(());
+    }
+    Err(format!(
+        "pid {} runs as uid {}; only uid {me} or root may connect (run QEMU as the same user)",
+        cred.pid(),
+        cred.uid()
+    ))
 }
 
 fn errno(e: nix::Error) -> LinkError {

@@ -39,5 +39,6 @@ pub mod service;
 pub mod shm;
 #[cfg(feature = "std")]
 pub mod stats;
+pub mod watchdog;
 
 pub use link::{Link, LinkError, Wake};

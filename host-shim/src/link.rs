@@ -150,6 +150,8 @@ pub struct HostPort<'s> {
     generation: u64,
     deadline: Option<std::time::Instant>,
     log_prefix: Option<&'static str>,
+    watchdog: Option<(wave_abi::Layout, crate::watchdog::Watchdog)>,
+    lost: Option<crate::watchdog::Cause>,
     /// Doorbells that failed (counted, never fatal: the peer also wakes on its timeout).
     pub notify_errors: u64,
 }
@@ -169,8 +171,39 @@ impl<'s> HostPort<'s> {
             generation: link.generation(),
             deadline: None,
             log_prefix: None,
+            watchdog: None,
+            lost: None,
             notify_errors: 0,
         }
+    }
+
+    /// Also stops the run when the peer (the IPU) is gone: its transport says it left, or its
+    /// heartbeat did not change for `bound` (see [`crate::watchdog`]). Then
+    /// [`Self::peer_lost`] says why.
+    pub fn with_watchdog(mut self, layout: wave_abi::Layout, bound: Duration) -> Self {
+        self.watchdog = Some((layout, crate::watchdog::Watchdog::new(bound)));
+        self
+    }
+
+    /// Why the watchdog stopped the run, if it did.
+    pub fn peer_lost(&self) -> Option<crate::watchdog::Cause> {
+        self.lost
+    }
+
+    /// How long the peer's heartbeat has been unchanged (zero without a watchdog).
+    pub fn heartbeat_age(&self) -> Duration {
+        self.watchdog
+            .as_ref()
+            .map_or(Duration::ZERO, |(_, w)| w.age())
+    }
+
+    fn watch(&mut self) -> bool {
+        if let Some((layout, w)) = self.watchdog.as_mut() {
+            if self.lost.is_none() {
+                self.lost = w.check_link(self.link, layout);
+            }
+        }
+        self.lost.is_some()
     }
 
     /// Prints the runtime's log lines on stdout with `prefix` (otherwise they go to stderr
@@ -232,6 +265,7 @@ impl wave_policy::runtime::Port for HostPort<'_> {
         self.stop.load(core::sync::atomic::Ordering::Acquire)
             || self.transport_changed()
             || self.past_deadline()
+            || self.watch()
     }
 }
 

@@ -21,6 +21,7 @@ use wave_abi::{Channel, Down, Endpoint, Layout, Side};
 use wave_policy::runtime::{self, Exit, Log, Service, Step, Tuning};
 
 use crate::link::{HostPort, Link, LinkError};
+use crate::watchdog::{self, Cause};
 
 /// Settings.
 #[derive(Clone, Debug)]
@@ -42,13 +43,20 @@ pub struct LinkTestConfig {
     /// At the end, publish this side as STOPPED and ring the control vector, so the IPU's
     /// agent knows the test is over (the firmware's `wave.link=echo` then powers off).
     pub stop_at_end: bool,
-    /// Hostile-host mode: after every this many valid requests, also send one malformed
-    /// request (cycling through [`malformed_request`]'s kinds). The IPU must count and skip
+    /// Hostile-host mode: right after every this many valid requests (exactly: after valid
+    /// request number k·K), also send one malformed request (cycling through [`malformed_request`]'s kinds). The IPU must count and skip
     /// them and keep answering the valid ones; see [`LinkTestSummary::ipu_invalid`].
     pub malformed_every: Option<u64>,
     /// Run as a lane of the host side (another thread owns the host's status block, e.g. a
     /// scheduling engine on the same region): never stops the side at the end.
     pub lane: bool,
+    /// End the run (counting what is in flight lost) once the IPU's heartbeat has not changed
+    /// for this long, or at once when the transport says the IPU left.
+    pub peer_timeout: Duration,
+    /// Start as a new host incarnation on a region an earlier host side already used (a
+    /// restarted host): the next epoch after the one in the host status block, instead of
+    /// the transport's. The IPU must drop that session and serve this one.
+    pub new_host_epoch: bool,
 }
 
 /// Kinds of malformed request the hostile-host mode sends, in order.
@@ -84,6 +92,8 @@ impl Default for LinkTestConfig {
             stop_at_end: true,
             malformed_every: None,
             lane: false,
+            peer_timeout: crate::watchdog::DEFAULT_PEER_TIMEOUT,
+            new_host_epoch: false,
         }
     }
 }
@@ -138,6 +148,10 @@ pub struct LinkTestSummary {
     /// Invalid requests the IPU reports having counted and skipped (its published counter),
     /// read at the end of the run.
     pub ipu_invalid: u64,
+    /// Why the run ended early: the IPU left or its heartbeat stopped.
+    pub peer_lost: Option<Cause>,
+    /// The watchdog's report when it declared the IPU gone (both status blocks, counters).
+    pub watchdog: Option<String>,
     /// Wall time.
     pub elapsed: Duration,
     /// Received messages per second.
@@ -193,6 +207,8 @@ struct Driver<'c> {
     decoder: TestDecoder,
     rtts: Vec<u64>,
     batch: Vec<EntryBody>,
+    /// Per entry of `batch`: a valid request (true) or a malformed one.
+    valid: Vec<bool>,
 }
 
 impl<'c> Driver<'c> {
@@ -209,6 +225,7 @@ impl<'c> Driver<'c> {
             decoder: TestDecoder::new(TAG_TEST_RESPONSE),
             rtts: Vec::with_capacity(total),
             batch: Vec::with_capacity(32),
+            valid: Vec::with_capacity(32),
         }
     }
 
@@ -222,48 +239,49 @@ impl<'c> Driver<'c> {
         self.in_flight = 0;
     }
 
-    /// One malformed request ahead of the batch whenever the valid count crosses a multiple of
-    /// `malformed_every` (while there are still valid requests to send after it).
-    fn inject(&mut self, ep: &mut Endpoint<'_>) -> u64 {
-        let Some(every) = self.cfg.malformed_every.filter(|&e| e > 0) else {
-            return 0;
-        };
-        if self.batch.is_empty() || self.next_seq / every <= self.s.injected {
-            return 0;
-        }
-        let bad = malformed_request(self.s.injected, self.cfg.seed);
-        let (n, ring) = ep.send(Channel::LinkTest, &[bad]);
-        self.s.injected += n as u64;
-        ring.map_or(0, |v| 1 << (v & 63))
-    }
-
-    /// Sends up to a window of requests; returns (sent, doorbells).
+    /// Sends up to a window of requests, with one malformed request right after every
+    /// `malformed_every`-th valid one (hostile-host mode); returns (entries sent, doorbells).
     fn send(&mut self, ep: &mut Endpoint<'_>) -> (usize, u64) {
         self.batch.clear();
-        while self.in_flight + self.batch.len() < self.cfg.window
-            && self.next_seq + (self.batch.len() as u64) < self.cfg.messages
-            && self.batch.len() < self.batch.capacity()
+        self.valid.clear();
+        let every = self.cfg.malformed_every.filter(|&e| e > 0);
+        let mut seq = self.next_seq;
+        let mut bad = self.s.injected;
+        while self.in_flight + self.valid.len() < self.cfg.window
+            && seq < self.cfg.messages
+            && self.batch.len() + 2 <= self.batch.capacity()
         {
-            let seq = self.next_seq + self.batch.len() as u64;
-            let words = request_words(self.cfg.seed, seq);
-            self.batch.push(encode_test(TAG_TEST_REQUEST, seq, &words));
+            self.batch.push(encode_test(
+                TAG_TEST_REQUEST,
+                seq,
+                &request_words(self.cfg.seed, seq),
+            ));
+            self.valid.push(true);
+            seq += 1;
+            if every.is_some_and(|k| seq.is_multiple_of(k)) {
+                self.batch.push(malformed_request(bad, self.cfg.seed));
+                self.valid.push(false);
+                bad += 1;
+            }
         }
-        let mut bells = self.inject(ep);
         if self.batch.is_empty() {
-            return (0, bells);
+            return (0, 0);
         }
         let (n, ring) = ep.send(Channel::LinkTest, &self.batch);
         let now = Instant::now();
-        for seq in self.next_seq..self.next_seq + n as u64 {
-            if let Some(f) = self.flights.get_mut(seq as usize) {
-                *f = Some((now, request_words(self.cfg.seed, seq)));
+        for &ok in &self.valid[..n] {
+            if !ok {
+                self.s.injected += 1;
+                continue;
             }
+            if let Some(f) = self.flights.get_mut(self.next_seq as usize) {
+                *f = Some((now, request_words(self.cfg.seed, self.next_seq)));
+            }
+            self.next_seq += 1;
+            self.in_flight += 1;
+            self.s.sent += 1;
         }
-        self.next_seq += n as u64;
-        self.in_flight += n;
-        self.s.sent += n as u64;
-        bells |= ring.map_or(0, |v| 1 << (v & 63));
-        (n, bells)
+        (n, ring.map_or(0, |v| 1 << (v & 63)))
     }
 
     /// Takes every response waiting and checks it; returns how many.
@@ -342,14 +360,17 @@ fn endpoint<'a, L: Link>(
 ) -> Result<Endpoint<'a>, LinkTestError> {
     let region = link.region();
     if !cfg.lane {
-        return Endpoint::primary(
-            region,
-            layout,
-            Side::Host,
-            link.epoch(),
-            &[Channel::LinkTest],
-        )
-        .map_err(LinkTestError::Endpoint);
+        let epoch = if cfg.new_host_epoch {
+            wave_abi::status::next_epoch(wave_abi::endpoint::previous_epoch(
+                &region,
+                layout,
+                Side::Host,
+            ))
+        } else {
+            link.epoch()
+        };
+        return Endpoint::primary(region, layout, Side::Host, epoch, &[Channel::LinkTest])
+            .map_err(LinkTestError::Endpoint);
     }
     let start = Instant::now();
     loop {
@@ -375,7 +396,9 @@ fn wait_up<'a, L: Link>(
     loop {
         match ep.poll_link().state {
             Ok(_) => return Ok(()),
-            Err(d @ Down::VersionMismatch { .. }) => return Err(LinkTestError::NeverUp(d)),
+            Err(d @ (Down::VersionMismatch { .. } | Down::PeerRefused(_))) => {
+                return Err(LinkTestError::NeverUp(d))
+            }
             Err(d) if start.elapsed() > cfg.link_up_timeout => {
                 return Err(LinkTestError::NeverUp(d))
             }
@@ -408,12 +431,24 @@ pub fn run<L: Link>(link: &L, cfg: LinkTestConfig) -> Result<LinkTestSummary, Li
     let stop = AtomicBool::new(false);
     let mut bad_stamps = 0;
     loop {
-        let mut port = HostPort::new(link, began, &stop).with_deadline(began + cfg.timeout);
+        let mut port = HostPort::new(link, began, &stop)
+            .with_deadline(began + cfg.timeout)
+            .with_watchdog(layout, cfg.peer_timeout);
         let (exit, rt) = runtime::run(&mut ep, &mut port, &tuning, &mut [&mut d]);
         d.s.sleeps += rt.sleeps;
         d.s.wakeups += rt.doorbell_wakeups;
         d.s.doorbells_sent += rt.doorbells;
         bad_stamps += ep.rx(Channel::LinkTest).stats().bad_stamp;
+        let lost = port.peer_lost().or_else(|| {
+            (port.transport_changed() && !link.peer_present()).then_some(Cause::Disconnected)
+        });
+        if let Some(cause) = lost {
+            // The IPU is gone: stop at once; what is in flight is lost (counted below).
+            d.s.peer_lost = Some(cause);
+            let age = port.heartbeat_age();
+            d.s.watchdog = Some(watchdog::report(&region, &layout, &cause, age, 0));
+            break;
+        }
         if exit == Exit::StopRequested && port.transport_changed() && !port.past_deadline() {
             // A new IPU connected to the transport: the region was re-initialised.
             d.s.resyncs += 1;
@@ -428,6 +463,10 @@ pub fn run<L: Link>(link: &L, cfg: LinkTestConfig) -> Result<LinkTestSummary, Li
     d.lose_all();
     let mut s = finish(d, began.elapsed(), bad_stamps);
     ep.tick(s.corrupt, s.received);
+    if s.peer_lost.is_some() {
+        s.ipu_invalid = ep.peer_status().lanes[Channel::LinkTest.index()].0;
+        return Ok(s);
+    }
     s.ipu_invalid = settle_ipu_invalid(link, &ep, s.injected);
     if cfg.stop_at_end {
         ep.stop();
@@ -486,7 +525,7 @@ impl std::fmt::Display for LinkTestSummary {
             "sent={} received={} corrupt={} lost={} (unexpected={} duplicate={} mismatched={} \
              bad_tag={} bad_len={} reserved={} checksum={} bad_stamps={}) resyncs={} \
              doorbells_sent={} sleeps={} wakeups={} injected={} ipu_invalid={} msgs/s={:.0} \
-             rtt_p50={:?} rtt_p99={:?}{}",
+             rtt_p50={:?} rtt_p99={:?}{}{}",
             self.sent,
             self.received,
             self.corrupt,
@@ -508,7 +547,11 @@ impl std::fmt::Display for LinkTestSummary {
             self.msgs_per_sec,
             self.rtt_p50,
             self.rtt_p99,
-            if self.timed_out { " TIMED OUT" } else { "" }
+            if self.timed_out { " TIMED OUT" } else { "" },
+            match &self.peer_lost {
+                Some(c) => format!(" PEER LOST: {c}"),
+                None => String::new(),
+            }
         )
     }
 }

@@ -17,8 +17,12 @@ use wave_host_shim::ivshmem::{IvshmemServer, ServerConfig};
 use wave_host_shim::link::{HostPort, Link};
 use wave_host_shim::link_test::{self, LinkTestConfig};
 use wave_host_shim::service::commands as service;
+use wave_host_shim::watchdog::{self, Cause, Watchdog};
 use wave_policy::registry::PolicyChoice;
 use wave_policy::runtime::{Runtime, Tuning};
+
+/// Exit code when the IPU died or stopped during a run (as `cargo wave`'s).
+const EXIT_PEER_LOST: u8 = 9;
 
 #[derive(Parser)]
 #[command(name = "wave-host", version, about = "Wave host shim")]
@@ -52,21 +56,32 @@ enum Cmd {
     Serve {
         #[command(flatten)]
         server: ServerArgs,
-        /// Seconds between counter reports.
-        #[arg(long, default_value_t = 5)]
+        /// Seconds between counter reports (1..=3600).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
         stats_interval: u64,
+        /// Declare the IPU gone (printing the watchdog report) once its heartbeat has not
+        /// changed for this many ms; the server keeps serving and waits for it or a new one.
+        #[arg(long, default_value_t = 500, value_name = "MS",
+              value_parser = clap::value_parser!(u64).range(10..=600_000))]
+        peer_timeout_ms: u64,
     },
     /// Serve, wait for the IPU, run the link test, print the summary (exit 0 if every message
     /// came back valid).
     LinkTest {
         #[command(flatten)]
         server: ServerArgs,
-        /// Messages to send.
-        #[arg(long, default_value_t = 10_000)]
+        /// Messages to send (1..=10000000).
+        #[arg(long, default_value_t = 10_000,
+              value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
         messages: u64,
-        /// Seconds to wait for the IPU to come up.
-        #[arg(long, default_value_t = 60)]
+        /// Seconds to wait for the IPU to come up (1..=86400).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         wait: u64,
+        /// End the test (exit 9, with the watchdog report) once the IPU's heartbeat has not
+        /// changed for this many ms; a QEMU that exits is noticed at once.
+        #[arg(long, default_value_t = 500, value_name = "MS",
+              value_parser = clap::value_parser!(u64).range(10..=600_000))]
+        peer_timeout_ms: u64,
     },
     /// Run the scheduling engine standalone: a RocksDB-like GET/RANGE workload on host CPUs
     /// scheduled by the on-host agent (`--agent host`) or by Linux (`--agent linux`). The
@@ -261,10 +276,14 @@ fn sched(a: SchedArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if !(a.duration > 0.0 && a.duration <= 3600.0) {
+        eprintln!("wave-host: sched: --duration must be > 0 and at most 3600 seconds");
+        return ExitCode::from(2);
+    }
     let cfg = EngineConfig {
         policy,
         rate: a.rate,
-        duration: Duration::from_secs_f64(a.duration.max(0.001)),
+        duration: Duration::from_secs_f64(a.duration),
         cpus: a.cpus,
         handlers: a.handlers,
         get_us: a.get_us,
@@ -339,8 +358,9 @@ fn bind(a: &ServerArgs) -> Result<IvshmemServer, ExitCode> {
 
 /// Keeps the host end of the link alive under the agent runtime (with no service: attach,
 /// resynchronise, heartbeat, sleep on the control vector), printing counters every
-/// `interval`, and starts a new endpoint whenever a new QEMU connects.
-fn serve(server: &IvshmemServer, interval: Duration) -> ExitCode {
+/// `interval`, and starts a new endpoint whenever a new QEMU connects. Watches the IPU's
+/// heartbeat: once it is older than `bound`, prints the watchdog report (once per stall).
+fn serve(server: &IvshmemServer, interval: Duration, bound: Duration) -> ExitCode {
     let region = server.region();
     let layout: Layout = *server.layout();
     let never = AtomicBool::new(false);
@@ -363,13 +383,34 @@ fn serve(server: &IvshmemServer, interval: Duration) -> ExitCode {
             return ExitCode::FAILURE;
         };
         let mut rt = Runtime::new(tuning);
+        let mut dog = Watchdog::new(bound);
+        let mut stalled = false;
+        let mut last_report = Instant::now();
         loop {
+            let slice = bound.min(interval) / 2;
             let mut port = HostPort::new(server, origin, &never)
                 .with_log("wave-host")
-                .with_deadline(Instant::now() + interval);
+                .with_deadline(Instant::now() + slice);
             rt.run(&mut ep, &mut port, &mut []);
-            report(server, Some(&ep));
+            match dog.check_link(server, &layout) {
+                Some(cause @ Cause::HeartbeatStale(_)) if !stalled => {
+                    stalled = true;
+                    let age = dog.age();
+                    print!("{}", watchdog::report(&region, &layout, &cause, age, 0));
+                }
+                Some(_) => {}
+                None => stalled = false,
+            }
+            if last_report.elapsed() >= interval {
+                last_report = Instant::now();
+                report(server, Some(&ep));
+            }
             if port.transport_changed() {
+                if !server.peer_present() {
+                    let age = dog.age();
+                    let cause = Cause::Disconnected;
+                    print!("{}", watchdog::report(&region, &layout, &cause, age, 0));
+                }
                 break;
             }
         }
@@ -407,14 +448,20 @@ fn main() -> ExitCode {
         Cmd::Serve {
             server,
             stats_interval,
+            peer_timeout_ms,
         } => match bind(&server) {
-            Ok(s) => serve(&s, Duration::from_secs(stats_interval.max(1))),
+            Ok(s) => serve(
+                &s,
+                Duration::from_secs(stats_interval),
+                Duration::from_millis(peer_timeout_ms),
+            ),
             Err(c) => c,
         },
         Cmd::LinkTest {
             server,
             messages,
             wait,
+            peer_timeout_ms,
         } => {
             let s = match bind(&server) {
                 Ok(s) => s,
@@ -432,11 +479,17 @@ fn main() -> ExitCode {
             let cfg = LinkTestConfig {
                 messages,
                 link_up_timeout: Duration::from_secs(wait),
+                peer_timeout: Duration::from_millis(peer_timeout_ms),
                 ..LinkTestConfig::default()
             };
             match link_test::run(&s, cfg) {
                 Ok(sum) => {
                     println!("wave-host: link test: {sum}");
+                    if let Some(cause) = &sum.peer_lost {
+                        print!("{}", sum.watchdog.as_deref().unwrap_or(""));
+                        eprintln!("wave-host: link test ended early: {cause}");
+                        return ExitCode::from(EXIT_PEER_LOST);
+                    }
                     if sum.received == messages && sum.corrupt == 0 {
                         ExitCode::SUCCESS
                     } else {

@@ -20,7 +20,11 @@ use wave_host_shim::engine::{self, AgentMode, EngineConfig, EngineResults};
 use crate::boot::{BootConfig, BootOutcome, BootStatus};
 use crate::error::{Error, Result};
 use crate::image::Image;
-use crate::ipu::{with_ipu, LinkSettings};
+use crate::ipu::{with_ipu, with_ipu_restarts, LinkSettings};
+
+/// Most host CPUs the firmware's scheduling agent takes (`firmware/src/link.rs`
+/// `AGENT_CPUS`); the firmware refuses a larger configuration in its status block.
+pub const IPU_MAX_CPUS: u32 = 16;
 
 /// Settings of a demo run.
 #[derive(Debug, Clone)]
@@ -47,6 +51,9 @@ pub struct DemoOptions {
     /// shift=0`, which makes the IPU's time follow its instruction count: its latencies are
     /// then not the default run's).
     pub ipu_count: bool,
+    /// `ipu` agent: kill QEMU this often and boot a new one (the host fails over to its
+    /// fallback agent and hands back to each new IPU).
+    pub kill_ipu_every: Option<Duration>,
 }
 
 impl Default for DemoOptions {
@@ -65,6 +72,7 @@ impl Default for DemoOptions {
             stats: false,
             repeat: 1,
             ipu_count: false,
+            kill_ipu_every: None,
         }
     }
 }
@@ -180,13 +188,28 @@ pub fn run_ipu(opts: &DemoOptions, image: &Image) -> Result<DemoRun> {
         vectors,
         ..LinkSettings::default()
     };
-    let (results, fw) = with_ipu(&boot, image, link, |server, _left| {
-        let server = &*server;
-        let placement = crate::demo_all::placement(&[("sched", 0)]);
-        crate::demo_all::with_live_stats(opts.stats, server, placement, || {
-            engine::run_ipu(server, cfg)
-        })
-    })?;
+    let (results, fw) = match opts.kill_ipu_every {
+        None => with_ipu(&boot, image, link, |server, _left| {
+            let server = &*server;
+            let placement = crate::demo_all::placement(&[("sched", 0)]);
+            crate::demo_all::with_live_stats(opts.stats, server, placement, || {
+                engine::run_ipu(server, cfg)
+            })
+        })?,
+        Some(every) => {
+            let (r, mut runs) = with_ipu_restarts(&boot, image, link, every, |server| {
+                engine::run_ipu(server, cfg)
+            })?;
+            let r = r.map(|mut r| {
+                r.ipu_restarts = runs.len().saturating_sub(1) as u64;
+                r
+            });
+            let last = runs
+                .pop()
+                .ok_or_else(|| Error::Qemu("no QEMU run".into()))?;
+            (r, last)
+        }
+    };
     // QEMU is this process's only child during the run, and has been reaped.
     let emulator_cpu_s = children_cpu_s().map(|after| after - before.unwrap_or(0.0));
     match results {
@@ -368,6 +391,20 @@ pub fn table(runs: &[DemoRun]) -> String {
     );
     row("invariant violations", &|r| {
         r.invariant_violations.to_string()
+    });
+    let ipu = |r: &EngineResults, v: String| if r.mode == "ipu" { v } else { "-".into() };
+    row("IPU restarts / failovers", &|r| {
+        ipu(r, format!("{} / {}", r.ipu_restarts, r.failovers))
+    });
+    row("hand-backs", &|r| ipu(r, r.handbacks.to_string()));
+    row("time in fallback", &|r| {
+        ipu(r, format!("{:.2} s", r.fallback_s))
+    });
+    row("worst stall / detection", &|r| {
+        ipu(
+            r,
+            format!("{:.1} / {:.1} ms", r.worst_stall_ms, r.worst_detection_ms),
+        )
     });
     let cost = |f: fn(&IpuCost) -> f64| -> Vec<String> {
         runs.iter()

@@ -7,8 +7,6 @@
 //! boots the firmware with the given boot arguments, waits until QEMU has connected, hands the
 //! server to the caller's host-side code, and services the socket until QEMU is gone.
 
-use std::path::PathBuf;
-
 use std::time::{Duration, Instant};
 
 use wave_host_shim::ivshmem::{IvshmemServer, ServerConfig};
@@ -22,12 +20,6 @@ use crate::image::Image;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the guest may take to end its run after the host side finished.
 const GUEST_GRACE: Duration = Duration::from_secs(15);
-
-fn socket_path() -> PathBuf {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    std::env::temp_dir().join(format!("wave-ipu-{}-{n}.sock", std::process::id()))
-}
 
 /// The host end of the emulated link.
 #[derive(Clone, Copy, Debug)]
@@ -50,10 +42,14 @@ impl Default for LinkSettings {
     }
 }
 
-/// Binds a fresh ivshmem server on a new socket.
+/// Binds a fresh ivshmem server on a new socket in the runner's private directory
+/// ([`crate::sockets`]); the socket is removed when the server is dropped, or by the signal
+/// handler if the runner is interrupted.
 pub fn bind(link: LinkSettings) -> Result<IvshmemServer> {
+    let socket = crate::sockets::socket_path()
+        .map_err(|e| Error::Qemu(format!("cannot make a private socket directory: {e}")))?;
     IvshmemServer::bind(ServerConfig {
-        socket: socket_path(),
+        socket,
         shm_size: link.shm_size,
         vectors: link.vectors,
         ring_entries: wave_abi::layout::DEFAULT_RING_ENTRIES,
@@ -73,7 +69,7 @@ pub fn with_ipu<T>(
 ) -> Result<(T, BootOutcome)> {
     let mut server = bind(link)?;
     let r = with_ipu_on(&mut server, boot, image, host);
-    let _ = std::fs::remove_file(&server.config().socket);
+    crate::sockets::release(&server.config().socket);
     r
 }
 
@@ -129,4 +125,87 @@ pub fn with_ipu_on<T>(
             fw.stderr
         ))),
     }
+}
+
+/// One QEMU run of [`with_ipu_restarts`]: its thread and the flag that kills it.
+type Running<'s> = (
+    std::thread::ScopedJoinHandle<'s, Result<BootOutcome>>,
+    crate::boot::Cancel,
+);
+
+fn start<'s, 'e>(
+    scope: &'s std::thread::Scope<'s, 'e>,
+    cfg: &'e BootConfig,
+    image: &'e Image,
+) -> Running<'s> {
+    let mut c = cfg.clone();
+    c.cancel = crate::boot::Cancel::default();
+    let cancel = c.cancel.clone();
+    (scope.spawn(move || run_boot_with_image(&c, image)), cancel)
+}
+
+fn join(h: std::thread::ScopedJoinHandle<'_, Result<BootOutcome>>) -> Result<BootOutcome> {
+    h.join()
+        .map_err(|_| Error::Qemu("the QEMU thread panicked".into()))?
+}
+
+/// As [`with_ipu`], but the IPU dies under the host: every `every`, the runner kills QEMU
+/// (as `kill -9` would: no clean stop) and boots a new one on the same server, until `host`
+/// returns. The host side must notice, fail over, and hand back to each new IPU. Returns
+/// `host`'s result and how each QEMU run ended (all but the last were killed).
+pub fn with_ipu_restarts<T: Send>(
+    boot: &BootConfig,
+    image: &Image,
+    link: LinkSettings,
+    every: Duration,
+    host: impl FnOnce(&IvshmemServer) -> T + Send,
+) -> Result<(T, Vec<BootOutcome>)> {
+    let server = bind(link)?;
+    let mut cfg = boot.clone();
+    cfg.extra_args
+        .extend(server.qemu_args().split_whitespace().map(str::to_string));
+    let (cfg, server) = (&cfg, &server);
+    let r = std::thread::scope(|scope| -> Result<(T, Vec<BootOutcome>)> {
+        let mut runs = Vec::new();
+        let mut current = start(scope, cfg, image);
+        let started = Instant::now();
+        while !server.peer_present() {
+            if current.0.is_finished() || started.elapsed() > CONNECT_TIMEOUT {
+                current.1.cancel();
+                let fw = join(current.0)?;
+                return Err(Error::Qemu(format!(
+                    "QEMU never connected to the ivshmem socket:\n{}{}",
+                    fw.console, fw.stderr
+                )));
+            }
+            let _ = server.service(Duration::from_millis(50));
+        }
+        let host_thread = scope.spawn(move || host(server));
+        let mut since = Instant::now();
+        while !host_thread.is_finished() {
+            std::thread::sleep(Duration::from_millis(10));
+            if since.elapsed() >= every {
+                // The old QEMU is gone (killed and reaped) before the new one connects: the
+                // server serves one client at a time.
+                current.1.cancel();
+                runs.push(join(current.0)?);
+                current = start(scope, cfg, image);
+                since = Instant::now();
+            }
+        }
+        let out = host_thread
+            .join()
+            .map_err(|_| Error::Qemu("the host side panicked".into()))?;
+        let done = Instant::now();
+        while !current.0.is_finished() {
+            if done.elapsed() > GUEST_GRACE {
+                current.1.cancel();
+            }
+            let _ = server.service(Duration::from_millis(20));
+        }
+        runs.push(join(current.0)?);
+        Ok((out, runs))
+    });
+    crate::sockets::release(&server.config().socket);
+    r
 }

@@ -32,6 +32,7 @@ pub mod ipu;
 pub mod ipu_unit;
 pub mod link_test;
 pub mod size;
+pub mod sockets;
 pub mod toolchain;
 pub mod verdict;
 pub mod workspace;

@@ -36,6 +36,8 @@ pub struct LinkTestOptions {
     pub echo: bool,
     /// Hostile-host mode: one malformed request after every this many valid ones.
     pub malformed_every: Option<u64>,
+    /// The IPU is declared gone once its heartbeat has not changed for this long.
+    pub peer_timeout: Duration,
 }
 
 impl Default for LinkTestOptions {
@@ -49,6 +51,7 @@ impl Default for LinkTestOptions {
             timeout: Duration::from_secs(300),
             echo: true,
             malformed_every: None,
+            peer_timeout: wave_host_shim::watchdog::DEFAULT_PEER_TIMEOUT,
         }
     }
 }
@@ -90,7 +93,10 @@ impl LinkTestOutcome {
             s.doorbells_sent,
             s.sleeps,
             s.resyncs
-        )
+        ) + &match &s.peer_lost {
+            Some(cause) => format!(" | ended early: {cause}"),
+            None => String::new(),
+        }
     }
 }
 
@@ -109,17 +115,24 @@ pub fn run_link_test(opts: &LinkTestOptions, image: &Image) -> Result<LinkTestOu
         vectors: opts.vectors,
         ..LinkSettings::default()
     };
+    let cancel = cfg.cancel.clone();
     let (summary, boot) = with_ipu(&cfg, image, link, |server, left| {
-        link_test::run(
+        let r = link_test::run(
             server,
             LinkTestConfig {
                 messages: opts.messages,
                 timeout: left,
                 link_up_timeout: Duration::from_secs(30).min(left),
                 malformed_every: opts.malformed_every,
+                peer_timeout: opts.peer_timeout,
                 ..LinkTestConfig::default()
             },
-        )
+        );
+        if r.as_ref().is_ok_and(|s| s.peer_lost.is_some()) {
+            // A stopped or hung IPU will not end its run: end QEMU now, not after the grace.
+            cancel.cancel();
+        }
+        r
     })?;
     match summary {
         Ok(summary) => Ok(LinkTestOutcome { summary, boot }),

@@ -30,6 +30,9 @@ pub enum ExitCode {
     LinkFailed = 7,
     /// `demo`: a run lost requests, violated an invariant, or the firmware failed.
     DemoFailed = 8,
+    /// `link-test`, `demo` with `--no-fallback`: the IPU died or stopped during the run (QEMU
+    /// exited, or its heartbeat stopped); the watchdog report says which and what was in flight.
+    PeerLost = 9,
     TimedOut = 124,
     RunnerError = 125,
 }
@@ -130,8 +133,13 @@ pub fn judge(outcome: &BootOutcome, smp: u32, inject: Option<Inject>) -> Verdict
                 found,
             },
         },
-        // QEMU exits 1 on its own errors too; its stderr tells the two apart.
-        BootStatus::Exited(code) if qemu_error.is_none() || code != 1 => {
+        // QEMU exits 1 on its own errors too; its stderr tells the two apart, unless the
+        // firmware said it is a boot error (QEMU may also have printed a mere warning).
+        BootStatus::Exited(code)
+            if qemu_error.is_none()
+                || code != 1
+                || outcome.console.contains("wave: boot error:") =>
+        {
             match FirmwareExit::from_code(code) {
                 Some(exit) => Verdict::Firmware {
                     exit,
@@ -281,6 +289,17 @@ mod tests {
         let v = judge(&outcome(BootStatus::Exited(0), "nothing", ""), 1, None);
         assert_eq!(v.exit_code(), ExitCode::NoBootReport);
         assert!(v.explain().contains("no `cores online: 1/1` line"));
+    }
+
+    /// Issue 9: `boot --smp 512` is the firmware's boot error, not a QEMU failure, even though
+    /// QEMU printed a warning on stderr.
+    #[test]
+    fn a_firmware_boot_error_wins_over_a_qemu_warning() {
+        let console =
+            "wave: boot error: device tree lists 512 CPUs but this image supports at most 16\n";
+        let stderr = "qemu-system-aarch64: warning: ACPI table size 72493 exceeds 65536 bytes\n";
+        let v = judge(&outcome(BootStatus::Exited(1), console, stderr), 512, None);
+        assert_eq!(v.exit_code(), ExitCode::BootError, "{}", v.explain());
     }
 
     #[test]

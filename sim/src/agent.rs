@@ -230,6 +230,8 @@ impl Checker {
                 }
             }
             Event::CpuIdle { .. } => {}
+            // Only sent at a resynchronisation, which the simulator does not model.
+            Event::ThreadRunning { tid, seq, .. } => self.mirror_state(tid, seq, false),
         }
     }
 

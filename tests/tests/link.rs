@@ -79,8 +79,23 @@ fn ipu_skips_malformed_requests_and_keeps_serving() {
         "{}",
         show(&o)
     );
+    // ... exactly one after every 50th valid request (issue 9: not one per batch) ...
+    assert_eq!(o.summary.injected, 6_000 / 50, "{}", show(&o));
     // ... and the IPU counted exactly those, while answering every valid one.
     assert_eq!(o.summary.ipu_invalid, o.summary.injected, "{}", show(&o));
+    assert_clean(&o, &opts);
+}
+
+/// `--malformed-every 1`: a malformed request after every valid one.
+#[test]
+fn malformed_every_1_means_every_request() {
+    let opts = LinkTestOptions {
+        malformed_every: Some(1),
+        ..options(2_000, 1)
+    };
+    let o = run(&opts);
+    assert_eq!(o.summary.injected, 2_000, "{}", show(&o));
+    assert_eq!(o.summary.ipu_invalid, 2_000, "{}", show(&o));
     assert_clean(&o, &opts);
 }
 

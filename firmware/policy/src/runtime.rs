@@ -115,6 +115,9 @@ pub enum Exit {
     StopRequested,
     /// Every service said it is finished.
     Finished,
+    /// The ABI versions differ (the peer is READY speaking another major, or refused ours):
+    /// this side stored `VERSION_MISMATCH` (if it was the one to refuse) and ended its run.
+    Refused,
 }
 
 /// Runtime counters.
@@ -226,8 +229,20 @@ fn run_loop<'a, P: Port>(
             break Exit::StopRequested;
         }
         let state = poll_link(ep, port, l);
-        if state == Err(Down::PeerStopped) && l.was_up {
+        if state == Err(Down::PeerStopped) && (l.was_up || stop_is_for_us(ep)) {
             break Exit::PeerStopped;
+        }
+        if let Err(d @ Down::VersionMismatch { major, minor }) = state {
+            if ep.peer_status().state == wave_abi::status::State::Ready {
+                // The peer speaks another major: refuse it in our status block.
+                ep.refuse(d, Channel(0), 0);
+            }
+            port.log(format_args!(
+                "link: ABI version mismatch (peer {major}.{minor}, ours {}.{}): ending the run",
+                wave_abi::ABI_MAJOR,
+                wave_abi::ABI_MINOR
+            ));
+            break Exit::Refused;
         }
         let now = port.now_ns();
         let work = step_all(ep, port, now, services, &mut l.stats);
@@ -249,6 +264,15 @@ fn run_loop<'a, P: Port>(
     };
     publish(ep, services);
     exit
+}
+
+/// A peer's STOPPED ends this side's run if it was up, or if the stop is by the peer
+/// incarnation this side attached to (it acknowledged that epoch) or by a peer it never
+/// attached to at all: a peer that stops right after its link-up, before it saw our
+/// acknowledgement, must not leave us waiting (`docs/abi.md` §7, "Clean stop").
+fn stop_is_for_us(ep: &Endpoint<'_>) -> bool {
+    let attached = ep.peer_epoch();
+    attached == 0 || ep.peer_status().epoch == attached
 }
 
 /// Polls the link and logs each change of state.

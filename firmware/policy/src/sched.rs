@@ -368,7 +368,37 @@ impl<const C: usize, const T: usize, D: Discipline> SchedCore<C, T, D> {
             } => self.failed(txn, tid, cpu, reason),
             Event::TxnAborted { txn, cpu } => self.aborted(txn, cpu),
             Event::CpuIdle { cpu } => self.cpu_idle(cpu),
+            Event::ThreadRunning { tid, seq, cpu } => self.thread_running(tid, seq, cpu, now_ns),
         }
+    }
+
+    /// Resynchronisation: `tid` exists and runs on `cpu` (a new agent learning the host's
+    /// truth). Refused (counted as a duplicate) if the tid is live or the cpu already busy.
+    fn thread_running(&mut self, tid: Tid, seq: Seq, cpu: CpuId, now: u64) {
+        let Some(i) = self.tid_index(tid) else { return };
+        let c = cpu.0 as usize;
+        let free = matches!(self.threads[i].live, Live::Absent | Live::Dead);
+        let Some(slot) = self.cpus.get(c) else { return };
+        if !free || slot.current.is_some() || slot.pending.is_some() {
+            self.stats.duplicate_new += 1;
+            return;
+        }
+        self.threads[i] = Thread {
+            live: Live::Running(c as u16),
+            place: Place::None,
+            seq,
+            state_seq: seq,
+        };
+        self.masks[i] = u64::MAX;
+        self.disc.reset(i);
+        self.cpus[c].idle = false;
+        self.cpus[c].need_wake = false;
+        self.cpus[c].current = Some(Run {
+            tid: tid.0 as u16,
+            since: now,
+            preempt_sent: None,
+            evict: false,
+        });
     }
 
     fn thread_new(&mut self, tid: Tid, seq: Seq, runnable: bool) {

@@ -35,6 +35,22 @@ pub struct SchedService<'a, const C: usize = MAX_CPUS, const T: usize = MAX_THRE
     meter: Option<crate::agent::Meter>,
 }
 
+/// The reason code a refused scheduling configuration is reported with (`docs/abi.md` §5,
+/// state 6): 1 no scheduling blocks, 2 `n_cpus`, 3 `n_threads`, 4 policy id, 5 a policy
+/// parameter, 6 more CPUs or threads than this agent holds, 7 a block outside the region.
+pub fn refusal_code(e: &AgentError) -> u32 {
+    use crate::types::ConfigError as C;
+    match e {
+        AgentError::Sched(SchedError::NotInLayout | SchedError::NoConfig) => 1,
+        AgentError::Sched(SchedError::BadConfig("n_cpus")) | AgentError::Policy(C::CpuCount) => 2,
+        AgentError::Sched(SchedError::BadConfig("n_threads")) => 3,
+        AgentError::Sched(SchedError::BadConfig(_)) | AgentError::Policy(C::UnknownPolicy(_)) => 4,
+        AgentError::Policy(C::TimeSlice | C::Param(_)) => 5,
+        AgentError::TooBig { .. } => 6,
+        AgentError::Sched(SchedError::Region) => 7,
+    }
+}
+
 /// Host doorbell vectors for the CPUs set in `cpus` (bit c: vector `CPU_VECTOR_BASE + c`).
 pub fn cpu_vectors(mut cpus: u64) -> u64 {
     let mut vectors = 0u64;
@@ -115,9 +131,16 @@ impl<'a, const C: usize, const T: usize> SchedService<'a, C, T> {
             Err(e) => {
                 if self.refused != Some(e) {
                     log.log(format_args!(
-                        "sched: refusing the host's configuration: {e}"
+                        "sched: refusing the host's configuration ({e}): reason {}, ending the run",
+                        refusal_code(&e)
                     ));
                     self.refused = Some(e);
+                    // docs/abi.md §7: reported in the status block, and the run ends.
+                    ep.refuse(
+                        wave_abi::Down::PeerInvalid,
+                        Channel::Sched,
+                        refusal_code(&e),
+                    );
                 }
                 Some(self.drain(ep))
             }
@@ -181,6 +204,9 @@ impl<'a, const C: usize, const T: usize> Service<'a> for SchedService<'a, C, T> 
     }
     fn counters(&self) -> (u64, u64) {
         (self.totals.invalid, self.totals.decisions)
+    }
+    fn finished(&self) -> bool {
+        self.refused.is_some()
     }
     fn deadline_ns(&self, now_ns: u64) -> Option<u64> {
         self.agent.as_ref().and_then(|a| a.next_deadline(now_ns))

@@ -920,3 +920,43 @@ mod fair {
         }
     }
 }
+
+/// Resynchronisation (docs/abi.md §7.7): `ThreadRunning` tells a new agent that a thread runs
+/// on a CPU; the agent keeps that CPU's thread off every other CPU, accepts its stop event,
+/// and refuses a second claim on the same CPU.
+#[test]
+fn thread_running_resyncs_a_running_thread() {
+    let mut p = Fifo4::new(2).unwrap();
+    let running = Event::ThreadRunning {
+        tid: Tid(0),
+        seq: Seq(5),
+        cpu: CpuId(0),
+    };
+    ev(&mut p, running, 0);
+    new_thread(&mut p, 1);
+    let d = poll(&mut p, 1);
+    // Thread 0 runs on cpu 0: never prestaged anywhere; thread 1 is.
+    assert!(prestages(&d).iter().all(|&(_, tid, ..)| tid == 1), "{d:?}");
+    assert!(!prestages(&d).is_empty(), "{d:?}");
+    // A second thread cannot run on cpu 0 too.
+    let dup = Event::ThreadRunning {
+        tid: Tid(2),
+        seq: Seq(1),
+        cpu: CpuId(0),
+    };
+    ev(&mut p, dup, 2);
+    assert_eq!(p.stats().duplicate_new, 1);
+    // Its stop event is accepted (not stale, not unknown).
+    let before = p.stats().stale_events + p.stats().unknown_thread;
+    ev(
+        &mut p,
+        Event::Blocked {
+            tid: Tid(0),
+            seq: Seq(6),
+            cpu: CpuId(0),
+            ran_ns: 1000,
+        },
+        3,
+    );
+    assert_eq!(p.stats().stale_events + p.stats().unknown_thread, before);
+}

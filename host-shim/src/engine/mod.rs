@@ -12,6 +12,7 @@
 //! Modules: [`hist`] (lock-free latency histogram), [`workload`] (table, requests, arrivals),
 //! `runtime` (CPUs, fibers, event funnel, invariants), `host_agent`, `linux`, [`results`].
 
+mod failover;
 pub mod hist;
 mod host_agent;
 mod linux;
@@ -99,6 +100,16 @@ pub struct EngineConfig {
     /// The work per request, calibrated once ([`calibrate`]) and shared by every agent of a
     /// comparison, so every column runs identical work; `None`: the run calibrates its own.
     pub work: Option<workload::Work>,
+    /// ipu mode: when the IPU dies or stalls, keep scheduling with the same policy in a host
+    /// thread and hand back when an IPU is up again (`docs/engine.md` "Fallback"). Without
+    /// it, a lost IPU ends the run (`EngineResults::peer_lost`).
+    pub fallback: bool,
+    /// ipu mode: the IPU is declared gone once its heartbeat has not changed for this long
+    /// (a QEMU that exits is noticed at once).
+    pub peer_timeout: Duration,
+    /// Policy hot-swaps (ipu and host modes): at each time after the load starts, switch the
+    /// agent to that policy under load, through the same resync path as a hand-back.
+    pub policy_swaps: Vec<(Duration, PolicyChoice)>,
 }
 
 impl Default for EngineConfig {
@@ -121,9 +132,17 @@ impl Default for EngineConfig {
             stack_size: 256 * 1024,
             stop_link_at_end: true,
             work: None,
+            fallback: true,
+            peer_timeout: DEFAULT_IPU_TIMEOUT,
+            policy_swaps: Vec::new(),
         }
     }
 }
+
+/// Default heartbeat bound of the engine's watchdog: the IPU beats every 1–2 ms while it
+/// runs; under QEMU TCG on a loaded two-core machine its vCPU thread is sometimes not scheduled
+/// for tens of ms, and a needless failover costs a switch and back, never correctness.
+pub const DEFAULT_IPU_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Why a run could not start or finish.
 #[derive(Debug)]
@@ -166,8 +185,12 @@ impl EngineConfig {
         if self.handlers == 0 || self.handlers as usize > wave_policy::MAX_THREADS {
             return bad("handlers must be 1..=1024");
         }
-        if !(self.rate > 0.0 && self.rate.is_finite()) {
-            return bad("rate must be > 0");
+        if !(self.rate > 0.0 && self.rate <= MAX_RATE) {
+            return bad("rate must be > 0 and at most 10,000,000 requests/s");
+        }
+        let secs = self.duration.as_secs_f64();
+        if !(secs > 0.0 && secs <= 3600.0) {
+            return bad("duration must be > 0 and at most 3600 s");
         }
         if !(0.0..=100.0).contains(&self.range_pct) {
             return bad("range-pct must be 0..=100");
@@ -175,17 +198,34 @@ impl EngineConfig {
         let p = &self.policy;
         wave_policy::Params::resolve(p.info.params, &p.params)
             .map_err(|e| EngineError::Config(format!("policy {}: {e}", p.info.name)))?;
-        if self.get_us <= 0.0 || self.range_ms <= 0.0 {
-            return bad("service times must be > 0");
+        if !(self.get_us > 0.0 && self.get_us <= 100_000.0) {
+            return bad("get-us must be > 0 and at most 100000 µs");
+        }
+        if !(self.range_ms > 0.0 && self.range_ms <= 1_000.0) {
+            return bad("range-ms must be > 0 and at most 1000 ms");
         }
         if self.table_keys < SCAN_MIN_KEYS {
             return bad("table must hold at least 4096 keys");
+        }
+        for (at, p) in &self.policy_swaps {
+            wave_policy::Params::resolve(p.info.params, &p.params)
+                .map_err(|e| EngineError::Config(format!("policy {}: {e}", p.info.name)))?;
+            if *at >= self.duration {
+                return bad("a policy swap must happen before the end of the load");
+            }
+        }
+        let ms = self.peer_timeout.as_millis();
+        if !(1..=600_000).contains(&ms) {
+            return bad("the IPU heartbeat bound must be 1..=600000 ms");
         }
         Ok(())
     }
 }
 
 const SCAN_MIN_KEYS: usize = 4096;
+/// Highest offered rate (the generator's arrivals are stamped in ns; far beyond any load the
+/// engine can serve, low enough that a run never builds an unbounded queue in seconds).
+const MAX_RATE: f64 = 10_000_000.0;
 
 /// Measures the work per request for `cfg`'s service-time targets on the calling thread (see
 /// [`workload::Work::calibrate`]). Run it once and put the result in [`EngineConfig::work`] so

@@ -153,6 +153,28 @@ pub struct EngineResults {
     pub agent: Option<String>,
     /// Wall time of the whole run including drain (s).
     pub wall_s: f64,
+    /// ipu mode: times scheduling failed over to the host's fallback agent.
+    pub failovers: u64,
+    /// ipu mode: times it was handed back to an IPU.
+    pub handbacks: u64,
+    /// ipu mode: seconds the fallback agent scheduled.
+    pub fallback_s: f64,
+    /// ipu mode: longest time without a commit across a switch (ms).
+    pub worst_stall_ms: f64,
+    /// ipu mode: longest time from the IPU's last heartbeat to the failover (ms).
+    pub worst_detection_ms: f64,
+    /// Resynchronisations (every thread re-announced to a new agent session).
+    pub resyncs: u64,
+    /// ipu mode: host CPU time the fallback agent used (ns).
+    pub fallback_agent_cpu_ns: u64,
+    /// ipu mode without fallback: why the run ended early (the IPU died or stopped).
+    pub peer_lost: Option<String>,
+    /// Why each failover happened.
+    pub failover_causes: Vec<String>,
+    /// ipu mode with `--kill-ipu-every`: QEMU runs the runner killed.
+    pub ipu_restarts: u64,
+    /// Policy hot-swaps done during the run.
+    pub policy_swaps: u64,
 }
 
 fn lat(out: &mut String, name: &str, l: &Latency) {
@@ -268,6 +290,22 @@ impl EngineResults {
             self.first_violation.as_deref().map_or("null".into(), esc),
             self.agent.as_deref().map_or("null".into(), esc),
             self.wall_s
+        );
+        // Lifecycle fields (issue 9), spliced in before the closing brace.
+        o.pop();
+        let _ = write!(
+            o,
+            ",\"failovers\":{},\"handbacks\":{},\"fallback_s\":{:.3},\"worst_stall_ms\":{:.3},\"worst_detection_ms\":{:.3},\"resyncs\":{},\"fallback_agent_cpu_ns\":{},\"ipu_restarts\":{},\"policy_swaps\":{},\"peer_lost\":{}}}",
+            self.failovers,
+            self.handbacks,
+            self.fallback_s,
+            self.worst_stall_ms,
+            self.worst_detection_ms,
+            self.resyncs,
+            self.fallback_agent_cpu_ns,
+            self.ipu_restarts,
+            self.policy_swaps,
+            self.peer_lost.as_deref().map_or("null".into(), esc),
         );
         o
     }

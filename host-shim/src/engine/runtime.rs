@@ -12,7 +12,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use corosensei::stack::DefaultStack;
@@ -22,8 +22,9 @@ use wave_abi::ring::EntryBody;
 use wave_abi::sched::{
     EventKind, FailReason, SchedConfig, SchedEvent, SlotReader, CPU_VECTOR_BASE,
 };
-use wave_abi::{Channel, Endpoint, Layout, Side};
+use wave_abi::{Channel, Endpoint, Layout, SharedRegion, Side};
 
+use super::failover::{Action, FallbackLinks, Supervisor};
 use super::hist::Histogram;
 use super::host_agent::{self, AgentShared};
 use super::results::{EngineResults, Span};
@@ -78,6 +79,7 @@ struct Counters {
     preemptions: AtomicU64,
     yields: AtomicU64,
     cpu_idle: AtomicU64,
+    resyncs: AtomicU64,
     doorbells_to_cpus: AtomicU64,
     affinity: AtomicU64,
     queued: AtomicU64,
@@ -86,12 +88,20 @@ struct Counters {
     violations: AtomicU64,
 }
 
-struct Funnel<'a> {
-    ep: Endpoint<'a>,
+pub(super) struct Funnel<'a> {
+    pub(super) ep: Endpoint<'a>,
     pending: VecDeque<EntryBody>,
     sent: u64,
     rang: u64,
-    went_down: bool,
+    /// The link `ep` is on: the IPU's, or the fallback agent's (its doorbells).
+    pub(super) bells: &'a dyn Link,
+    /// The region and layout of that link.
+    pub(super) region: SharedRegion<'a>,
+    pub(super) layout: Layout,
+    /// The session the CPUs' slot reader follows (0: none yet, every slot ignored).
+    pub(super) session: u32,
+    /// Bumped at every resynchronisation: each CPU starts a new transaction cursor.
+    route_gen: u64,
 }
 
 impl Funnel<'_> {
@@ -132,11 +142,13 @@ struct CpuShared {
 
 pub(super) struct Shared<'a> {
     cfg: EngineConfig,
-    clock: Clock,
-    mech: Mechanism<'a>,
-    slots: SlotReader<'a>,
-    funnel: Mutex<Funnel<'a>>,
-    bells: &'a dyn Link,
+    pub(super) clock: Clock,
+    pub(super) mech: Mechanism<'a>,
+    /// The CPU slots of the current route and session (replaced under the funnel lock).
+    slots: RwLock<SlotReader<'a>>,
+    pub(super) funnel: Mutex<Funnel<'a>>,
+    /// The link whose CPU doorbells the CPUs sleep on (the current route's).
+    pub(super) cpu_bells: RwLock<&'a dyn Link>,
     dispatch: Mutex<Dispatch>,
     mail: Vec<Mutex<Option<Request>>>,
     owner: Vec<AtomicU32>,
@@ -149,10 +161,10 @@ pub(super) struct Shared<'a> {
     decision: Histogram,
     seen_to_yield: Histogram,
     pub(super) request_to_yield: Histogram,
-    agent_view: &'a AgentShared,
+    pub(super) agent_view: &'a AgentShared,
     c: Counters,
     stop_cpus: AtomicBool,
-    stop_gen: AtomicBool,
+    pub(super) stop_gen: AtomicBool,
     first_violation: Mutex<Option<String>>,
     /// First arrival, end of load, last completion (throughput and saturation).
     span: Span,
@@ -167,7 +179,7 @@ impl<'a> Shared<'a> {
         self.clock.now_ns()
     }
 
-    fn violation(&self, what: String) {
+    pub(super) fn violation(&self, what: String) {
         self.c.violations.fetch_add(1, Relaxed);
         let mut f = lock(&self.first_violation);
         if f.is_none() {
@@ -176,15 +188,61 @@ impl<'a> Shared<'a> {
     }
 
     /// Runs `f` under the funnel lock, publishes, and rings the agent if it sleeps.
-    fn locked<R>(&self, f: impl FnOnce(&mut Funnel<'a>) -> R) -> R {
+    pub(super) fn locked<R>(&self, f: impl FnOnce(&mut Funnel<'a>) -> R) -> R {
         let mut g = lock(&self.funnel);
         let r = f(&mut g);
         let ring = g.flush();
+        let bells = g.bells;
         drop(g);
         if ring {
-            let _ = self.bells.notify(VECTOR_SCHED);
+            let _ = bells.notify(VECTOR_SCHED);
         }
         r
+    }
+
+    /// Points the funnel at a new agent endpoint `ep` on `bells` (failover or hand-back):
+    /// nothing of the old route is acted on again (its slots are no longer read, its events
+    /// not yet published are dropped: the new agent learns the host's truth at its first
+    /// session, see [`Self::resync`]). Call with the funnel held.
+    pub(super) fn reroute(&self, f: &mut Funnel<'a>, ep: Endpoint<'a>, bells: &'a dyn Link) {
+        let region = bells.region();
+        let Ok(layout) = Layout::read(&region) else {
+            self.violation("rerouting to a link without a valid layout".into());
+            return;
+        };
+        f.ep = ep;
+        f.bells = bells;
+        f.region = region;
+        f.layout = layout;
+        f.session = 0;
+        f.pending.clear();
+        f.route_gen += 1;
+        if let Ok(r) = SlotReader::new(&region, &layout, self.cfg.cpus, 0) {
+            *self.slots.write().unwrap_or_else(|e| e.into_inner()) = r;
+        }
+        *self.cpu_bells.write().unwrap_or_else(|e| e.into_inner()) = bells;
+    }
+
+    /// A new session on the current route (a new agent, or the same agent restarted): drop
+    /// what was not yet published, re-announce every thread from the host's truth (status
+    /// words: `ThreadNew` / `ThreadRunning`), and let the CPUs read the new session's slots
+    /// with fresh cursors. Call with the funnel held.
+    pub(super) fn resync(&self, f: &mut Funnel<'a>, session: u32) {
+        f.pending.clear();
+        self.mech
+            .resync(self.clock.now_ns(), |e| f.pending.push_back(e.encode()));
+        match SlotReader::new(&f.region, &f.layout, self.cfg.cpus, session) {
+            Ok(r) => *self.slots.write().unwrap_or_else(|e| e.into_inner()) = r,
+            Err(e) => self.violation(format!("resync: CPU slots unreadable: {e}")),
+        }
+        f.session = session;
+        f.route_gen += 1;
+        self.c.resyncs.fetch_add(1, Relaxed);
+    }
+
+    /// Transactions committed so far.
+    pub(super) fn committed(&self) -> u64 {
+        self.c.committed.load(Relaxed)
     }
 
     /// Applies a state change and posts its event, or counts a violation.
@@ -243,7 +301,10 @@ impl<'a> Shared<'a> {
             last_txn: 0,
             last_preempt: last,
         };
-        let hit = self.mech.check_preempt(&self.slots, cpu, &mut cur, tid);
+        let hit = {
+            let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+            self.mech.check_preempt(&slots, cpu, &mut cur, tid)
+        };
         if cur.last_preempt != last {
             cs.last_preempt.store(cur.last_preempt, Relaxed);
         }
@@ -383,13 +444,20 @@ impl<'a> Shared<'a> {
         super::fine_timer_slack();
         let mut cur = CpuCursor::default();
         let mut idle_posted = false;
+        let mut route_gen = 0;
         let mask = 1u32 << (CPU_VECTOR_BASE as u32 + cpu);
         while !self.stop_cpus.load(Acquire) {
             let claim = self.locked(|f| {
+                if f.route_gen != route_gen {
+                    // A new agent or session: its transaction ids start over.
+                    route_gen = f.route_gen;
+                    cur.last_txn = 0;
+                    idle_posted = false;
+                }
                 let prev = cur.last_txn;
-                let c = self
-                    .mech
-                    .claim(&self.slots, cpu, &mut cur, self.clock.now_ns());
+                let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+                let c = self.mech.claim(&slots, cpu, &mut cur, self.clock.now_ns());
+                drop(slots);
                 if let Some(c) = &c {
                     f.push(c.event);
                     // Invariant: a stale decision is never applied. Checked under the funnel
@@ -446,7 +514,8 @@ impl<'a> Shared<'a> {
                 });
                 continue; // look at the slot once more before sleeping
             }
-            if let Ok(w) = self.bells.wait(mask, Duration::from_millis(1)) {
+            let bells = *self.cpu_bells.read().unwrap_or_else(|e| e.into_inner());
+            if let Ok(w) = bells.wait(mask, Duration::from_millis(1)) {
                 if w.vectors & mask != 0 {
                     self.c.doorbells_to_cpus.fetch_add(1, Relaxed);
                 }
@@ -507,6 +576,10 @@ fn link_up<L: Link>(
             Err(d @ wave_abi::Down::VersionMismatch { .. }) => {
                 return Err(EngineError::NeverUp(format!("{d:?}")))
             }
+            Err(wave_abi::Down::PeerRefused(detail)) => {
+                let cause = crate::watchdog::Cause::Ended(wave_abi::status::State::Refused, detail);
+                return Err(EngineError::NeverUp(cause.to_string()));
+            }
             Err(d) if start.elapsed() > timeout => {
                 return Err(EngineError::NeverUp(format!("{d:?}")))
             }
@@ -529,6 +602,10 @@ pub(super) fn run_shim<L: Link>(
         return Err(EngineError::Link("the link has no peer yet".into()));
     }
     let bells: &dyn Link = link;
+    let fallback = (mode == AgentMode::Ipu && cfg.fallback)
+        .then(|| FallbackLinks::new(cfg.cpus))
+        .transpose()
+        .map_err(EngineError::Link)?;
     let sched_cfg = SchedConfig {
         n_cpus: cfg.cpus,
         n_threads: cfg.handlers,
@@ -576,15 +653,19 @@ pub(super) fn run_shim<L: Link>(
             cfg: cfg.clone(),
             clock,
             mech: Mechanism::new(&threads, cfg.cpus),
-            slots,
+            slots: RwLock::new(slots),
             funnel: Mutex::new(Funnel {
                 ep,
                 pending: VecDeque::new(),
                 sent: 0,
                 rang: 0,
-                went_down: false,
+                bells,
+                region,
+                layout,
+                session,
+                route_gen: 0,
             }),
-            bells,
+            cpu_bells: RwLock::new(bells),
             dispatch: Mutex::new(Dispatch {
                 free: (0..cfg.handlers).rev().collect(),
                 queue: VecDeque::new(),
@@ -613,7 +694,7 @@ pub(super) fn run_shim<L: Link>(
             first_violation: Mutex::new(None),
             span: Span::default(),
         };
-        let r = run_session(&sh, cfg, mode, link, wall);
+        let r = run_session(&sh, cfg, mode, link, fallback.as_ref(), &sched_cfg, wall);
         agent_stop.store(true, Release);
         let agent = agent_thread.map(|h| h.join());
         let mut r = r?;
@@ -638,9 +719,16 @@ fn run_session<'a, L: Link>(
     sh: &Shared<'a>,
     cfg: &EngineConfig,
     mode: AgentMode,
-    link: &L,
+    link: &'a L,
+    fallback: Option<&'a FallbackLinks>,
+    sched_cfg: &SchedConfig,
     wall: Instant,
 ) -> Result<EngineResults, EngineError> {
+    let watch = mode == AgentMode::Ipu;
+    let mut sup = Supervisor::new(sh, link, fallback, *sched_cfg, cfg.peer_timeout, watch)
+        .map_err(EngineError::Link)?;
+    let fb_stop = AtomicBool::new(false);
+    let mut fb_cpu_ns = 0u64;
     // Fibers: created after `sh` and dropped (all finished) before this function returns.
     let mut fibers: Vec<Mutex<Option<Fiber>>> = Vec::with_capacity(cfg.handlers as usize);
     for tid in 0..cfg.handlers {
@@ -672,21 +760,49 @@ fn run_session<'a, L: Link>(
             gen_done.store(true, Release);
             n
         });
-        // Supervise: keep the link serviced, heartbeat, progress, end of run.
+        // Supervise: keep the link serviced, watch the IPU (fail over, hand back), heartbeat,
+        // progress, end of run.
         let progress = cfg.progress || std::io::stdout().is_terminal();
         let mut last_print = Instant::now();
         let mut last_commits = 0u64;
         let mut drain_start: Option<Instant> = None;
         let mut timed_out = false;
+        let mut fb_agent = None;
+        let load_start = Instant::now();
+        let mut swaps = cfg.policy_swaps.iter().peekable();
         loop {
             let _ = link.wait(1 << VECTOR_CONTROL, Duration::from_millis(1));
-            sh.locked(|f| {
-                let p = f.ep.poll_link();
-                if p.resynced || (p.state.is_err() && !f.went_down) {
-                    f.went_down = p.state.is_err() || p.resynced;
+            if let Some((_, p)) = swaps.next_if(|(at, _)| load_start.elapsed() >= *at) {
+                let config = SchedConfig {
+                    policy: p.info.id,
+                    params: p.params,
+                    ..*sched_cfg
+                };
+                if let Err(e) = sup.swap(config) {
+                    sh.violation(format!("policy swap to {}: {e}", p.info.name));
                 }
-                f.ep.tick(0, sh.c.committed.load(Relaxed));
-            });
+            }
+            match sup.tick() {
+                Action::None => {}
+                Action::StartAgent => {
+                    if let Some(fb) = fallback {
+                        fb_stop.store(false, Release);
+                        let (stop, view, clock) = (&fb_stop, sh.agent_view, sh.clock);
+                        fb_agent = Some(
+                            inner.spawn(move || host_agent::run(&fb.agent, stop, view, clock)),
+                        );
+                    }
+                }
+                Action::StopAgent => fb_cpu_ns += stop_agent(&fb_stop, fb_agent.take()),
+                Action::PeerLost => {
+                    sh.violation(format!(
+                        "{}; no fallback (the run ended early)",
+                        sup.stats.peer_lost.clone().unwrap_or_default()
+                    ));
+                    sh.stop_gen.store(true, Release);
+                    break;
+                }
+            }
             if progress && last_print.elapsed() >= Duration::from_millis(500) {
                 let dt = last_print.elapsed().as_secs_f64();
                 last_print = Instant::now();
@@ -694,7 +810,11 @@ fn run_session<'a, L: Link>(
                 eprint!(
                     "{}[{}] {:>6.1}s completed {:>9} GET p99 {:>9.1} µs decisions/s {:>9.0}   {}",
                     crate::engine::progress_prefix(),
-                    mode.name(),
+                    if sup.in_fallback() {
+                        "fallback"
+                    } else {
+                        mode.name()
+                    },
                     wall.elapsed().as_secs_f64(),
                     sh.c.completed.load(Relaxed),
                     sh.get.quantile(0.99) as f64 / 1e3,
@@ -741,6 +861,8 @@ fn run_session<'a, L: Link>(
                 sh.violation(format!("CPU {cpu}'s thread panicked"));
             }
         }
+        fb_cpu_ns += stop_agent(&fb_stop, fb_agent.take());
+        sup.finish();
         if timed_out {
             sh.violation(format!(
                 "{} of {} requests never completed",
@@ -777,19 +899,17 @@ fn run_session<'a, L: Link>(
             }
         }
     }
-    let (sent, rang, down) = sh.locked(|f| {
+    let (sent, rang, bells) = sh.locked(|f| {
         if mode == AgentMode::Ipu && cfg.stop_link_at_end {
             f.flush();
             f.ep.stop();
         }
-        (f.sent, f.rang, f.went_down)
+        (f.sent, f.rang, f.bells)
     });
     if mode == AgentMode::Ipu && cfg.stop_link_at_end {
-        let _ = sh.bells.notify(VECTOR_CONTROL);
+        let _ = bells.notify(VECTOR_CONTROL);
     }
-    if down {
-        sh.violation("the link went down or resynchronised during the run".into());
-    }
+    let fo = sup.stats.clone();
     let c = &sh.c;
     let wall_s = wall.elapsed().as_secs_f64();
     let mut r = EngineResults {
@@ -834,9 +954,33 @@ fn run_session<'a, L: Link>(
         first_violation: lock(&sh.first_violation).clone(),
         agent: None,
         wall_s,
+        failovers: fo.failovers,
+        handbacks: fo.handbacks,
+        fallback_s: fo.fallback.as_secs_f64(),
+        worst_stall_ms: fo.worst_stall.as_secs_f64() * 1e3,
+        worst_detection_ms: fo.worst_detection.as_secs_f64() * 1e3,
+        resyncs: c.resyncs.load(Relaxed),
+        fallback_agent_cpu_ns: fb_cpu_ns,
+        peer_lost: fo.peer_lost,
+        failover_causes: fo.causes,
+        ipu_restarts: 0,
+        policy_swaps: fo.swaps,
     };
     sh.span.fill(&mut r);
     Ok(r)
+}
+
+/// Stops the fallback agent thread and joins it; returns its CPU time.
+fn stop_agent(
+    stop: &AtomicBool,
+    agent: Option<std::thread::ScopedJoinHandle<'_, Result<host_agent::AgentReport, String>>>,
+) -> u64 {
+    let Some(h) = agent else { return 0 };
+    stop.store(true, Release);
+    match h.join() {
+        Ok(Ok(rep)) => rep.cpu_ns,
+        _ => 0,
+    }
 }
 
 pub(super) fn work_desc(w: &Work) -> String {

@@ -276,6 +276,36 @@ impl<'s> Mechanism<'s> {
         Ok(e)
     }
 
+    /// Resynchronisation (`docs/abi.md` §7.7): the host's truth for a new agent, one event per
+    /// live thread in tid order — `ThreadNew` (runnable or blocked) or `ThreadRunning` (with
+    /// its CPU) at the thread's current sequence number, no state change — then, for a thread
+    /// whose affinity is not every CPU, an `Affinity` change re-applying its mask (a real
+    /// change: it bumps the seq, so the new agent accepts it). Call it with the event funnel
+    /// held, so no state change slips in between.
+    pub fn resync(&self, now_ns: u64, mut emit: impl FnMut(SchedEvent)) {
+        for tid in 0..self.n_threads() {
+            let Some(st) = self.status(tid) else { continue };
+            let e = match st.state {
+                ThreadState::Absent | ThreadState::Dead => continue,
+                ThreadState::Runnable | ThreadState::Blocked => {
+                    let mut e = Self::event(EventKind::ThreadNew, tid, st.seq, NO_CPU, now_ns);
+                    e.arg = (st.state == ThreadState::Runnable) as u32;
+                    e
+                }
+                ThreadState::Running(c) => {
+                    Self::event(EventKind::ThreadRunning, tid, st.seq, c, now_ns)
+                }
+            };
+            emit(e);
+            let mask = self.thread(tid).map_or(u64::MAX, |t| t.mask());
+            if mask & self.all_cpus() != self.all_cpus() {
+                if let Ok(a) = self.set_affinity(tid, mask, now_ns) {
+                    emit(a);
+                }
+            }
+        }
+    }
+
     /// A blocked thread becomes runnable: `Wakeup`.
     pub fn wakeup(&self, tid: u32, now_ns: u64) -> Result<SchedEvent, TransitionError> {
         let (_, new) = self.change(tid, |s| match s.state {

@@ -161,6 +161,11 @@ fn state_name(s: &StatusSnapshot) -> String {
         State::Stopped => "stopped".into(),
         State::VersionMismatch => format!("version-mismatch({:#x})", s.detail),
         State::LayoutError => format!("layout-error({})", s.detail),
+        State::Refused => format!(
+            "refused(channel {}, reason {})",
+            s.detail >> 32,
+            s.detail & 0xFFFF_FFFF
+        ),
         State::Unknown(v) => format!("unknown({v})"),
     }
 }

@@ -196,6 +196,21 @@ pub struct DemoArgs {
     /// against load per agent, e.g. `--sweep 5000,10000,20000` (replaces --rate).
     #[arg(long, value_delimiter = ',', value_name = "REQ/S,...")]
     pub sweep: Vec<f64>,
+    /// ipu agent: kill QEMU every SECS seconds and boot a new one, under load; the host
+    /// falls back to its own agent and hands back to each new IPU (0.2..=3600).
+    #[arg(long, value_name = "SECS")]
+    pub kill_ipu_every: Option<f64>,
+    /// ipu agent: declare the IPU gone once its heartbeat has not changed for MS ms.
+    #[arg(long, default_value_t = 100, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub ipu_timeout_ms: u64,
+    /// ipu agent: no host fallback; a lost IPU ends the run (exit 9).
+    #[arg(long)]
+    pub no_fallback: bool,
+    /// Hot-swap the policy under load: NAME@SECS after the load starts (repeatable, default
+    /// parameters), through the same resync path as a hand-back.
+    #[arg(long = "swap-policy", value_name = "NAME@SECS")]
+    pub swap_policy: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -214,8 +229,9 @@ pub struct IpuArgs {
 #[derive(Debug, Args)]
 pub struct LinkTestArgs {
     /// Messages to send each way.
+    /// At most 10,000,000 (the host keeps about 64 bytes of state per message).
     #[arg(long, default_value_t = 10_000, value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub messages: u64,
     /// IPU cores (-smp).
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -223,14 +239,19 @@ pub struct LinkTestArgs {
     /// GIC version of the virt board.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
     pub gic: u8,
-    /// Kill QEMU after this many seconds of wall-clock time (exit code 124).
+    /// Kill QEMU after this many seconds of wall-clock time (exit code 124), 1..=86400.
     #[arg(long, default_value_t = 300, value_name = "SECS",
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: u64,
     /// Hostile host: also send one malformed request (bad tag, length, reserved field,
     /// checksum, ...) after every K valid ones; the IPU must skip exactly those.
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
     pub malformed_every: Option<u64>,
+    /// Declare the IPU gone (exit 9, with the watchdog report) once its heartbeat has not
+    /// changed for this many milliseconds; a QEMU that exits is noticed at once.
+    #[arg(long, default_value_t = 500, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub peer_timeout_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -247,9 +268,9 @@ pub struct BootArgs {
     /// GIC version of the virt board.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
     pub gic: u8,
-    /// Kill QEMU after this many seconds of wall-clock time (exit code 124).
+    /// Kill QEMU after this many seconds of wall-clock time (exit code 124), 1..=86400.
     #[arg(long, default_value_t = 60, value_name = "SECS",
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: u64,
     /// Make the firmware fail on purpose after its boot report (wave.test=…).
     #[arg(long, value_enum)]
@@ -337,6 +358,14 @@ mod tests {
         assert!(Cli::try_parse_from(["cargo-wave", "boot", "--gic", "4"]).is_err());
         assert!(Cli::try_parse_from(["cargo-wave", "boot", "--inject", "boom"]).is_err());
         assert!(Cli::try_parse_from(["cargo-wave", "boot", "--timeout", "0"]).is_err());
+        let huge = "18446744073709551615";
+        assert!(Cli::try_parse_from(["cargo-wave", "boot", "--timeout", huge]).is_err());
+        assert!(Cli::try_parse_from(["cargo-wave", "link-test", "--timeout", huge]).is_err());
+        let many = "1000000000";
+        assert!(Cli::try_parse_from(["cargo-wave", "link-test", "--messages", many]).is_err());
+        assert!(
+            Cli::try_parse_from(["cargo-wave", "link-test", "--peer-timeout-ms", "0"]).is_err()
+        );
     }
 
     #[test]

@@ -57,12 +57,20 @@ fn link_test(args: LinkTestArgs) -> anyhow::Result<ExitCode> {
         gic: args.gic,
         timeout: Duration::from_secs(args.timeout),
         malformed_every: args.malformed_every,
+        peer_timeout: Duration::from_millis(args.peer_timeout_ms),
         ..Default::default()
     };
     wave_qemu::install::qemu()?;
     let image = wave_qemu::build_image(None)?;
     let outcome = wave_qemu::run_link_test(&opts, &image)?;
     println!("{}", outcome.line());
+    if let Some(cause) = &outcome.summary.peer_lost {
+        if let Some(report) = &outcome.summary.watchdog {
+            print!("{report}");
+        }
+        println!("wave: FAIL: {cause}; the run ended early (exit 9)");
+        return Ok(ExitCode::PeerLost);
+    }
     if outcome.boot.status == wave_qemu::BootStatus::TimedOut {
         println!("wave: FAIL: timed out after {} s", args.timeout);
         return Ok(ExitCode::TimedOut);
@@ -102,6 +110,9 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if !(args.duration > 0.0 && args.duration <= 3600.0) {
         anyhow::bail!("--duration must be between 0 and 3600 seconds");
     }
+    if !(0.0..=100.0).contains(&args.range_pct) {
+        anyhow::bail!("--range-pct must be 0..=100");
+    }
     let agents: Vec<AgentMode> = args
         .agent
         .iter()
@@ -126,7 +137,19 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         range_ms: args.range_ms,
         range_pct: args.range_pct,
         progress: true,
+        fallback: !args.no_fallback,
+        policy_swaps: args
+            .swap_policy
+            .iter()
+            .map(|s| parse_swap(s))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        peer_timeout: Duration::from_millis(args.ipu_timeout_ms),
         ..EngineConfig::default()
+    };
+    let kill_ipu_every = match args.kill_ipu_every {
+        Some(s) if (0.2..=3600.0).contains(&s) => Some(Duration::from_secs_f64(s)),
+        Some(s) => anyhow::bail!("--kill-ipu-every must be 0.2..=3600 seconds, not {s}"),
+        None => None,
     };
     engine.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     if args.sweep.iter().any(|r| !(*r > 0.0 && r.is_finite())) {
@@ -134,6 +157,22 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     if args.subsystem == Subsystem::All {
         return demo_all::run(&args, engine);
+    }
+    if agents.contains(&AgentMode::Ipu) && engine.cpus > wave_qemu::demo::IPU_MAX_CPUS {
+        anyhow::bail!(
+            "--cpus {}: the IPU firmware's agent schedules at most {} host CPUs; use --cpus 1..={} with the ipu agent",
+            engine.cpus,
+            wave_qemu::demo::IPU_MAX_CPUS,
+            wave_qemu::demo::IPU_MAX_CPUS
+        );
+    }
+    if let Some(path) = &args.json {
+        // Found out now, not after the run: open for append (creating it) and leave it.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| anyhow::anyhow!("--json {}: cannot write there: {e}", path.display()))?;
     }
     let mut opts = wave_qemu::demo::DemoOptions {
         agents,
@@ -145,6 +184,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         stats: args.stats,
         repeat: args.repeat,
         ipu_count: args.ipu_count,
+        kill_ipu_every,
         ..Default::default()
     };
     // One calibration for the whole demo: every agent, round and load runs the same work.
@@ -167,6 +207,10 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, wave_qemu::demo::json(&opts, &runs))
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
         println!("wave: results written to {}", path.display());
+    }
+    if let Some(cause) = runs.iter().find_map(|r| r.results.peer_lost.as_ref()) {
+        println!("wave: FAIL: {cause}; no fallback, the run ended early (exit 9)");
+        return Ok(ExitCode::PeerLost);
     }
     if runs.iter().all(|r| r.ok()) {
         Ok(ExitCode::Pass)
@@ -219,6 +263,27 @@ fn demo_points(
     }
 }
 
+/// `NAME@SECS` of `--swap-policy`.
+fn parse_swap(s: &str) -> anyhow::Result<(Duration, wave_policy::registry::PolicyChoice)> {
+    let (name, at) = s
+        .split_once('@')
+        .ok_or_else(|| anyhow::anyhow!("--swap-policy {s}: expected NAME@SECS, e.g. fair@2.5"))?;
+    let secs: f64 = at
+        .parse()
+        .ok()
+        .filter(|v: &f64| (0.0..=3600.0).contains(v))
+        .ok_or_else(|| anyhow::anyhow!("--swap-policy {s}: SECS must be 0..=3600"))?;
+    let p = wave_policy::registry::PolicyChoice::named(name).map_err(|_| {
+        anyhow::anyhow!(
+            "--swap-policy {s}: unknown policy `{name}` (known: {})",
+            wave_policy::registry::names()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    Ok((Duration::from_secs_f64(secs), p))
+}
+
 fn image(args: ImageArgs) -> anyhow::Result<ExitCode> {
     let img = wave_qemu::build_image(args.out.as_deref())?;
     let kib = |n: u64| n as f64 / 1024.0;
@@ -259,6 +324,11 @@ fn main() -> ProcessExit {
             };
         }
     };
+    if matches!(cli.cmd, Cmd::LinkTest(_) | Cmd::Demo(_)) {
+        // Their sockets must not outlive an interrupted run (QEMU, their only child, dies
+        // with the runner; the blocked signals are inherited only by it).
+        wave_qemu::sockets::install_signal_cleanup();
+    }
     let result = match cli.cmd {
         Cmd::Boot(args) => boot(args).map(|c| c as u8),
         Cmd::Image(args) => image(args).map(|c| c as u8),
@@ -268,6 +338,7 @@ fn main() -> ProcessExit {
         Cmd::Ipu(args) => ipu::run(args),
         Cmd::Sim(args) => sim_cmd::run(args).map(|c| c as u8),
     };
+    wave_qemu::sockets::cleanup();
     match result {
         Ok(code) => ProcessExit::from(code),
         Err(e) => {
