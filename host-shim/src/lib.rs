@@ -10,7 +10,8 @@
 //!   scheduling engine: pinned CPUs, handler fibers, workload, the ipu/host/linux modes),
 //!   [`net`] (the network/RPC control plane: loopback RPC server, eBPF steering, mechanism),
 //!   [`error`], [`service`] (`wave-host run` as a service: configuration, install, signals),
-//!   [`stats`] (live stats from the region, the control socket, `wave-host stats`).
+//!   [`stats`] (live stats from the region, the control socket, `wave-host stats`), [`watchdog`]
+//!   (declaring a silent or vanished IPU gone, and the report it prints).
 //!
 //! The link protocol itself (layout, rings, epochs, wake-ups) lives in `wave-abi`; this crate
 //! moves bytes and doorbells and drives the host end of it.
@@ -34,11 +35,13 @@ pub mod local;
 pub mod mem;
 #[cfg(feature = "std")]
 pub mod net;
+#[cfg(feature = "std")]
 pub mod service;
 #[cfg(feature = "std")]
 pub mod shm;
 #[cfg(feature = "std")]
 pub mod stats;
+#[cfg(feature = "std")]
 pub mod watchdog;
 
 pub use link::{Link, LinkError, Wake};
