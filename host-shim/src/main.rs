@@ -142,8 +142,8 @@ struct MemArgs {
 
 fn mem(a: MemArgs) -> ExitCode {
     use wave_host_shim::mem::run::{self, MemRunConfig};
-    if !(a.duration > 0.0 && a.duration <= 3600.0) || a.table_mib < 8 || a.rate <= 0.0 {
-        eprintln!("wave-host: mem: --duration must be in (0, 3600], --table-mib at least 8, --rate above 0");
+    if let Err(e) = run::check_load(a.table_mib as u64, a.rate, a.duration) {
+        eprintln!("wave-host: mem: --table-mib/--rate/--duration: {e}");
         return ExitCode::from(2);
     }
     let cfg = MemRunConfig {

@@ -54,6 +54,26 @@ impl MemMode {
 /// Regions the on-host policy thread can manage (32 GiB at 2 MiB).
 pub const HOST_MAX_REGIONS: usize = 16_384;
 
+/// Checks the numbers a user gives a memory run (table size in MiB, offered rate, seconds of
+/// load): finite and within bounds, or a message naming the option. Both front ends
+/// (`cargo wave demo --subsystem mem`, `wave-host mem`) call it before they allocate anything.
+pub fn check_load(table_mib: u64, rate: f64, duration_s: f64) -> Result<(), String> {
+    if !(8..=65_536).contains(&table_mib) {
+        return Err(format!("table size {table_mib} MiB: must be 8..=65536 MiB"));
+    }
+    if !(rate > 0.0 && rate <= 10_000_000.0) {
+        return Err(format!(
+            "rate {rate}: must be above 0 and at most 10000000 operations per second"
+        ));
+    }
+    if !(duration_s > 0.0 && duration_s <= 3600.0) {
+        return Err(format!(
+            "duration {duration_s}: must be above 0 and at most 3600 seconds"
+        ));
+    }
+    Ok(())
+}
+
 /// Settings of a run (identical for every mode of one demo).
 #[derive(Clone, Debug)]
 pub struct MemRunConfig {
@@ -554,5 +574,26 @@ impl Report {
         res.decision_latency = self.decision_latency;
         res.round_trip = self.round_trip;
         res.invalid_entries += self.invalid;
+    }
+}
+
+#[cfg(test)]
+mod check_tests {
+    use super::check_load;
+
+    #[test]
+    fn extreme_numbers_are_refused() {
+        assert!(check_load(1024, 100_000.0, 20.0).is_ok());
+        for (mib, rate, secs) in [
+            (4, 1.0, 1.0),
+            (u64::MAX, 1.0, 1.0),
+            (64, f64::NAN, 1.0),
+            (64, f64::INFINITY, 1.0),
+            (64, 0.0, 1.0),
+            (64, 1.0, f64::NAN),
+            (64, 1.0, 1e308),
+        ] {
+            assert!(check_load(mib, rate, secs).is_err(), "{mib} {rate} {secs}");
+        }
     }
 }

@@ -37,12 +37,8 @@ fn fraction(name: &str, v: Option<f64>, default: f64) -> anyhow::Result<f64> {
 
 fn options(args: &DemoArgs) -> anyhow::Result<MemDemoOptions> {
     let m = &args.mem;
-    if !(m.mem_duration > 0.0 && m.mem_duration <= 3600.0) {
-        anyhow::bail!("--mem-duration must be between 0 and 3600 seconds");
-    }
-    if !(m.kv_rate > 0.0 && m.kv_rate <= 10_000_000.0) {
-        anyhow::bail!("--kv-rate must be between 0 and 10000000 operations per second");
-    }
+    wave_host_shim::mem::run::check_load(m.table_mib, m.kv_rate, m.mem_duration)
+        .map_err(|e| anyhow::anyhow!("--table-mib/--kv-rate/--mem-duration: {e}"))?;
     let d = KvLoadConfig::default();
     let hot = fraction("hot-fraction", m.hot_fraction, d.hot_fraction)?;
     if hot == 0.0 {
