@@ -285,3 +285,28 @@ pub fn stop_side<L: Link + ?Sized>(link: &L, side: Side) -> Result<(), LayoutErr
     let _ = link.notify(wave_abi::layout::VECTOR_CONTROL);
     Ok(())
 }
+
+/// A host lane serving `channels` (docs/abi.md, "Lanes") once the host's primary endpoint,
+/// which another driver runs over the same region, is READY: retries until it is or `timeout`
+/// passes. For a subsystem's driver run beside the primary (`cargo wave demo --subsystem all`).
+#[cfg(feature = "std")]
+pub fn host_lane<'a, L: Link + ?Sized>(
+    link: &'a L,
+    layout: &Layout,
+    channels: &[wave_abi::Channel],
+    timeout: Duration,
+) -> Result<wave_abi::Endpoint<'a>, wave_abi::endpoint::EndpointError> {
+    use wave_abi::endpoint::EndpointError;
+    let start = std::time::Instant::now();
+    loop {
+        match wave_abi::Endpoint::lane(link.region(), layout, Side::Host, channels) {
+            Err(EndpointError::NotStarted) if start.elapsed() < timeout => {
+                let _ = link.wait(
+                    1 << wave_abi::layout::VECTOR_CONTROL,
+                    Duration::from_millis(1),
+                );
+            }
+            r => return r,
+        }
+    }
+}

@@ -1,13 +1,17 @@
-//! `cargo wave demo --subsystem all`: every offloaded subsystem at once, one IPU core each, on
-//! its own workload at the same time, then one table per subsystem and the host CPU the
+//! `cargo wave demo --subsystem all`: the whole split OS at once: scheduling, memory
+//! management and the network control plane offloaded together, one IPU core each, each on
+//! its own workload at the same time; then one table per subsystem and the host CPU the
 //! policies would have taken had they run on the host. Also the live stats view that
 //! `cargo wave demo --stats` prints while a run goes (the same sampler and table as
 //! `wave-host stats`).
 //!
-//! Subsystems plug in through [`DEMOS`]: one line each (name, doorbell vectors, host-side
-//! driver, on-host baseline). The first entry owns the host's status block (the primary
-//! endpoint); every other runs as a lane of it (docs/abi.md, "Lanes"). IPU core `i + 1` runs
-//! entry `i` (core 0 boots the image).
+//! Subsystems plug in through [`DEMOS`]: one entry each (name, doorbell vectors, host-side
+//! driver, on-host baseline, and optionally a step before any driver starts and a check of the
+//! firmware's console). The first entry owns the host's status block (the primary endpoint);
+//! every other runs as a lane of it (docs/abi.md, "Lanes"). IPU core `i + 1` runs entry `i`
+//! (core 0 boots the image). The echo link probe is not an entry: it has no policy to move,
+//! and on a 2-core machine its extra QEMU core and its doorbell flood would only take CPU from
+//! the three workloads (`cargo wave link-test` runs it).
 
 use std::time::{Duration, Instant};
 
@@ -15,12 +19,14 @@ use wave_abi::Side;
 use wave_host_shim::engine::{self, EngineConfig, EngineResults};
 use wave_host_shim::ivshmem::IvshmemServer;
 use wave_host_shim::link::stop_side;
-use wave_host_shim::link_test::{self, LinkTestConfig};
+use wave_host_shim::mem::run::{self as mem_run, MemMode, MemRunConfig};
+use wave_host_shim::net::control::{self as net_control, NetRunConfig};
 use wave_host_shim::stats::{render, Sampler};
 use wave_host_shim::Link;
 
 use crate::boot::{BootConfig, BootOutcome, BootStatus};
 use crate::demo::DemoRun;
+use crate::demo_net::{NetDemo, NetDemoRun};
 use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::ipu::{with_ipu, LinkSettings};
@@ -30,8 +36,10 @@ use crate::ipu::{with_ipu, LinkSettings};
 pub struct AllOptions {
     /// The scheduling workload and policy.
     pub engine: EngineConfig,
-    /// Echo requests the link probe sends (as fast as the IPU answers).
-    pub echo_messages: u64,
+    /// The memory workload and policy (run as a lane; `lane` is set by the run).
+    pub mem: MemRunConfig,
+    /// The RPC server, its load and the allocator (run as a lane; `lane` is set by the run).
+    pub net: NetRunConfig,
     /// `wave.spin_us=` for the IPU cores.
     pub spin_us: Option<u64>,
     /// GIC version.
@@ -55,42 +63,70 @@ pub struct Report {
     pub ok: bool,
     /// Share of a host core its policy took when run on the host (`None`: no policy to move).
     pub on_host_cpu: Option<f64>,
+    /// The host mechanism it used where there is a choice (a far tier, eBPF steering) and, for
+    /// a fallback, why.
+    pub mechanism: Option<String>,
 }
 
 /// A subsystem's on-host baseline: the share of a host core its policy takes there.
 pub type OnHost = fn(&AllOptions) -> std::result::Result<Option<f64>, String>;
 
-/// One subsystem's demo: the line each subsystem adds to [`DEMOS`].
+/// A step on the link before any driver starts (`Err`: why the run cannot go on).
+pub type Prepare = fn(&IvshmemServer, &AllOptions) -> std::result::Result<(), String>;
+
+/// One subsystem's demo: the entry each subsystem adds to [`DEMOS`].
 pub struct SubsystemDemo {
     /// Subsystem and firmware service name (`wave.services=NAME@CORE`).
     pub name: &'static str,
     /// Doorbell vectors it needs.
     pub vectors: fn(&AllOptions) -> u16,
+    /// Run on the link before any entry's driver starts (e.g. state the IPU reads when the
+    /// primary brings the session up).
+    pub prepare: Option<Prepare>,
     /// Its host side against the IPU (`primary`: it owns the host status block).
     pub run: fn(&IvshmemServer, &AllOptions, bool) -> std::result::Result<Report, String>,
     /// Its policy run on the host instead, for the CPU it would cost there (share of a core);
-    /// `None` for a subsystem with no policy to move (the echo probe).
+    /// `None` for a subsystem with no policy to move.
     pub on_host: Option<OnHost>,
+    /// Whether the firmware's console shows its service ended sound (`None`: nothing to check).
+    pub firmware_ok: Option<fn(&str) -> bool>,
 }
 
-/// Every subsystem that exists, in IPU core order. Append one line per new subsystem.
+/// Every subsystem that exists, in IPU core order. Append one entry per new subsystem.
 pub const DEMOS: &[SubsystemDemo] = &[
     SubsystemDemo {
         name: "sched",
         vectors: sched_vectors,
+        prepare: None,
         run: sched_run,
         on_host: Some(sched_on_host),
+        firmware_ok: None,
     },
     SubsystemDemo {
-        name: "echo",
-        vectors: echo_vectors,
-        run: echo_run,
-        on_host: None,
+        name: "mem",
+        vectors: min_vectors,
+        prepare: Some(mem_prepare),
+        run: mem_run,
+        on_host: Some(mem_on_host),
+        firmware_ok: Some(crate::demo_mem::firmware_invariants_ok),
+    },
+    SubsystemDemo {
+        name: "net",
+        vectors: min_vectors,
+        prepare: None,
+        run: net_run,
+        on_host: Some(net_on_host),
+        firmware_ok: None,
     },
 ];
 
 fn sched_vectors(o: &AllOptions) -> u16 {
     (wave_abi::sched::CPU_VECTOR_BASE as u32 + o.engine.cpus).max(4) as u16
+}
+
+/// A subsystem that needs only its channel vector (every channel's is below the minimum).
+fn min_vectors(_: &AllOptions) -> u16 {
+    wave_abi::layout::MIN_VECTORS as u16
 }
 
 fn sched_engine(o: &AllOptions) -> EngineConfig {
@@ -124,6 +160,7 @@ fn sched_run(
         table,
         ok,
         on_host_cpu: None,
+        mechanism: None,
     })
 }
 
@@ -132,34 +169,105 @@ fn sched_on_host(o: &AllOptions) -> std::result::Result<Option<f64>, String> {
     Ok(r.agent_cpu_share)
 }
 
-fn echo_vectors(_: &AllOptions) -> u16 {
-    wave_abi::layout::MIN_VECTORS as u16
+/// The memory run of the demo: quiet, and a lane unless it is the primary.
+fn mem_config(o: &AllOptions, lane: bool) -> MemRunConfig {
+    MemRunConfig {
+        lane,
+        progress: false,
+        ..o.mem.clone()
+    }
 }
 
-fn echo_run(
+/// Publishes the memory policy's configuration before any driver starts. The IPU's memory
+/// lane reads it when its session comes up, which the primary (the scheduling engine) may
+/// bring about before the memory driver has built its table; the driver publishes the same
+/// values again later.
+fn mem_prepare(server: &IvshmemServer, o: &AllOptions) -> std::result::Result<(), String> {
+    publish_mem_config(&server.region(), &o.mem)
+}
+
+/// The memory policy's configuration for a table of `cfg` (as the driver will compute it from
+/// its managed area), published in `region`'s memory config block.
+fn publish_mem_config(
+    region: &wave_abi::SharedRegion<'_>,
+    cfg: &MemRunConfig,
+) -> std::result::Result<(), String> {
+    use wave_host_shim::mem::{AreaConfig, PAGE};
+    let layout = wave_abi::Layout::read(region).map_err(|e| e.to_string())?;
+    let region_bytes = AreaConfig::default().region_bytes;
+    let policy = wave_policy::mem::MemConfig {
+        n_regions: u32::try_from(cfg.table_bytes.div_ceil(region_bytes))
+            .map_err(|_| "the memory table is too large".to_string())?,
+        region_pages: (region_bytes / PAGE) as u32,
+        ..cfg.policy
+    };
+    wave_policy::mem_service::wire_config(&policy)
+        .publish(region, &layout, 1)
+        .map_err(|e| e.to_string())
+}
+
+fn mem_run(
     server: &IvshmemServer,
     o: &AllOptions,
     primary: bool,
 ) -> std::result::Result<Report, String> {
-    let cfg = LinkTestConfig {
-        messages: o.echo_messages,
-        lane: !primary,
-        stop_at_end: false,
-        timeout: Duration::from_secs(120),
-        ..LinkTestConfig::default()
-    };
-    let s = link_test::run(server, cfg).map_err(|e| format!("{e:?}"))?;
-    let table = format!(
-        "sent / received        {} / {}\nlost / corrupt         {} / {}\nmessages/s             {:.0}\n\
-         round trip p50 / p99   {:?} / {:?}\ndoorbells to the IPU   {}\n",
-        s.sent, s.received, s.lost, s.corrupt, s.msgs_per_sec, s.rtt_p50, s.rtt_p99, s.doorbells_sent
-    );
+    let r = mem_run::run_managed(server, MemMode::Ipu, &mem_config(o, !primary))?;
     Ok(Report {
-        name: "echo",
-        table,
-        ok: s.received == o.echo_messages && s.lost == 0 && s.corrupt == 0,
+        name: "mem",
+        ok: r.checksum_failures == 0 && r.invariant_violations == 0,
+        mechanism: Some(match &r.note {
+            Some(n) => format!("far tier {} ({n})", r.far_tier),
+            None => format!("far tier {}", r.far_tier),
+        }),
+        table: crate::demo_mem::results_table(std::slice::from_ref(&r)),
         on_host_cpu: None,
     })
+}
+
+fn mem_on_host(o: &AllOptions) -> std::result::Result<Option<f64>, String> {
+    let r = mem_run::run_host(&mem_config(o, false))?;
+    let secs = o.mem.duration.as_secs_f64().max(1e-9);
+    Ok(r.policy_cpu_s.map(|s| s / secs))
+}
+
+/// The net run of the demo: quiet, and a lane unless it is the primary.
+fn net_config(o: &AllOptions, lane: bool) -> NetRunConfig {
+    NetRunConfig {
+        lane,
+        progress: false,
+        ..o.net.clone()
+    }
+}
+
+fn net_run(
+    server: &IvshmemServer,
+    o: &AllOptions,
+    primary: bool,
+) -> std::result::Result<Report, String> {
+    let result = net_control::run_ipu(server, &net_config(o, !primary))?;
+    let ok = result.all_answered();
+    let mechanism = Some(format!("steering {}", result.steering));
+    let demo = NetDemo {
+        runs: vec![NetDemoRun {
+            result,
+            firmware: None,
+            emulator_cpu_s: None,
+        }],
+        // The static allocation for the peak here is every worker.
+        static_min: o.net.workers,
+    };
+    Ok(Report {
+        name: "net",
+        table: crate::demo_net::table(&demo, o.net.slo_us),
+        ok,
+        on_host_cpu: None,
+        mechanism,
+    })
+}
+
+fn net_on_host(o: &AllOptions) -> std::result::Result<Option<f64>, String> {
+    let r = net_control::run_host(&net_config(o, false))?;
+    Ok(r.policy_cpu_s.map(|s| s / r.duration_s.max(1e-9)))
 }
 
 /// The IPU core of each channel, for the stats view, given `wave.services` placements.
@@ -206,15 +314,19 @@ pub fn with_live_stats<T>(
     })
 }
 
-/// Boots one IPU core per subsystem and runs every subsystem's host side at once.
-pub fn run_all(o: &AllOptions, image: &Image) -> Result<(Vec<Report>, BootOutcome)> {
-    let services: Vec<(&str, u32)> = DEMOS
+/// `wave.services=` placement: entry `i` on IPU core `i + 1`.
+fn services() -> Vec<(&'static str, u32)> {
+    DEMOS
         .iter()
         .enumerate()
         .map(|(i, d)| (d.name, i as u32 + 1))
-        .collect();
-    let arg: Vec<String> = services.iter().map(|(n, c)| format!("{n}@{c}")).collect();
-    let boot = BootConfig {
+        .collect()
+}
+
+/// The firmware boot of an all-subsystems run: one core per entry plus the boot core.
+pub fn boot_config(o: &AllOptions) -> BootConfig {
+    let arg: Vec<String> = services().iter().map(|(n, c)| format!("{n}@{c}")).collect();
+    BootConfig {
         smp: DEMOS.len() as u32 + 1,
         gic: o.gic,
         timeout: o.timeout,
@@ -223,39 +335,65 @@ pub fn run_all(o: &AllOptions, image: &Image) -> Result<(Vec<Report>, BootOutcom
             .collect(),
         echo: o.console,
         ..BootConfig::default()
-    };
+    }
+}
+
+/// Every entry's prepare step, then every driver at once, each in its own thread; then the
+/// host side is stopped (STOPPED on behalf of the primary and its lanes).
+fn run_drivers(server: &IvshmemServer, o: &AllOptions) -> Vec<std::result::Result<Report, String>> {
+    for d in DEMOS {
+        if let Some(Err(e)) = d.prepare.map(|p| p(server, o)) {
+            let _ = stop_side(server, Side::Host);
+            return vec![Err(format!("{}: {e}", d.name))];
+        }
+    }
+    let reports = std::thread::scope(|s| {
+        let handles: Vec<_> = DEMOS
+            .iter()
+            .enumerate()
+            .map(|(i, d)| s.spawn(move || (d.run)(server, o, i == 0)))
+            .collect();
+        handles
+            .into_iter()
+            .zip(DEMOS)
+            .map(|(h, d)| {
+                h.join()
+                    .unwrap_or_else(|_| Err("its host side panicked".into()))
+                    .map_err(|e| format!("{}: {e}", d.name))
+            })
+            .collect::<Vec<_>>()
+    });
+    let _ = stop_side(server, Side::Host);
+    reports
+}
+
+/// Boots one IPU core per subsystem and runs every subsystem's host side at once. A report
+/// whose firmware service did not end sound (its console check) is marked failed.
+pub fn run_all(o: &AllOptions, image: &Image) -> Result<(Vec<Report>, BootOutcome)> {
     let link = LinkSettings {
         vectors: DEMOS.iter().map(|d| (d.vectors)(o)).max().unwrap_or(4),
         ..LinkSettings::default()
     };
-    let (reports, fw) = with_ipu(&boot, image, link, |server, _left| {
+    let (reports, fw) = with_ipu(&boot_config(o), image, link, |server, _left| {
         let server = &*server;
-        let reports = with_live_stats(o.stats, server, placement(&services), || {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = DEMOS
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| s.spawn(move || (d.run)(server, o, i == 0)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .zip(DEMOS)
-                    .map(|(h, d)| {
-                        h.join()
-                            .unwrap_or_else(|_| Err("its host side panicked".into()))
-                            .map_err(|e| format!("{}: {e}", d.name))
-                    })
-                    .collect::<Vec<_>>()
-            })
-        });
-        let _ = stop_side(server, Side::Host);
-        reports
+        with_live_stats(o.stats, server, placement(&services()), || {
+            run_drivers(server, o)
+        })
     })?;
     let mut out = Vec::new();
     for r in reports {
-        out.push(
-            r.map_err(|e| Error::Qemu(format!("{e}\n--- firmware console ---\n{}", fw.console)))?,
-        );
+        let mut r =
+            r.map_err(|e| Error::Qemu(format!("{e}\n--- firmware console ---\n{}", fw.console)))?;
+        let check = DEMOS
+            .iter()
+            .find(|d| d.name == r.name)
+            .and_then(|d| d.firmware_ok);
+        if check.is_some_and(|ok| !ok(&fw.console)) {
+            r.ok = false;
+            r.table
+                .push_str("firmware: the service did not report its invariants intact\n");
+        }
+        out.push(r);
     }
     Ok((out, fw))
 }
@@ -278,8 +416,17 @@ pub fn tables(reports: &[Report], fw: &BootOutcome) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
     for r in reports {
-        let _ = writeln!(o, "== {} (IPU core {}) ==", r.name, core_of(r.name));
+        let verdict = if r.ok { "passed" } else { "FAILED" };
+        let _ = writeln!(
+            o,
+            "== {} (IPU core {}): {verdict} ==",
+            r.name,
+            core_of(r.name)
+        );
         o.push_str(&r.table);
+        if let Some(m) = &r.mechanism {
+            let _ = writeln!(o, "host mechanism: {m}");
+        }
         o.push('\n');
     }
     let _ = writeln!(o, "== host CPU the policies take ==");
@@ -333,8 +480,24 @@ pub fn passed(reports: &[Report], fw: &BootOutcome) -> bool {
 mod tests {
     use super::*;
 
+    fn opts() -> AllOptions {
+        AllOptions {
+            engine: EngineConfig::default(),
+            mem: MemRunConfig {
+                table_bytes: 256 << 20,
+                ..MemRunConfig::default()
+            },
+            net: NetRunConfig::default(),
+            spin_us: Some(5),
+            gic: 3,
+            timeout: Duration::from_secs(60),
+            console: false,
+            stats: false,
+        }
+    }
+
     #[test]
-    fn the_table_names_subsystems_the_firmware_knows() {
+    fn every_subsystem_is_in_the_table_and_the_firmware_knows_it() {
         let known: Vec<&str> = wave_abi::subsystem::SUBSYSTEMS
             .iter()
             .map(|s| s.name)
@@ -342,11 +505,91 @@ mod tests {
         for d in DEMOS {
             assert!(known.contains(&d.name), "{} is not in SUBSYSTEMS", d.name);
         }
+        let names: Vec<&str> = DEMOS.iter().map(|d| d.name).collect();
+        assert_eq!(names, ["sched", "mem", "net"], "sched first: the primary");
+        let b = boot_config(&opts());
+        assert_eq!(b.smp, 4);
         assert_eq!(
-            DEMOS[0].name, "sched",
-            "the scheduling engine is the primary endpoint"
+            b.append,
+            ["wave.services=sched@1,mem@2,net@3", "wave.spin_us=5"]
         );
-        let p = placement(&[("sched", 1), ("echo", 2)]);
-        assert_eq!(p.iter().flatten().count(), 2);
+        // The firmware runs at most 4 services (bootargs::MAX_SERVICES).
+        assert!(DEMOS.len() <= 4);
+        let p = placement(&services());
+        assert_eq!(p, [None, Some(1), Some(2), Some(3)]);
+    }
+
+    #[test]
+    fn the_link_has_a_doorbell_vector_for_every_channel_and_host_cpu() {
+        let o = opts();
+        let vectors = DEMOS.iter().map(|d| (d.vectors)(&o)).max().unwrap();
+        for (ch, s) in wave_abi::subsystem::SUBSYSTEMS.iter().enumerate() {
+            let v = wave_abi::subsystem::channel_vector(ch);
+            assert!(v < vectors, "{}: vector {v} of {vectors}", s.name);
+        }
+        let last_cpu = wave_abi::sched::CPU_VECTOR_BASE as u32 + o.engine.cpus - 1;
+        assert!(last_cpu < vectors as u32);
+    }
+
+    #[test]
+    fn the_memory_config_is_published_before_the_drivers_start() {
+        use wave_host_shim::local::LocalLink;
+        let (host, _ipu) = LocalLink::pair(1 << 20, 8, 512).unwrap();
+        let region = host.region();
+        let layout = wave_abi::Layout::read(&region).unwrap();
+        assert!(wave_abi::mem::MemSessionConfig::read(&region, &layout).is_err());
+        publish_mem_config(&region, &opts().mem).unwrap();
+        let (generation, c) = wave_abi::mem::MemSessionConfig::read(&region, &layout).unwrap();
+        assert_eq!(
+            (generation, c.n_regions),
+            (1, 128),
+            "256 MiB at 2 MiB regions"
+        );
+        let policy = wave_policy::mem_service::policy_config(&c);
+        assert_eq!(policy.region_pages, 512);
+        assert_eq!(
+            policy.intervals_per_minute,
+            opts().mem.policy.intervals_per_minute
+        );
+    }
+
+    fn report(name: &'static str, ok: bool, cpu: Option<f64>, m: Option<&str>) -> Report {
+        Report {
+            name,
+            table: format!("{name} table\n"),
+            ok,
+            on_host_cpu: cpu,
+            mechanism: m.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_tables_show_each_verdict_mechanism_and_the_host_cpu_total() {
+        let fw = BootOutcome {
+            status: BootStatus::Exited(0),
+            console: String::new(),
+            stderr: String::new(),
+            wall: Duration::from_secs(12),
+            qemu_pid: 1,
+        };
+        let reports = [
+            report("sched", true, Some(0.25), None),
+            report("mem", true, Some(0.015), Some("far tier zram")),
+            report("net", false, Some(0.05), Some("steering hash (not root)")),
+        ];
+        let t = tables(&reports, &fw);
+        for want in [
+            "== sched (IPU core 1): passed ==",
+            "== mem (IPU core 2): passed ==",
+            "== net (IPU core 3): FAILED ==",
+            "host mechanism: far tier zram",
+            "host mechanism: steering hash (not root)",
+            "31.5% of a core",
+            "exited 0 after 12.0 s",
+        ] {
+            assert!(t.contains(want), "no `{want}` in:\n{t}");
+        }
+        assert!(!passed(&reports, &fw));
+        assert!(passed(&reports[..2], &fw));
     }
 }

@@ -95,6 +95,9 @@ pub struct MemRunConfig {
     pub progress: bool,
     /// How long the link may take to come up.
     pub link_up_timeout: Duration,
+    /// Serve the memory channel as a lane of a host primary endpoint another driver runs over
+    /// the same link (`cargo wave demo --subsystem all`), not as the primary.
+    pub lane: bool,
 }
 
 impl Default for MemRunConfig {
@@ -113,6 +116,7 @@ impl Default for MemRunConfig {
             far_tier: true,
             progress: false,
             link_up_timeout: Duration::from_secs(60),
+            lane: false,
         }
     }
 }
@@ -444,8 +448,12 @@ pub fn run_managed<L: Link>(
         region_pages: (mech.region_bytes() / super::PAGE) as u32,
         ..cfg.policy
     };
-    let mut ep = Endpoint::primary(region, &layout, Side::Host, link.epoch(), &[MEM_CHANNEL])
-        .map_err(|e| format!("{e:?}"))?;
+    let mut ep = if cfg.lane {
+        crate::link::host_lane(link, &layout, &[MEM_CHANNEL], cfg.link_up_timeout)
+    } else {
+        Endpoint::primary(region, &layout, Side::Host, link.epoch(), &[MEM_CHANNEL])
+    }
+    .map_err(|e| format!("{e:?}"))?;
     wire_config(&pcfg)
         .publish(&region, &layout, ep.epoch() as u64)
         .map_err(|e| e.to_string())?;

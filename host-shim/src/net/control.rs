@@ -71,6 +71,9 @@ pub struct NetRunConfig {
     pub link_up_timeout: Duration,
     /// Print a progress line every second (stderr).
     pub progress: bool,
+    /// Serve the net channel as a lane of a host primary endpoint another driver runs over the
+    /// same link (`cargo wave demo --subsystem all`), not as the primary.
+    pub lane: bool,
 }
 
 impl Default for NetRunConfig {
@@ -98,6 +101,7 @@ impl Default for NetRunConfig {
             window_ms: 100,
             link_up_timeout: Duration::from_secs(60),
             progress: false,
+            lane: false,
         }
     }
 }
@@ -340,8 +344,12 @@ fn control_loop<L: Link>(
     super::fine_timer_slack();
     let region = link.region();
     let layout = Layout::read(&region).map_err(|e| e.to_string())?;
-    let mut ep = Endpoint::primary(region, &layout, Side::Host, link.epoch(), &[NET_CHANNEL])
-        .map_err(|e| format!("{e:?}"))?;
+    let mut ep = if cfg.lane {
+        crate::link::host_lane(link, &layout, &[NET_CHANNEL], cfg.link_up_timeout)
+    } else {
+        Endpoint::primary(region, &layout, Side::Host, link.epoch(), &[NET_CHANNEL])
+    }
+    .map_err(|e| format!("{e:?}"))?;
     let start = Instant::now();
     while ep.poll_link().state.is_err() {
         if start.elapsed() > cfg.link_up_timeout || stop.load(Acquire) {

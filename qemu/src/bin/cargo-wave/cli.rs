@@ -70,15 +70,16 @@ pub enum Subsystem {
 }
 
 /// Options of the memory demo (`--subsystem mem`).
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct MemDemoArgs {
-    /// Size of the key-value table in MiB.
-    #[arg(long, default_value_t = 1024, value_name = "MIB",
+    /// Size of the key-value table in MiB [default: 1024; 256 with --subsystem all].
+    #[arg(long, value_name = "MIB",
           value_parser = clap::value_parser!(u64).range(8..=65536))]
-    pub table_mib: u64,
-    /// Offered key-value load in operations per second (open-loop Poisson arrivals).
-    #[arg(long, default_value_t = 100_000.0, value_name = "OPS/S")]
-    pub kv_rate: f64,
+    pub table_mib: Option<u64>,
+    /// Offered key-value load in operations per second (open-loop Poisson arrivals)
+    /// [default: 100000; 20000 with --subsystem all].
+    #[arg(long, value_name = "OPS/S")]
+    pub kv_rate: Option<f64>,
     /// Seconds of load per mode (the hot set moves halfway).
     #[arg(long, default_value_t = 20.0, value_name = "SECS")]
     pub mem_duration: f64,
@@ -105,7 +106,7 @@ pub struct MemDemoArgs {
     pub no_far_tier: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct DemoArgs {
     /// Subsystem to demonstrate.
     #[arg(long, value_enum, default_value_t = Subsystem::Sched)]
@@ -114,10 +115,11 @@ pub struct DemoArgs {
     /// resident memory and GET p99).
     #[arg(long, value_name = "PATH")]
     pub plot: Option<PathBuf>,
-    /// (net) Server workers (each a pinned thread with its own SO_REUSEPORT socket).
-    #[arg(long, default_value_t = 8, value_name = "N",
+    /// (net) Server workers (each a pinned thread with its own SO_REUSEPORT socket)
+    /// [default: 8; 4 with --subsystem all].
+    #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=32))]
-    pub workers: u32,
+    pub workers: Option<u32>,
     /// (net) Seconds per load phase (low, peak, low, bursty).
     #[arg(long, default_value_t = 2.0, value_name = "SECS")]
     pub phase_secs: f64,

@@ -8,7 +8,7 @@ use wave_qemu::ExitCode;
 
 use crate::cli::{Agent, DemoArgs};
 
-fn options(args: &DemoArgs) -> anyhow::Result<NetDemoOptions> {
+pub fn options(args: &DemoArgs) -> anyhow::Result<NetDemoOptions> {
     if !(args.phase_secs >= 0.1 && args.phase_secs <= 600.0) {
         anyhow::bail!("--phase-secs must be between 0.1 and 600");
     }
@@ -27,7 +27,7 @@ fn options(args: &DemoArgs) -> anyhow::Result<NetDemoOptions> {
         ..NetDemoOptions::default()
     };
     let r = &mut o.run;
-    r.workers = args.workers as usize;
+    r.workers = args.workers.unwrap_or(8) as usize;
     r.load.phase_s = args.phase_secs;
     r.load.peak = args.peak_load;
     r.load.capacity_rps = r.load.capacity_of(r.workers);

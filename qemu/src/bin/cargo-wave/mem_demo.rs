@@ -35,9 +35,10 @@ fn fraction(name: &str, v: Option<f64>, default: f64) -> anyhow::Result<f64> {
     }
 }
 
-fn options(args: &DemoArgs) -> anyhow::Result<MemDemoOptions> {
+pub fn options(args: &DemoArgs) -> anyhow::Result<MemDemoOptions> {
     let m = &args.mem;
-    wave_host_shim::mem::run::check_load(m.table_mib, m.kv_rate, m.mem_duration)
+    let (table_mib, kv_rate) = (m.table_mib.unwrap_or(1024), m.kv_rate.unwrap_or(100_000.0));
+    wave_host_shim::mem::run::check_load(table_mib, kv_rate, m.mem_duration)
         .map_err(|e| anyhow::anyhow!("--table-mib/--kv-rate/--mem-duration: {e}"))?;
     let d = KvLoadConfig::default();
     let hot = fraction("hot-fraction", m.hot_fraction, d.hot_fraction)?;
@@ -45,11 +46,11 @@ fn options(args: &DemoArgs) -> anyhow::Result<MemDemoOptions> {
         anyhow::bail!("--hot-fraction must be above 0");
     }
     let run = MemRunConfig {
-        table_bytes: (m.table_mib as usize) << 20,
+        table_bytes: (table_mib as usize) << 20,
         duration: Duration::from_secs_f64(m.mem_duration),
         interval: Duration::from_millis(m.interval_ms),
         load: KvLoadConfig {
-            rate_per_s: m.kv_rate,
+            rate_per_s: kv_rate,
             hot_fraction: hot,
             cold_fraction: fraction("cold-fraction", m.cold_fraction, d.cold_fraction)?,
             ..d
