@@ -59,13 +59,21 @@ pub struct Report {
     pub name: &'static str,
     /// Its own table.
     pub table: String,
-    /// Every request completed, nothing lost or corrupt, no invariant broken.
-    pub ok: bool,
+    /// Its own pass criteria, each named (every request completed, no invariant broken, ...)
+    /// with whether it held.
+    pub checks: Vec<(&'static str, bool)>,
     /// Share of a host core its policy took when run on the host (`None`: no policy to move).
     pub on_host_cpu: Option<f64>,
     /// The host mechanism it used where there is a choice (a far tier, eBPF steering) and, for
     /// a fallback, why.
     pub mechanism: Option<String>,
+}
+
+impl Report {
+    /// True if every check held.
+    pub fn ok(&self) -> bool {
+        self.checks.iter().all(|(_, ok)| *ok)
+    }
 }
 
 /// A subsystem's on-host baseline: the share of a host core its policy takes there.
@@ -88,7 +96,8 @@ pub struct SubsystemDemo {
     /// Its policy run on the host instead, for the CPU it would cost there (share of a core);
     /// `None` for a subsystem with no policy to move.
     pub on_host: Option<OnHost>,
-    /// Whether the firmware's console shows its service ended sound (`None`: nothing to check).
+    /// Whether the firmware's console shows its policy's invariants held (`None`: nothing to
+    /// check).
     pub firmware_ok: Option<fn(&str) -> bool>,
 }
 
@@ -137,15 +146,18 @@ fn sched_engine(o: &AllOptions) -> EngineConfig {
     }
 }
 
-fn sched_table(r: EngineResults) -> (String, bool) {
+fn sched_table(r: EngineResults) -> (String, Vec<(&'static str, bool)>) {
+    let checks = vec![
+        ("every request completed", r.completed == r.offered),
+        ("0 invariant violations", r.invariant_violations == 0),
+    ];
     let run = DemoRun {
         results: r,
         firmware: None,
         emulator_cpu_s: None,
         ipu_cost: None,
     };
-    let ok = run.ok();
-    (crate::demo::table(std::slice::from_ref(&run)), ok)
+    (crate::demo::table(std::slice::from_ref(&run)), checks)
 }
 
 fn sched_run(
@@ -154,11 +166,11 @@ fn sched_run(
     _primary: bool,
 ) -> std::result::Result<Report, String> {
     let r = engine::run_ipu(server, &sched_engine(o)).map_err(|e| e.to_string())?;
-    let (table, ok) = sched_table(r);
+    let (table, checks) = sched_table(r);
     Ok(Report {
         name: "sched",
         table,
-        ok,
+        checks,
         on_host_cpu: None,
         mechanism: None,
     })
@@ -214,7 +226,10 @@ fn mem_run(
     let r = mem_run::run_managed(server, MemMode::Ipu, &mem_config(o, !primary))?;
     Ok(Report {
         name: "mem",
-        ok: r.checksum_failures == 0 && r.invariant_violations == 0,
+        checks: vec![
+            ("0 checksum failures", r.checksum_failures == 0),
+            ("0 invariant violations", r.invariant_violations == 0),
+        ],
         mechanism: Some(match &r.note {
             Some(n) => format!("far tier {} ({n})", r.far_tier),
             None => format!("far tier {}", r.far_tier),
@@ -245,7 +260,7 @@ fn net_run(
     primary: bool,
 ) -> std::result::Result<Report, String> {
     let result = net_control::run_ipu(server, &net_config(o, !primary))?;
-    let ok = result.all_answered();
+    let checks = vec![("every request answered", result.all_answered())];
     let mechanism = Some(format!("steering {}", result.steering));
     let demo = NetDemo {
         runs: vec![NetDemoRun {
@@ -259,7 +274,7 @@ fn net_run(
     Ok(Report {
         name: "net",
         table: crate::demo_net::table(&demo, o.net.slo_us),
-        ok,
+        checks,
         on_host_cpu: None,
         mechanism,
     })
@@ -388,10 +403,9 @@ pub fn run_all(o: &AllOptions, image: &Image) -> Result<(Vec<Report>, BootOutcom
             .iter()
             .find(|d| d.name == r.name)
             .and_then(|d| d.firmware_ok);
-        if check.is_some_and(|ok| !ok(&fw.console)) {
-            r.ok = false;
-            r.table
-                .push_str("firmware: the service did not report its invariants intact\n");
+        if let Some(ok) = check {
+            r.checks
+                .push(("IPU policy invariants intact", ok(&fw.console)));
         }
         out.push(r);
     }
@@ -416,7 +430,7 @@ pub fn tables(reports: &[Report], fw: &BootOutcome) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
     for r in reports {
-        let verdict = if r.ok { "passed" } else { "FAILED" };
+        let verdict = if r.ok() { "passed" } else { "FAILED" };
         let _ = writeln!(
             o,
             "== {} (IPU core {}): {verdict} ==",
@@ -424,6 +438,12 @@ pub fn tables(reports: &[Report], fw: &BootOutcome) -> String {
             core_of(r.name)
         );
         o.push_str(&r.table);
+        let checks: Vec<String> = r
+            .checks
+            .iter()
+            .map(|(what, ok)| format!("{what}: {}", if *ok { "yes" } else { "NO" }))
+            .collect();
+        let _ = writeln!(o, "checks: {}", checks.join("; "));
         if let Some(m) = &r.mechanism {
             let _ = writeln!(o, "host mechanism: {m}");
         }
@@ -473,7 +493,7 @@ fn core_of(name: &str) -> String {
 
 /// True if every subsystem passed and the firmware exited 0.
 pub fn passed(reports: &[Report], fw: &BootOutcome) -> bool {
-    reports.iter().all(|r| r.ok) && fw.status == BootStatus::Exited(0)
+    reports.iter().all(Report::ok) && fw.status == BootStatus::Exited(0)
 }
 
 #[cfg(test)]
@@ -557,7 +577,7 @@ mod tests {
         Report {
             name,
             table: format!("{name} table\n"),
-            ok,
+            checks: vec![("every request answered", ok)],
             on_host_cpu: cpu,
             mechanism: m.map(str::to_string),
         }
@@ -584,6 +604,7 @@ mod tests {
             "== net (IPU core 3): FAILED ==",
             "host mechanism: far tier zram",
             "host mechanism: steering hash (not root)",
+            "checks: every request answered: NO",
             "31.5% of a core",
             "exited 0 after 12.0 s",
         ] {

@@ -48,6 +48,15 @@ fn options(args: &DemoArgs, engine: EngineConfig) -> anyhow::Result<AllOptions> 
     })
 }
 
+/// CPU seconds (user + system) of this process's reaped children (QEMU, once it has exited).
+fn children_cpu_s() -> f64 {
+    let Ok(u) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN) else {
+        return 0.0;
+    };
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    secs(u.user_time()) + secs(u.system_time())
+}
+
 /// Runs every subsystem at once, then each policy on the host for its CPU cost.
 pub fn run(args: &DemoArgs, engine: EngineConfig) -> anyhow::Result<ExitCode> {
     let opts = options(args, engine)?;
@@ -65,10 +74,16 @@ pub fn run(args: &DemoArgs, engine: EngineConfig) -> anyhow::Result<ExitCode> {
         opts.mem.load.rate_per_s,
         opts.net.workers
     );
+    let before = children_cpu_s();
     let (mut reports, fw) = wave_qemu::demo_all::run_all(&opts, &image)?;
+    let qemu_cpu_s = children_cpu_s() - before;
     wave_qemu::demo_all::measure_on_host(&opts, &mut reports)?;
     println!();
     print!("{}", wave_qemu::demo_all::tables(&reports, &fw));
+    println!(
+        "IPU emulation: QEMU took {qemu_cpu_s:.1} s of host CPU for its {} cores (on a real IPU, its own cores)",
+        wave_qemu::demo_all::DEMOS.len() + 1
+    );
     if wave_qemu::demo_all::passed(&reports, &fw) {
         Ok(ExitCode::Pass)
     } else {
