@@ -13,6 +13,8 @@
 //! and on a 2-core machine its extra QEMU core and its doorbell flood would only take CPU from
 //! the three workloads (`cargo wave link-test` runs it).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wave_abi::Side;
@@ -96,6 +98,9 @@ pub struct SubsystemDemo {
     /// Its policy run on the host instead, for the CPU it would cost there (share of a core);
     /// `None` for a subsystem with no policy to move.
     pub on_host: Option<OnHost>,
+    /// For a driver with a long setup (building a table): hands it a flag (through the options)
+    /// that it sets once set up; the other drivers start then, so the workloads overlap.
+    pub gate: Option<fn(&mut AllOptions, Arc<AtomicBool>)>,
     /// Whether the firmware's console shows its policy's invariants held (`None`: nothing to
     /// check).
     pub firmware_ok: Option<fn(&str) -> bool>,
@@ -109,6 +114,7 @@ pub const DEMOS: &[SubsystemDemo] = &[
         prepare: None,
         run: sched_run,
         on_host: Some(sched_on_host),
+        gate: None,
         firmware_ok: None,
     },
     SubsystemDemo {
@@ -117,6 +123,7 @@ pub const DEMOS: &[SubsystemDemo] = &[
         prepare: Some(mem_prepare),
         run: mem_run,
         on_host: Some(mem_on_host),
+        gate: Some(|o, flag| o.mem.set_up = Some(flag)),
         firmware_ok: Some(crate::demo_mem::firmware_invariants_ok),
     },
     SubsystemDemo {
@@ -125,6 +132,7 @@ pub const DEMOS: &[SubsystemDemo] = &[
         prepare: None,
         run: net_run,
         on_host: Some(net_on_host),
+        gate: None,
         firmware_ok: None,
     },
 ];
@@ -138,10 +146,18 @@ fn min_vectors(_: &AllOptions) -> u16 {
     wave_abi::layout::MIN_VECTORS as u16
 }
 
+/// The least IPU watchdog bound of the scheduling engine here. A failover and hand-back
+/// restarts the host's primary endpoint under a new epoch, and the memory and net lanes do not
+/// follow a new host epoch (they would have to rebuild as lanes and resend their
+/// configuration), so a spurious failover of a starved QEMU on a loaded machine would cut them
+/// off for the rest of the run.
+pub const MIN_PEER_TIMEOUT: Duration = Duration::from_secs(2);
+
 fn sched_engine(o: &AllOptions) -> EngineConfig {
     EngineConfig {
         stop_link_at_end: false,
         progress: false,
+        peer_timeout: o.engine.peer_timeout.max(MIN_PEER_TIMEOUT),
         ..o.engine.clone()
     }
 }
@@ -166,13 +182,20 @@ fn sched_run(
     _primary: bool,
 ) -> std::result::Result<Report, String> {
     let r = engine::run_ipu(server, &sched_engine(o)).map_err(|e| e.to_string())?;
+    let mechanism = (r.failovers > 0).then(|| {
+        format!(
+            "failed over to the host's agent {} time(s) (IPU heartbeat older than {} ms); each hand-back restarts the host's primary endpoint, which the mem and net lanes do not follow",
+            r.failovers,
+            sched_engine(o).peer_timeout.as_millis()
+        )
+    });
     let (table, checks) = sched_table(r);
     Ok(Report {
         name: "sched",
         table,
         checks,
         on_host_cpu: None,
-        mechanism: None,
+        mechanism,
     })
 }
 
@@ -304,7 +327,7 @@ pub fn with_live_stats<T>(
     if !show {
         return work();
     }
-    let done = std::sync::atomic::AtomicBool::new(false);
+    let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
             let region = server.region();
@@ -312,7 +335,7 @@ pub fn with_live_stats<T>(
             // In the demos the scheduling engine is the host's primary endpoint.
             sampler.txns_from_host_status();
             let mut next = Instant::now() + Duration::from_secs(1);
-            while !done.load(std::sync::atomic::Ordering::Acquire) {
+            while !done.load(Ordering::Acquire) {
                 sampler.sample_awake(&region);
                 std::thread::sleep(Duration::from_millis(10));
                 if Instant::now() >= next {
@@ -324,7 +347,7 @@ pub fn with_live_stats<T>(
             }
         });
         let out = work();
-        done.store(true, std::sync::atomic::Ordering::Release);
+        done.store(true, Ordering::Release);
         out
     })
 }
@@ -353,8 +376,27 @@ pub fn boot_config(o: &AllOptions) -> BootConfig {
     }
 }
 
-/// Every entry's prepare step, then every driver at once, each in its own thread; then the
-/// host side is stopped (STOPPED on behalf of the primary and its lanes).
+/// The flag of each entry with a long setup (its [`SubsystemDemo::gate`]), handed to its
+/// driver through the returned options.
+fn gates(o: &AllOptions) -> (AllOptions, Vec<Option<Arc<AtomicBool>>>) {
+    let mut o = o.clone();
+    let flags = DEMOS
+        .iter()
+        .map(|d| {
+            d.gate.map(|g| {
+                let flag = Arc::new(AtomicBool::new(false));
+                g(&mut o, flag.clone());
+                flag
+            })
+        })
+        .collect();
+    (o, flags)
+}
+
+/// Every entry's prepare step, then the drivers with a long setup, then (once they are set
+/// up, or have ended, or `o.timeout` has passed) every other: so the workloads run at the same
+/// time. Each driver runs in its own thread. Then the host side is stopped (STOPPED on behalf
+/// of the primary and its lanes).
 fn run_drivers(server: &IvshmemServer, o: &AllOptions) -> Vec<std::result::Result<Report, String>> {
     for d in DEMOS {
         if let Some(Err(e)) = d.prepare.map(|p| p(server, o)) {
@@ -362,18 +404,36 @@ fn run_drivers(server: &IvshmemServer, o: &AllOptions) -> Vec<std::result::Resul
             return vec![Err(format!("{}: {e}", d.name))];
         }
     }
+    let (o, flags) = gates(o);
+    let o = &o;
     let reports = std::thread::scope(|s| {
-        let handles: Vec<_> = DEMOS
-            .iter()
-            .enumerate()
-            .map(|(i, d)| s.spawn(move || (d.run)(server, o, i == 0)))
+        let spawn = |i: usize| {
+            let d = &DEMOS[i];
+            s.spawn(move || (d.run)(server, o, i == 0))
+        };
+        let mut handles: Vec<_> = (0..DEMOS.len())
+            .map(|i| flags[i].as_ref().map(|_| spawn(i)))
             .collect();
+        let start = Instant::now();
+        while start.elapsed() < o.timeout
+            && flags.iter().zip(&handles).any(|(f, h)| {
+                f.as_ref().is_some_and(|f| !f.load(Ordering::Acquire))
+                    && h.as_ref().is_some_and(|h| !h.is_finished())
+            })
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for (i, h) in handles.iter_mut().enumerate() {
+            if h.is_none() {
+                *h = Some(spawn(i));
+            }
+        }
         handles
             .into_iter()
             .zip(DEMOS)
             .map(|(h, d)| {
-                h.join()
-                    .unwrap_or_else(|_| Err("its host side panicked".into()))
+                h.and_then(|h| h.join().ok())
+                    .unwrap_or_else(|| Err("its host side panicked".into()))
                     .map_err(|e| format!("{}: {e}", d.name))
             })
             .collect::<Vec<_>>()
@@ -549,6 +609,21 @@ mod tests {
         }
         let last_cpu = wave_abi::sched::CPU_VECTOR_BASE as u32 + o.engine.cpus - 1;
         assert!(last_cpu < vectors as u32);
+    }
+
+    #[test]
+    fn the_memory_driver_gets_the_flag_the_others_wait_for() {
+        let (o, flags) = gates(&opts());
+        let gated: Vec<&str> = DEMOS
+            .iter()
+            .zip(&flags)
+            .filter(|(_, f)| f.is_some())
+            .map(|(d, _)| d.name)
+            .collect();
+        assert_eq!(gated, ["mem"]);
+        let flag = o.mem.set_up.expect("the memory run carries the flag");
+        assert!(Arc::ptr_eq(&flag, flags[1].as_ref().unwrap()));
+        assert!(opts().mem.set_up.is_none(), "the caller's options are untouched");
     }
 
     #[test]

@@ -98,6 +98,9 @@ pub struct MemRunConfig {
     /// Serve the memory channel as a lane of a host primary endpoint another driver runs over
     /// the same link (`cargo wave demo --subsystem all`), not as the primary.
     pub lane: bool,
+    /// Set once the table is built, before the link is needed: lets a caller start other work
+    /// at the same moment as this run's load (`cargo wave demo --subsystem all`).
+    pub set_up: Option<std::sync::Arc<AtomicBool>>,
 }
 
 impl Default for MemRunConfig {
@@ -117,6 +120,7 @@ impl Default for MemRunConfig {
             progress: false,
             link_up_timeout: Duration::from_secs(60),
             lane: false,
+            set_up: None,
         }
     }
 }
@@ -441,6 +445,9 @@ pub fn run_managed<L: Link>(
     })
     .map_err(|e| format!("cannot set up the managed area: {e}"))?;
     let kv = KvStore::new(mem);
+    if let Some(set_up) = &cfg.set_up {
+        set_up.store(true, Release);
+    }
     let region = link.region();
     let layout = Layout::read(&region).map_err(|e| e.to_string())?;
     let pcfg = MemConfig {
