@@ -612,6 +612,35 @@ mod tests {
     }
 
     #[test]
+    fn a_host_lane_waits_for_the_primary_and_takes_its_epoch() {
+        use wave_abi::endpoint::EndpointError;
+        use wave_abi::mem::MEM_CHANNEL;
+        use wave_abi::net::NET_CHANNEL;
+        use wave_abi::{Channel, Endpoint};
+        use wave_host_shim::link::host_lane;
+        use wave_host_shim::local::LocalLink;
+        let (host, _ipu) = LocalLink::pair(1 << 20, 8, 512).unwrap();
+        let layout = wave_abi::Layout::read(&host.region()).unwrap();
+        let short = Duration::from_millis(20);
+        let r = host_lane(&host, &layout, &[MEM_CHANNEL], short);
+        assert!(
+            matches!(r, Err(EndpointError::NotStarted)),
+            "no primary yet"
+        );
+        let primary = Endpoint::primary(
+            host.region(),
+            &layout,
+            Side::Host,
+            host.epoch(),
+            &[Channel::Sched],
+        )
+        .unwrap();
+        let lane = host_lane(&host, &layout, &[MEM_CHANNEL, NET_CHANNEL], short).unwrap();
+        assert!(!lane.is_primary());
+        assert_eq!(lane.epoch(), primary.epoch());
+    }
+
+    #[test]
     fn the_memory_driver_gets_the_flag_the_others_wait_for() {
         let (o, flags) = gates(&opts());
         let gated: Vec<&str> = DEMOS
@@ -623,7 +652,10 @@ mod tests {
         assert_eq!(gated, ["mem"]);
         let flag = o.mem.set_up.expect("the memory run carries the flag");
         assert!(Arc::ptr_eq(&flag, flags[1].as_ref().unwrap()));
-        assert!(opts().mem.set_up.is_none(), "the caller's options are untouched");
+        assert!(
+            opts().mem.set_up.is_none(),
+            "the caller's options are untouched"
+        );
     }
 
     #[test]
