@@ -32,6 +32,10 @@ fn options() -> AllOptions {
             cpus: 2,
             handlers: 32,
             table_keys: 1 << 16,
+            // A starved QEMU on a loaded machine must not fail the scheduling over (a
+            // hand-back's new host epoch would cut the mem and net lanes off): liveness is
+            // the lifecycle tests' business, not this one's.
+            peer_timeout: Duration::from_secs(30),
             ..EngineConfig::default()
         },
         mem: MemRunConfig {
