@@ -65,7 +65,8 @@ pub enum Subsystem {
     Mem,
     /// The network/RPC control plane (core allocation and eBPF steering).
     Net,
-    /// Every subsystem at once, one IPU core each.
+    /// Scheduling, memory and the network control plane at once, one IPU core each, each on
+    /// its own workload for --duration (the memory and net options apply; smaller defaults).
     All,
 }
 
