@@ -19,6 +19,12 @@ const ALL_WORKERS: u32 = 4;
 /// The options of every subsystem: `--duration` is every load's length (the memory run's
 /// whole run, the net load's four phases together); the memory and net flags apply.
 fn options(args: &DemoArgs, engine: EngineConfig) -> anyhow::Result<AllOptions> {
+    if !(args.duration >= 0.4 && args.duration <= 2400.0) {
+        anyhow::bail!(
+            "--duration {} with --subsystem all: must be 0.4..=2400 seconds (each of the net load's four phases is a quarter of it)",
+            args.duration
+        );
+    }
     let mut a = args.clone();
     a.mem.table_mib = Some(a.mem.table_mib.unwrap_or(ALL_TABLE_MIB));
     a.mem.kv_rate = Some(a.mem.kv_rate.unwrap_or(ALL_KV_RATE));
@@ -31,11 +37,7 @@ fn options(args: &DemoArgs, engine: EngineConfig) -> anyhow::Result<AllOptions> 
             "the IPU's memory agent manages at most 1024 regions (2 GiB); use --table-mib 2048 or less"
         );
     }
-    let net = crate::demo_net::options(&a)
-        .map_err(|e| {
-            anyhow::anyhow!("{e} (with --subsystem all, each net phase is a quarter of --duration)")
-        })?
-        .run;
+    let net = crate::demo_net::options(&a)?.run;
     Ok(AllOptions {
         engine,
         mem,
@@ -121,5 +123,6 @@ mod tests {
         assert_eq!((o.mem.load.rate_per_s, o.net.workers), (5000.0, 2));
         assert!(all(&["--table-mib", "4096"]).is_err());
         assert!(all(&["--kv-rate", "0"]).is_err());
+        assert!(all(&["--duration", "0.2"]).is_err());
     }
 }
