@@ -76,7 +76,7 @@ fn swaps_requested_through_the_handle_are_confirmed_and_stop_drains() {
             std::thread::sleep(Duration::from_millis(20));
         }
         confirmed(h.request_swap(p("shinjuku")));
-        assert!(h.live().policy.starts_with("shinjuku"), "{:?}", h.live());
+        assert_eq!(h.live().policy, "shinjuku", "{:?}", h.live());
         let done = h.live().completed;
         while h.live().completed < done + 200 {
             assert!(t0.elapsed() < Duration::from_secs(120), "{:?}", h.live());
@@ -93,6 +93,7 @@ fn swaps_requested_through_the_handle_are_confirmed_and_stop_drains() {
     assert_eq!(r.completed, r.offered, "every request completes\n{r}");
     assert_eq!((live.swaps, r.policy_swaps), (2, 2), "{r}");
     assert_eq!((live.violations, r.invariant_violations), (0, 0), "{r}");
-    assert!(live.policy.starts_with("fair"), "{live:?}");
+    assert_eq!(live.policy, "fair", "{live:?}");
+    assert!(live.policy_params.starts_with("fair"), "{live:?}");
     assert!(r.wall_s < 3000.0, "the stop ended the open-ended load");
 }

@@ -101,8 +101,17 @@ pub struct LiveCounts {
     pub failovers: u64,
     /// True while the fallback agent schedules.
     pub in_fallback: bool,
-    /// The policy in force (the last one acknowledged).
-    pub policy: String,
+    /// The policy in force (the last one acknowledged): its registry name ...
+    pub policy: &'static str,
+    /// ... and its parameters as reports show them (`fair(slice 50 µs)`).
+    pub policy_params: String,
+}
+
+impl LiveCounts {
+    pub(super) fn set_policy(&mut self, p: &PolicyChoice) {
+        self.policy = p.info.name;
+        self.policy_params = p.describe();
+    }
 }
 
 #[derive(Default)]
@@ -199,7 +208,7 @@ pub(super) fn serve_inbox(
             } else {
                 "ipu"
             };
-            h.publish(|l| l.policy = p.req.choice.describe());
+            h.publish(|l| l.set_policy(&p.req.choice));
             p.req.answer(SwapOutcome::Confirmed {
                 by,
                 session,

@@ -579,14 +579,21 @@ impl<'a> Shared<'a> {
     }
 }
 
-/// Waits for the link to come up, servicing it from the calling thread.
+/// Waits for the link to come up, servicing it from the calling thread (or until the
+/// owner's handle asks the run to stop).
 fn link_up<L: Link>(
     link: &L,
     ep: &mut Endpoint<'_>,
     timeout: Duration,
+    handle: Option<&live::EngineHandle>,
 ) -> Result<u32, EngineError> {
     let start = Instant::now();
     loop {
+        if handle.is_some_and(|h| h.stop_requested()) {
+            return Err(EngineError::NeverUp(
+                "stopped before the link came up".into(),
+            ));
+        }
         match ep.poll_link().state {
             Ok(s) => return Ok(s),
             Err(d @ wave_abi::Down::VersionMismatch { .. }) => {
@@ -650,7 +657,7 @@ pub(super) fn run_shim<L: Link>(
             let (stop, view) = (&agent_stop, &agent_view);
             s.spawn(move || host_agent::run(&ipu, stop, view, clock))
         });
-        let up = link_up(link, &mut ep, cfg.link_up_timeout);
+        let up = link_up(link, &mut ep, cfg.link_up_timeout, cfg.handle.as_ref());
         let session = match up {
             Ok(session) => session,
             Err(e) => {
@@ -791,7 +798,7 @@ fn run_session<'a, L: Link>(
         if let Some(h) = handle {
             h.publish(|l| {
                 l.running = true;
-                l.policy = cfg.policy.describe();
+                l.set_policy(&cfg.policy);
             });
         }
         loop {
@@ -805,7 +812,7 @@ fn run_session<'a, L: Link>(
                 if let Err(e) = sup.swap(config) {
                     sh.violation(format!("policy swap to {}: {e}", p.info.name));
                 } else if let Some(h) = handle {
-                    h.publish(|l| l.policy = p.describe());
+                    h.publish(|l| l.set_policy(p));
                 }
             }
             if let Some(h) = handle {
