@@ -70,18 +70,7 @@ impl Workload {
                 log(format_args!("workload: {}", engine::describe_work(&w)));
                 cfg.work = Some(w);
             }
-            log(format_args!(
-                "IPU connected: the scheduling workload starts (policy {}, {} requests/s, {} host \
-                 CPUs, {} handler threads, {})",
-                cfg.policy.describe(),
-                cfg.rate,
-                cfg.cpus,
-                cfg.handlers,
-                match self.engine.duration.as_secs() {
-                    s if s as f64 >= engine::MAX_DURATION_S => "until stopped".to_string(),
-                    s => format!("{s} s"),
-                }
-            ));
+            announce(&cfg);
             match engine::run_ipu(server, &cfg) {
                 Ok(r) => {
                     log(format_args!(
@@ -142,6 +131,22 @@ impl Workload {
     pub fn show(&self) -> String {
         format!("{}\n", crate::stats::render::workload_line(&self.live()))
     }
+}
+
+/// Logs the start of a workload run.
+fn announce(cfg: &EngineConfig) {
+    log(format_args!(
+        "IPU connected: the scheduling workload starts (policy {}, {} requests/s, {} host CPUs, \
+         {} handler threads, {})",
+        cfg.policy.describe(),
+        cfg.rate,
+        cfg.cpus,
+        cfg.handlers,
+        match cfg.duration.as_secs() {
+            s if s as f64 >= engine::MAX_DURATION_S => "until stopped".to_string(),
+            s => format!("{s} s"),
+        }
+    ));
 }
 
 /// The answer to a policy request when no workload is configured.
