@@ -1,8 +1,8 @@
 //! `wave-host`: the host shim binary. `serve` runs the ivshmem server and the host end of the
 //! link on its own (start QEMU by hand with the printed arguments); `link-test` serves, waits
 //! for the IPU and runs the link test against it; `sched` runs the scheduling engine with the
-//! on-host agent or under Linux; `mem` runs the memory demo's modes; `run`, `install`, `stats`
-//! and `config` are the service's commands (`wave_host_shim::service::commands`).
+//! on-host agent or under Linux; `mem` runs the memory demo's modes; `run`, `install`, `stats`,
+//! `policy` and `config` are the service's commands (`wave_host_shim::service::commands`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -94,6 +94,9 @@ enum Cmd {
     Install(service::InstallArgs),
     /// Live stats of a running `wave-host run` (terminal view, --json, --listen for Prometheus).
     Stats(service::StatsArgs),
+    /// The policy of a running `wave-host run`'s scheduling workload: `set NAME [--param
+    /// K=V]...` switches it under load (a hot-swap the agent acknowledges), `show` prints it.
+    Policy(service::PolicyArgs),
     /// Print the default configuration or check a configuration file.
     Config(service::ConfigArgs),
     /// Run the memory demo's modes standalone: a key-value table managed by the memory
@@ -443,6 +446,7 @@ fn main() -> ExitCode {
         Cmd::Run(a) => service::run(&a),
         Cmd::Install(a) => service::install(&a),
         Cmd::Stats(a) => service::stats(&a),
+        Cmd::Policy(a) => service::policy(&a),
         Cmd::Config(a) => service::config(&a),
         Cmd::Mem(a) => mem(a),
         Cmd::Serve {

@@ -3,6 +3,8 @@
 //! with the configured services against the shim's socket), `wave-host stats --json` from a
 //! third process returning live, increasing counters, then SIGTERM to the shim: it exits 0 and
 //! removes its sockets and control directory, and the IPU sees STOPPED and powers off cleanly.
+//! With a scheduling workload configured, `wave-host policy set` switches the policy under load
+//! (FIFO → Shinjuku → fair), each switch acknowledged, every request completed, 0 violations.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -174,4 +176,242 @@ fn host_unit_and_ipu_unit_serve_live_stats_and_stop_cleanly() {
         "{console}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `wave-host run` and the IPU unit against a configuration with a scheduling workload.
+struct Units {
+    dir: PathBuf,
+    bin: PathBuf,
+    config: PathBuf,
+    link: PathBuf,
+    control_dir: PathBuf,
+    shim: Proc,
+    shim_log: Option<std::thread::JoinHandle<String>>,
+    ipu: Proc,
+    console: Option<std::thread::JoinHandle<String>>,
+    /// Last: released after both processes are gone.
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+}
+
+/// The workload pins its CPU threads and QEMU needs a core: one pair of units at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Units {
+    fn start(tag: &str, sched: &str) -> Units {
+        let one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let image = wave_qemu::image().expect("firmware image");
+        let bin = wave_host_bin();
+        let dir = std::env::temp_dir().join(format!("wave-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("ivshmem.sock");
+        let control_dir = dir.join("ctl");
+        let config = dir.join("wave.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[link]\nsocket = \"{}\"\n[control]\nsocket = \"{}\"\n[sched]\n{sched}\n\
+                 [thresholds]\nstats_interval_ms = 200\n",
+                link.display(),
+                control_dir.join("control.sock").display()
+            ),
+        )
+        .unwrap();
+        let mut shim = Proc(
+            Command::new(&bin)
+                .args(["run", "--config"])
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let err = shim.0.stderr.take().expect("piped");
+        let shim_log = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::BufReader::new(err).read_to_string(&mut s);
+            s
+        });
+        let mut ipu = Proc(
+            cargo()
+                .args(["wave", "ipu", "--wait", "60", "--config"])
+                .arg(&config)
+                .arg("--firmware")
+                .arg(&image.elf)
+                .current_dir(workspace_root())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let console = Some(drain(&mut ipu.0));
+        Units {
+            dir,
+            bin,
+            config,
+            link,
+            control_dir,
+            shim,
+            shim_log: Some(shim_log),
+            ipu,
+            console,
+            _one_at_a_time: one_at_a_time,
+        }
+    }
+
+    fn stats(&self) -> String {
+        stats(&self.bin, &self.config)
+    }
+
+    fn policy(&self, args: &[&str]) -> (bool, String) {
+        policy_cmd(&self.bin, &self.config, args)
+    }
+
+    /// Polls the stats until `done` holds (bounded; the IPU unit must stay up meanwhile).
+    fn poll_until(&mut self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let t = Instant::now();
+        loop {
+            let j = self.stats();
+            if done(&j) {
+                return j;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(300),
+                "{what}: never happened: {j}"
+            );
+            assert!(
+                self.ipu.0.try_wait().unwrap().is_none(),
+                "{what}: the IPU unit ended early"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// SIGTERM to the shim: it exits 0 leaving no socket or directory, the IPU powers off
+    /// cleanly. Returns the shim's log and the IPU's console.
+    fn terminate(mut self) -> (String, String) {
+        let term = Command::new("kill")
+            .args(["-TERM", &self.shim.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        let s =
+            wait_exit(&mut self.shim, Duration::from_secs(60)).expect("the shim exits on SIGTERM");
+        let log = self.shim_log.take().unwrap().join().unwrap_or_default();
+        eprintln!("wave-host run's log:\n{log}");
+        assert!(s.success(), "shim exit {s}\n{log}");
+        assert!(
+            !self.link.exists() && !self.control_dir.exists(),
+            "sockets and control directory removed"
+        );
+        let s = wait_exit(&mut self.ipu, Duration::from_secs(60)).expect("the IPU powers off");
+        let console = self.console.take().unwrap().join().unwrap_or_default();
+        assert!(s.success(), "IPU unit exit {s}\n{console}");
+        let _ = std::fs::remove_dir_all(&self.dir);
+        (log, console)
+    }
+}
+
+fn policy_cmd(bin: &Path, config: &Path, args: &[&str]) -> (bool, String) {
+    let ran = run_with_timeout(
+        Command::new(bin)
+            .arg("policy")
+            .args(args)
+            .arg("--config")
+            .arg(config),
+        Duration::from_secs(60),
+    );
+    let ok = ran.status.is_some_and(|s| s.success());
+    (ok, format!("{}{}", ran.stdout, ran.stderr))
+}
+
+fn num(json: &str, key: &str) -> u64 {
+    field(json, key).parse().unwrap_or(0)
+}
+
+#[test]
+fn policy_set_switches_fifo_shinjuku_fair_under_load_losing_nothing() {
+    let mut u = Units::start(
+        "swap",
+        "policy = \"fifo\"\nworkload_rate = 500\nworkload_duration_s = 15\nworkload_handlers = 32",
+    );
+    // Under load: the workload runs and has completed requests.
+    let j = u.poll_until("load", |j| {
+        field(j, "running") == "true" && num(j, "completed") > 0
+    });
+    assert_eq!(field(&j, "policy"), "fifo", "{j}");
+    eprintln!("wave-host stats --json under load:\n{j}");
+    let (ok, out) = u.policy(&["set", "shinjuku"]);
+    assert!(ok && out.starts_with("confirmed: policy shinjuku"), "{out}");
+    eprintln!("wave-host policy set shinjuku: {}", out.trim());
+    let after_first = num(&u.stats(), "completed");
+    u.poll_until("load after a swap", |j| {
+        num(j, "completed") > after_first + 50
+    });
+    let (ok, out) = u.policy(&["set", "fair", "--param", "slice_ns=50000"]);
+    assert!(ok && out.starts_with("confirmed: policy fair"), "{out}");
+    eprintln!("wave-host policy set fair: {}", out.trim());
+    // The load ends by itself; timing gates nothing: poll until it finished.
+    let end = u.poll_until("end of load", |j| field(j, "finished") == "true");
+    eprintln!("wave-host stats --json after the load:\n{end}");
+    assert_eq!(num(&end, "swaps"), 2, "{end}");
+    assert!(num(&end, "generated") > 0, "{end}");
+    assert_eq!(num(&end, "completed"), num(&end, "generated"), "{end}");
+    assert_eq!(field(&end, "violations"), "0", "{end}");
+    assert_eq!(field(&end, "policy"), "fair", "{end}");
+    assert!(num(&end, "committed") > 0, "{end}");
+    // Refusals: the load has ended; an unknown policy names the known ones.
+    let (ok, out) = u.policy(&["set", "fifo"]);
+    assert!(!ok && out.contains("has ended"), "{out}");
+    let (ok, out) = u.policy(&["set", "lottery"]);
+    assert!(!ok && out.contains("known: fifo, shinjuku, fair"), "{out}");
+    let (log, console) = u.terminate();
+    assert!(log.contains("policy set fair: confirmed"), "{log}");
+    // The IPU rebuilt its agent with each policy in turn.
+    for p in ["fifo policy", "shinjuku policy", "fair policy"] {
+        assert!(console.contains(p), "{p}:\n{console}");
+    }
+}
+
+/// An open-ended workload (`workload_duration_s = 0`) runs until SIGTERM, which ends the load,
+/// drains it (every request completed) and only then publishes STOPPED.
+#[test]
+fn sigterm_drains_an_open_ended_workload_then_stops() {
+    let mut u = Units::start(
+        "open",
+        "policy = \"shinjuku\"\nworkload_rate = 500\nworkload_handlers = 32",
+    );
+    u.poll_until("load", |j| {
+        field(j, "running") == "true" && num(j, "completed") > 100
+    });
+    let (ok, out) = u.policy(&["show"]);
+    assert!(
+        ok && out.contains("sched workload: running, policy shinjuku"),
+        "{out}"
+    );
+    let table = run_with_timeout(
+        Command::new(&u.bin)
+            .args(["stats", "--count", "1", "--config"])
+            .arg(&u.config),
+        Duration::from_secs(20),
+    );
+    eprintln!("wave-host stats --count 1 under load:\n{}", table.stdout);
+    assert!(
+        table.stdout.contains("sched workload: running"),
+        "{}",
+        table.stdout
+    );
+    let (log, _) = u.terminate();
+    let ended = log
+        .lines()
+        .find(|l| l.contains("the scheduling workload ended"))
+        .unwrap_or_else(|| panic!("no end of load:\n{log}"));
+    // "N of N requests completed, 0 invariant violations".
+    let words: Vec<&str> = ended.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "of").expect("N of M");
+    assert_eq!(words[at - 1], words[at + 1], "{ended}");
+    assert!(ended.contains(" 0 invariant violations"), "{ended}");
+    let drained = log.find("the scheduling workload ended").unwrap();
+    let stopped = log.find("published STOPPED").expect("STOPPED published");
+    assert!(drained < stopped, "drain, then STOPPED:\n{log}");
 }

@@ -16,6 +16,7 @@ mod failover;
 pub mod hist;
 mod host_agent;
 mod linux;
+pub mod live;
 pub mod results;
 mod runtime;
 pub mod workload;
@@ -27,6 +28,7 @@ pub use wave_policy::registry::PolicyChoice;
 use crate::link::Link;
 use crate::local::LocalLink;
 
+pub use live::{EngineHandle, LiveCounts, SwapOutcome, SwapTicket};
 pub use results::EngineResults;
 
 /// Which agent schedules the host CPUs.
@@ -110,6 +112,9 @@ pub struct EngineConfig {
     /// Policy hot-swaps (ipu and host modes): at each time after the load starts, switch the
     /// agent to that policy under load, through the same resync path as a hand-back.
     pub policy_swaps: Vec<(Duration, PolicyChoice)>,
+    /// A handle for the program that owns the run (ipu and host modes): swaps asked for
+    /// while it runs, a stop flag, live counters ([`live`]).
+    pub handle: Option<EngineHandle>,
 }
 
 impl Default for EngineConfig {
@@ -135,6 +140,7 @@ impl Default for EngineConfig {
             fallback: true,
             peer_timeout: DEFAULT_IPU_TIMEOUT,
             policy_swaps: Vec::new(),
+            handle: None,
         }
     }
 }
@@ -189,8 +195,9 @@ impl EngineConfig {
             return bad("rate must be > 0 and at most 10,000,000 requests/s");
         }
         let secs = self.duration.as_secs_f64();
-        if !(secs > 0.0 && secs <= 3600.0) {
-            return bad("duration must be > 0 and at most 3600 s");
+        // A year bounds the arrival clock; a service runs "until stopped" as one long run.
+        if !(secs > 0.0 && secs <= MAX_DURATION_S) {
+            return bad("duration must be > 0 and at most one year");
         }
         if !(0.0..=100.0).contains(&self.range_pct) {
             return bad("range-pct must be 0..=100");
@@ -223,6 +230,8 @@ impl EngineConfig {
 }
 
 const SCAN_MIN_KEYS: usize = 4096;
+/// Longest load (one year, in seconds).
+pub const MAX_DURATION_S: f64 = 365.0 * 24.0 * 3600.0;
 /// Highest offered rate (the generator's arrivals are stamped in ns; far beyond any load the
 /// engine can serve, low enough that a run never builds an unbounded queue in seconds).
 const MAX_RATE: f64 = 10_000_000.0;

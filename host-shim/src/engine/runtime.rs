@@ -27,6 +27,7 @@ use wave_abi::{Channel, Endpoint, Layout, SharedRegion, Side};
 use super::failover::{Action, FallbackLinks, Supervisor};
 use super::hist::Histogram;
 use super::host_agent::{self, AgentShared};
+use super::live::{self, LiveCounts, PendingSwap};
 use super::results::{EngineResults, Span};
 use super::workload::{Kind, Request, Table, Work};
 use super::{AgentMode, Clock, EngineConfig, EngineError};
@@ -243,6 +244,21 @@ impl<'a> Shared<'a> {
     /// Transactions committed so far.
     pub(super) fn committed(&self) -> u64 {
         self.c.committed.load(Relaxed)
+    }
+
+    /// Copies the run's counters into `l` (the live view of [`live::EngineHandle`]).
+    pub(super) fn live_counts(&self, l: &mut LiveCounts) {
+        let c = &self.c;
+        l.generated = c.offered.load(Relaxed);
+        l.completed = c.completed.load(Relaxed);
+        l.violations = c.violations.load(Relaxed);
+        l.committed = c.committed.load(Relaxed);
+        l.stale = c.stale.load(Relaxed);
+        l.failed = l.stale
+            + c.not_runnable.load(Relaxed)
+            + c.not_found.load(Relaxed)
+            + c.invalid.load(Relaxed);
+        l.aborted = c.aborted.load(Relaxed);
     }
 
     /// Applies a state change and posts its event, or counts a violation.
@@ -563,14 +579,21 @@ impl<'a> Shared<'a> {
     }
 }
 
-/// Waits for the link to come up, servicing it from the calling thread.
+/// Waits for the link to come up, servicing it from the calling thread (or until the
+/// owner's handle asks the run to stop).
 fn link_up<L: Link>(
     link: &L,
     ep: &mut Endpoint<'_>,
     timeout: Duration,
+    handle: Option<&live::EngineHandle>,
 ) -> Result<u32, EngineError> {
     let start = Instant::now();
     loop {
+        if handle.is_some_and(|h| h.stop_requested()) {
+            return Err(EngineError::NeverUp(
+                "stopped before the link came up".into(),
+            ));
+        }
         match ep.poll_link().state {
             Ok(s) => return Ok(s),
             Err(d @ wave_abi::Down::VersionMismatch { .. }) => {
@@ -634,7 +657,7 @@ pub(super) fn run_shim<L: Link>(
             let (stop, view) = (&agent_stop, &agent_view);
             s.spawn(move || host_agent::run(&ipu, stop, view, clock))
         });
-        let up = link_up(link, &mut ep, cfg.link_up_timeout);
+        let up = link_up(link, &mut ep, cfg.link_up_timeout, cfg.handle.as_ref());
         let session = match up {
             Ok(session) => session,
             Err(e) => {
@@ -770,6 +793,14 @@ fn run_session<'a, L: Link>(
         let mut fb_agent = None;
         let load_start = Instant::now();
         let mut swaps = cfg.policy_swaps.iter().peekable();
+        let handle = cfg.handle.as_ref();
+        let mut pending: Option<PendingSwap> = None;
+        if let Some(h) = handle {
+            h.publish(|l| {
+                l.running = true;
+                l.set_policy(&cfg.policy);
+            });
+        }
         loop {
             let _ = link.wait(1 << VECTOR_CONTROL, Duration::from_millis(1));
             if let Some((_, p)) = swaps.next_if(|(at, _)| load_start.elapsed() >= *at) {
@@ -780,7 +811,15 @@ fn run_session<'a, L: Link>(
                 };
                 if let Err(e) = sup.swap(config) {
                     sh.violation(format!("policy swap to {}: {e}", p.info.name));
+                } else if let Some(h) = handle {
+                    h.publish(|l| l.set_policy(p));
                 }
+            }
+            if let Some(h) = handle {
+                if h.stop_requested() {
+                    sh.stop_gen.store(true, Release);
+                }
+                live::serve_inbox(h, &mut pending, &mut sup, sh, sched_cfg);
             }
             match sup.tick() {
                 Action::None => {}
@@ -863,6 +902,10 @@ fn run_session<'a, L: Link>(
         }
         fb_cpu_ns += stop_agent(&fb_stop, fb_agent.take());
         sup.finish();
+        if let Some(h) = handle {
+            drop(pending.take());
+            h.refuse_waiting("the scheduling workload ended");
+        }
         if timed_out {
             sh.violation(format!(
                 "{} of {} requests never completed",
@@ -898,6 +941,13 @@ fn run_session<'a, L: Link>(
                 sh.violation(format!("tid {tid}: fiber did not finish on quit"));
             }
         }
+    }
+    if let Some(h) = &cfg.handle {
+        live::publish(h, &sup, sh);
+        h.publish(|l| {
+            l.running = false;
+            l.finished = true;
+        });
     }
     let (sent, rang, bells) = sh.locked(|f| {
         if mode == AgentMode::Ipu && cfg.stop_link_at_end {

@@ -1,4 +1,4 @@
-//! The service's subcommands of `wave-host` (`run`, `install`, `stats`, `config`): their
+//! The service's subcommands of `wave-host` (`run`, `install`, `stats`, `policy`, `config`): their
 //! options (clap) and what they do, kept here so `main.rs` only adds one line per command.
 
 use std::path::{Path, PathBuf};
@@ -51,6 +51,36 @@ pub struct StatsArgs {
     pub count: Option<u64>,
 }
 
+/// `wave-host policy`.
+#[derive(clap::Args, Debug)]
+pub struct PolicyArgs {
+    #[command(subcommand)]
+    /// What to do.
+    pub cmd: PolicyCmd,
+    /// The control socket [default: the one in --config].
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
+    /// Configuration file naming the control socket.
+    #[arg(long, global = true, default_value = DEFAULT_PATH)]
+    pub config: PathBuf,
+}
+
+/// `wave-host policy` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum PolicyCmd {
+    /// Switch the running scheduling workload to policy NAME (fifo, shinjuku, fair) without
+    /// restarting it; waits until the agent acknowledged the switch (exit 2 if it did not).
+    Set {
+        /// Policy name.
+        name: String,
+        /// A policy parameter, NAME=VALUE (repeatable); others take their defaults.
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+    },
+    /// Show the policy in force and the workload's counters.
+    Show,
+}
+
 /// `wave-host config`.
 #[derive(clap::Args, Debug)]
 pub struct ConfigArgs {
@@ -87,19 +117,51 @@ pub fn install(a: &InstallArgs) -> ExitCode {
     }
 }
 
-fn control_socket(a: &StatsArgs) -> Result<PathBuf, String> {
-    if let Some(s) = &a.socket {
+fn control_socket(socket: &Option<PathBuf>, config: &Path) -> Result<PathBuf, String> {
+    if let Some(s) = socket {
         return Ok(s.clone());
     }
-    if Path::new(&a.config).exists() {
-        return Config::load(&a.config).map(|c| c.control_socket);
+    if config.exists() {
+        return Config::load(config).map(|c| c.control_socket);
     }
     Ok(Config::default().control_socket)
 }
 
+/// `wave-host policy`.
+pub fn policy(a: &PolicyArgs) -> ExitCode {
+    let socket = match control_socket(&a.socket, &a.config) {
+        Ok(s) => s,
+        Err(e) => return fail("policy", e),
+    };
+    let req = match &a.cmd {
+        PolicyCmd::Show => control::Request::PolicyShow,
+        PolicyCmd::Set { name, params } => {
+            // Checked here for a quick answer; the shim checks again (its input is untrusted).
+            if let Err(e) = wave_policy::registry::PolicyChoice::from_cli(name, None, params) {
+                return fail("policy set", e);
+            }
+            control::Request::PolicySet {
+                name: name.clone(),
+                params: params.clone(),
+            }
+        }
+    };
+    // The line the shim parses: refuse here what it would refuse, with its words.
+    if let Err(e) = control::Request::parse(&req.line()) {
+        return fail("policy", e);
+    }
+    match control::query(&socket, req) {
+        Ok(answer) => {
+            print!("{answer}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail("policy", e),
+    }
+}
+
 /// `wave-host stats`.
 pub fn stats(a: &StatsArgs) -> ExitCode {
-    let socket = match control_socket(a) {
+    let socket = match control_socket(&a.socket, &a.config) {
         Ok(s) => s,
         Err(e) => return fail("stats", e),
     };

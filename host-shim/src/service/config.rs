@@ -4,7 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use wave_abi::subsystem::SUBSYSTEMS;
+use wave_policy::registry::PolicyChoice;
+
+use crate::engine::EngineConfig;
 
 use super::toml::{parse, Entry, Value};
 
@@ -12,6 +17,8 @@ use super::toml::{parse, Entry, Value};
 pub const DEFAULT_FILE: &str = include_str!("../../../dist/wave.toml");
 /// Where the service looks by default.
 pub const DEFAULT_PATH: &str = "/etc/wave/wave.toml";
+/// Longest bounded scheduling workload (s); 0 runs until the service stops.
+pub const MAX_WORKLOAD_S: u64 = 86_400;
 
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +41,12 @@ pub struct Config {
     pub sched_params: Vec<String>,
     /// `[sched] host_cpus`.
     pub host_cpus: u32,
+    /// `[sched] workload_rate` (requests/s; 0: no workload, the service holds the link only).
+    pub workload_rate: u32,
+    /// `[sched] workload_duration_s` (0: until the service stops).
+    pub workload_duration_s: u64,
+    /// `[sched] workload_handlers` (handler threads of the workload).
+    pub workload_handlers: u32,
     /// `[echo] probe_interval_ms` (0: no probe).
     pub probe_interval_ms: u64,
     /// `[thresholds] heartbeat_stale_ms`.
@@ -62,6 +75,9 @@ impl Default for Config {
             sched_policy: "shinjuku".into(),
             sched_params: Vec::new(),
             host_cpus: 2,
+            workload_rate: 0,
+            workload_duration_s: 0,
+            workload_handlers: 64,
             probe_interval_ms: 1000,
             heartbeat_stale_ms: 1000,
             stats_interval_ms: 1000,
@@ -168,6 +184,13 @@ impl Config {
             ("sched", "policy") => self.sched_policy = want_str(e)?.into(),
             ("sched", "params") => self.sched_params = want_list(e)?,
             ("sched", "host_cpus") => self.host_cpus = want_int(e, 1, 64)? as u32,
+            ("sched", "workload_rate") => self.workload_rate = want_int(e, 0, 1_000_000)? as u32,
+            ("sched", "workload_duration_s") => {
+                self.workload_duration_s = want_int(e, 0, MAX_WORKLOAD_S as i64)? as u64
+            }
+            ("sched", "workload_handlers") => {
+                self.workload_handlers = want_int(e, 1, wave_policy::MAX_THREADS as i64)? as u32
+            }
             ("echo", "probe_interval_ms") => {
                 self.probe_interval_ms = want_int(e, 0, 3_600_000)? as u64
             }
@@ -208,8 +231,13 @@ impl Config {
                 return Err(format!("[subsystems] enabled: `{s}` is listed twice"));
             }
         }
-        wave_policy::registry::PolicyChoice::from_cli(&self.sched_policy, None, &self.sched_params)
-            .map_err(|e| format!("[sched]: {e}"))?;
+        let policy = wave_policy::registry::PolicyChoice::from_cli(
+            &self.sched_policy,
+            None,
+            &self.sched_params,
+        )
+        .map_err(|e| format!("[sched]: {e}"))?;
+        self.validate_workload(policy)?;
         let min = Layout::min_size(self.ring_entries);
         if self.shm_size < min {
             return Err(format!(
@@ -228,6 +256,54 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The scheduling workload's checks: only with `sched` enabled, and settings the engine
+    /// accepts.
+    fn validate_workload(&self, policy: PolicyChoice) -> Result<(), String> {
+        if self.workload_rate == 0 {
+            return Ok(());
+        }
+        if !self.subsystems.iter().any(|s| s == "sched") {
+            return Err(format!(
+                "[sched] workload_rate = {} needs the sched subsystem: add \"sched\" to \
+                 [subsystems] enabled, or set workload_rate = 0",
+                self.workload_rate
+            ));
+        }
+        self.engine_config(policy)
+            .validate()
+            .map_err(|e| format!("[sched] workload: {e}"))
+    }
+
+    /// The scheduling engine's settings for the workload (see [`Self::validate_workload`]),
+    /// or `None` when no workload is configured. Its handle is not set.
+    pub fn sched_workload(&self) -> Option<EngineConfig> {
+        if self.workload_rate == 0 || !self.subsystems.iter().any(|s| s == "sched") {
+            return None;
+        }
+        let policy = PolicyChoice::from_cli(&self.sched_policy, None, &self.sched_params).ok()?;
+        Some(self.engine_config(policy))
+    }
+
+    fn engine_config(&self, policy: PolicyChoice) -> EngineConfig {
+        let until_stopped = Duration::from_secs_f64(crate::engine::MAX_DURATION_S);
+        EngineConfig {
+            policy,
+            rate: f64::from(self.workload_rate),
+            duration: match self.workload_duration_s {
+                0 => until_stopped,
+                s => Duration::from_secs(s),
+            },
+            cpus: self.host_cpus,
+            handlers: self.workload_handlers,
+            peer_timeout: Duration::from_millis(self.heartbeat_stale_ms.min(600_000)),
+            link_up_timeout: Duration::from_secs(120),
+            stop_link_at_end: false,
+            fallback: true,
+            progress: false,
+            ..EngineConfig::default()
+        }
     }
 
     /// The echo probe's interval, if the echo subsystem is enabled and the probe is on.
@@ -309,6 +385,27 @@ mod tests {
     }
 
     #[test]
+    fn a_workload_becomes_engine_settings() {
+        assert!(Config::default().sched_workload().is_none());
+        let c = Config::parse(
+            "[sched]\npolicy = \"fifo\"\nworkload_rate = 500\nworkload_duration_s = 9\n\
+             workload_handlers = 16\n",
+        )
+        .unwrap();
+        let e = c.sched_workload().unwrap();
+        assert_eq!(e.policy.info.name, "fifo");
+        assert_eq!(
+            (e.rate, e.duration, e.cpus),
+            (500.0, Duration::from_secs(9), 2)
+        );
+        assert_eq!(e.handlers, 16);
+        assert!(!e.stop_link_at_end && e.fallback && e.handle.is_none());
+        let open = Config::parse("[sched]\nworkload_rate = 1\n").unwrap();
+        let d = open.sched_workload().unwrap().duration;
+        assert!(d.as_secs() > 300 * 24 * 3600, "until stopped: {d:?}");
+    }
+
+    #[test]
     fn bad_files_are_refused_with_what_to_do() {
         for (text, says) in [
             ("[link]\nsockett = \"x\"\n", "unknown key [link] sockett"),
@@ -330,6 +427,17 @@ mod tests {
             ("[sched]\npolicy = \"lottery\"\n", "[sched]"),
             ("[sched]\nparams = [\"bogus=1\"]\n", "[sched]"),
             ("[sched]\nhost_cpus = 0\n", "out of range"),
+            (
+                "[subsystems]\nenabled = [\"echo\"]\n[sched]\nworkload_rate = 10\n",
+                "needs the sched subsystem",
+            ),
+            ("[sched]\nworkload_rate = -1\n", "out of range"),
+            ("[sched]\nworkload_duration_s = 86401\n", "out of range"),
+            ("[sched]\nworkload_handlers = 0\n", "out of range"),
+            (
+                "[sched]\nworkload_rate = 10\nhost_cpus = 40\n",
+                "[sched] workload: configuration: cpus must be",
+            ),
             (
                 "[thresholds]\nheartbeat_stale_ms = true\n",
                 "must be an integer",

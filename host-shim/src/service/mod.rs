@@ -1,20 +1,24 @@
 //! `wave-host run`: the host shim as a long-lived service (started at boot by
 //! `dist/systemd/wave-host.service`). It owns the link (the ivshmem server the IPU connects
 //! to, with the configured region, rings and vectors) and keeps the host end alive across IPU
-//! restarts (attach, resynchronise, heartbeat); it serves live stats on the control socket
+//! restarts (attach, resynchronise, heartbeat); with a scheduling workload configured it
+//! first runs the scheduling engine as the host's end of the link ([`workload`]), whose
+//! policy `wave-host policy set` switches; it serves live stats on the control socket
 //! ([`crate::stats::control`]); it logs to stderr (the journal under systemd); and on SIGTERM
-//! or SIGINT it publishes STOPPED, rings the IPU, and removes both sockets (and the control
-//! directory if it made it), leaving nothing behind.
+//! or SIGINT it ends the workload (drain), publishes STOPPED, rings the IPU, and removes both
+//! sockets (and the control directory if it made it), leaving nothing behind.
 //!
 //! - [`config`]: `/etc/wave/wave.toml`, its keys and defaults, validation.
 //! - [`toml`]: the small TOML subset parser it uses.
 //! - [`install`]: `wave-host install` (binaries, units, default configuration).
+//! - [`workload`]: the scheduling workload and its policy hot-swaps.
 
 pub mod commands;
 pub mod config;
 pub mod install;
 pub mod probe;
 pub mod toml;
+pub mod workload;
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +27,8 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use wave_abi::endpoint::previous_epoch;
+use wave_abi::status::next_epoch;
 use wave_abi::{Endpoint, Layout, Side};
 use wave_policy::runtime::{Runtime, Tuning};
 
@@ -31,6 +37,7 @@ use crate::link::{HostPort, Link};
 use crate::stats::control::{ControlServer, Request};
 use crate::stats::{render, Sampler, Stats};
 use probe::{LinkProbe, ProbeCounters};
+use workload::Workload;
 
 pub use config::Config;
 
@@ -75,15 +82,28 @@ pub fn run(cfg: &Config) -> Result<(), String> {
         cfg.control_socket.display()
     ));
     log(format_args!("QEMU connects with: {}", server.qemu_args()));
+    let workload = Workload::new(cfg);
     notify_ready();
     let stop = AtomicBool::new(false);
     let probe = ProbeCounters::default();
     std::thread::scope(|s| {
         s.spawn(|| {
             let probe = cfg.probe_interval().map(|_| &probe);
-            supervise(cfg, &server, &mut control, &signals, &stop, probe);
+            let ctx = Supervised {
+                server: &server,
+                stop: &stop,
+                probe,
+                workload: workload.as_ref(),
+            };
+            supervise(cfg, &ctx, &mut control, &signals);
         });
-        hold_link(&server, &stop, cfg.probe_interval().map(|i| (i, &probe)));
+        let used = workload.as_ref().and_then(|w| w.run(&server, &stop));
+        hold_link(
+            &server,
+            &stop,
+            cfg.probe_interval().map(|i| (i, &probe)),
+            used,
+        );
     });
     drop(control);
     drop(server);
@@ -93,8 +113,15 @@ pub fn run(cfg: &Config) -> Result<(), String> {
 
 /// Keeps the host end of the link alive (the agent runtime: attach, resynchronise, heartbeat,
 /// sleep on its vectors; with the echo subsystem's link probe as its one service when enabled)
-/// until `stop`; then publishes STOPPED and rings the IPU.
-fn hold_link(server: &IvshmemServer, stop: &AtomicBool, probe: Option<(Duration, &ProbeCounters)>) {
+/// until `stop`; then publishes STOPPED and rings the IPU. `used`: a transport generation
+/// whose epoch another host endpoint (the scheduling workload) already used; on it this one
+/// starts under a new epoch, so the IPU sees a new session.
+fn hold_link(
+    server: &IvshmemServer,
+    stop: &AtomicBool,
+    probe: Option<(Duration, &ProbeCounters)>,
+    mut used: Option<u64>,
+) {
     let mut probe = probe.map(|(i, c)| LinkProbe::new(i.as_nanos() as u64, c));
     let layout: Layout = *server.layout();
     let origin = Instant::now();
@@ -107,7 +134,14 @@ fn hold_link(server: &IvshmemServer, stop: &AtomicBool, probe: Option<(Duration,
             let _ = server.service(Duration::from_millis(50));
             continue;
         }
-        let Ok(mut ep) = Endpoint::new(server.region(), &layout, Side::Host, server.epoch()) else {
+        let generation = server.generation();
+        let epoch = if used == Some(generation) {
+            next_epoch(previous_epoch(&server.region(), &layout, Side::Host))
+        } else {
+            server.epoch()
+        };
+        used = Some(generation);
+        let Ok(mut ep) = Endpoint::new(server.region(), &layout, Side::Host, epoch) else {
             log(format_args!(
                 "the region's layout is unusable; waiting for a new IPU"
             ));
@@ -129,16 +163,19 @@ fn hold_link(server: &IvshmemServer, stop: &AtomicBool, probe: Option<(Duration,
     }
 }
 
+/// What the supervising thread looks after.
+struct Supervised<'a> {
+    server: &'a IvshmemServer,
+    stop: &'a AtomicBool,
+    probe: Option<&'a ProbeCounters>,
+    workload: Option<&'a Workload>,
+}
+
 /// The service's second thread: samples the stats, answers the control socket, logs a
-/// summary now and then, and turns a shutdown signal into `stop`.
-fn supervise(
-    cfg: &Config,
-    server: &IvshmemServer,
-    control: &mut ControlServer,
-    signals: &SignalFd,
-    stop: &AtomicBool,
-    probe: Option<&ProbeCounters>,
-) {
+/// summary now and then, and turns a shutdown signal into `stop`. (A `policy set` holds it
+/// until the switch is acknowledged, at most [`workload::SWAP_WAIT`].)
+fn supervise(cfg: &Config, x: &Supervised<'_>, control: &mut ControlServer, signals: &SignalFd) {
+    let server = x.server;
     let region = server.region();
     let mut sampler = Sampler::new(
         *server.layout(),
@@ -154,7 +191,10 @@ fn supervise(
             if let Ok(Some(info)) = signals.read_signal() {
                 log(format_args!("signal {}: shutting down", info.ssi_signo));
             }
-            stop.store(true, Ordering::Release);
+            x.stop.store(true, Ordering::Release);
+            if let Some(w) = x.workload {
+                w.stop();
+            }
             let _ = server.notify(wave_abi::layout::VECTOR_CONTROL);
             return;
         }
@@ -162,15 +202,18 @@ fn supervise(
         if Instant::now() >= next_sample {
             let c = server.counters();
             sampler.set_transport_doorbells(c.doorbells_out, c.doorbells_in);
-            if let Some(p) = probe {
+            if let Some(p) = x.probe {
                 sampler.set_probe(probe_stats(p));
+            }
+            if let Some(w) = x.workload {
+                sampler.set_workload(w.live());
             }
             next_sample = Instant::now() + interval;
             sampler.update(&region);
         }
         if ctl {
             let snap = sampler.current().clone();
-            control.serve_pending(&mut |r| answer(&snap, r));
+            control.serve_pending(&mut |r| answer_with(&snap, x.workload, r));
         }
         if cfg.log_interval_s > 0 && Instant::now() >= next_log {
             next_log = Instant::now() + Duration::from_secs(cfg.log_interval_s);
@@ -189,12 +232,24 @@ fn probe_stats(p: &ProbeCounters) -> crate::stats::Probe {
     }
 }
 
-/// The control socket's answer to `r`.
+/// The control socket's answer to `r` from a shim without a scheduling workload.
 pub fn answer(s: &Stats, r: Request) -> String {
-    match r {
-        Request::Json => format!("{}\n", render::json(s)),
-        Request::Table => render::table(s),
-        Request::Prometheus => render::prometheus(s),
+    answer_with(s, None, r)
+}
+
+/// The control socket's answer to `r`: stats from `s`, policy requests through `workload`.
+pub fn answer_with(s: &Stats, workload: Option<&Workload>, r: Request) -> String {
+    match (r, workload) {
+        (Request::Json, _) => format!("{}\n", render::json(s)),
+        (Request::Table, _) => render::table(s),
+        (Request::Prometheus, _) => render::prometheus(s),
+        (Request::PolicyShow, Some(w)) => w.show(),
+        (Request::PolicySet { name, params }, Some(w)) => {
+            let a = w.set_policy(&name, &params);
+            log(format_args!("policy set {name}: {}", a.trim_end()));
+            a
+        }
+        (Request::PolicyShow | Request::PolicySet { .. }, None) => workload::no_workload(),
     }
 }
 

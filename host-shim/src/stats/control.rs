@@ -1,8 +1,11 @@
 //! The host shim's control socket: a UNIX stream socket in a private directory (0700, owned by
 //! the shim's user), itself 0600, answering only peers of the same uid or root (SO_PEERCRED).
-//! Protocol: the client writes one request line (`json`, `table` or `prometheus`), the server
-//! answers with the text and closes. Requests are untrusted: anything else, or a line longer
-//! than [`MAX_REQUEST`], gets an `error: ...` line and is counted.
+//! Protocol: the client writes one request line, the server answers with text and closes:
+//! `json`, `table` or `prometheus` (the stats), `policy show` (the scheduling workload's
+//! policy) or `policy set NAME [PARAM=VALUE ...]` (a policy hot-swap; the answer starts with
+//! `confirmed:` once the agent acknowledged it). Requests are untrusted: anything else, or a
+//! line longer than [`MAX_REQUEST`], gets an `error: ...` line and is counted; an error
+//! answer always starts with `error: `.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -11,10 +14,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Longest request line accepted.
-pub const MAX_REQUEST: usize = 64;
+pub const MAX_REQUEST: usize = 256;
+/// Most `PARAM=VALUE` words in a `policy set` request.
+pub const MAX_PARAMS: usize = 8;
+/// Longest policy or parameter name.
+const MAX_NAME: usize = 32;
 
 /// What a client asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     /// One JSON object.
     Json,
@@ -22,23 +29,102 @@ pub enum Request {
     Table,
     /// Prometheus text format.
     Prometheus,
+    /// The scheduling workload's policy.
+    PolicyShow,
+    /// Switch the scheduling workload's policy: a name and `PARAM=VALUE` words, each checked
+    /// for shape only (the policy registry judges them).
+    PolicySet {
+        /// Policy name.
+        name: String,
+        /// `PARAM=VALUE` words.
+        params: Vec<String>,
+    },
+}
+
+/// A lower-case identifier (policy or parameter name).
+fn ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn param_word(w: &str) -> Result<String, String> {
+    match w.split_once('=') {
+        Some((k, v))
+            if ident(k)
+                && !v.is_empty()
+                && v.len() <= 20
+                && v.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            Ok(w.to_string())
+        }
+        _ => Err(format!(
+            "policy set: `{}` is not PARAM=VALUE (a parameter name and a whole number)",
+            w.escape_default()
+        )),
+    }
 }
 
 impl Request {
-    /// Parses a request line.
-    pub fn parse(line: &str) -> Option<Request> {
-        match line.trim() {
-            "json" => Some(Request::Json),
-            "table" => Some(Request::Table),
-            "prometheus" => Some(Request::Prometheus),
-            _ => None,
+    /// Parses a request line; the error says what is wrong.
+    pub fn parse(line: &str) -> Result<Request, String> {
+        let words: Vec<&str> = line.split_ascii_whitespace().collect();
+        match words.as_slice() {
+            ["json"] => Ok(Request::Json),
+            ["table"] => Ok(Request::Table),
+            ["prometheus"] => Ok(Request::Prometheus),
+            ["policy", "show"] => Ok(Request::PolicyShow),
+            ["policy", "set", name, params @ ..] => {
+                if !ident(name) {
+                    return Err(format!(
+                        "policy set: `{}` is not a policy name",
+                        name.escape_default()
+                    ));
+                }
+                if params.len() > MAX_PARAMS {
+                    return Err(format!("policy set: at most {MAX_PARAMS} parameters"));
+                }
+                let params = params
+                    .iter()
+                    .map(|w| param_word(w))
+                    .collect::<Result<_, _>>()?;
+                Ok(Request::PolicySet {
+                    name: name.to_string(),
+                    params,
+                })
+            }
+            _ => Err(
+                "unknown request; send `json`, `table`, `prometheus`, `policy show` or \
+                      `policy set NAME [PARAM=VALUE ...]`"
+                    .into(),
+            ),
         }
     }
-    fn word(self) -> &'static str {
+
+    /// The request line (without the newline).
+    pub fn line(&self) -> String {
         match self {
-            Request::Json => "json",
-            Request::Table => "table",
-            Request::Prometheus => "prometheus",
+            Request::Json => "json".into(),
+            Request::Table => "table".into(),
+            Request::Prometheus => "prometheus".into(),
+            Request::PolicyShow => "policy show".into(),
+            Request::PolicySet { name, params } => {
+                let mut l = format!("policy set {name}");
+                for p in params {
+                    l.push(' ');
+                    l.push_str(p);
+                }
+                l
+            }
+        }
+    }
+
+    /// How long a client waits for the answer (a switch waits for the agent's acknowledgement).
+    fn answer_timeout(&self) -> Duration {
+        match self {
+            Request::PolicySet { .. } => Duration::from_secs(20),
+            _ => Duration::from_secs(5),
         }
     }
 }
@@ -168,18 +254,21 @@ impl ControlServer {
         let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
         let mut line = String::new();
         let read = BufReader::new((&stream).take(MAX_REQUEST as u64 + 1)).read_line(&mut line);
-        let req = read
-            .ok()
-            .filter(|_| line.len() <= MAX_REQUEST)
-            .and_then(|_| Request::parse(&line));
+        let req = match read {
+            Ok(_) if line.len() > MAX_REQUEST => {
+                Err(format!("request longer than {MAX_REQUEST} bytes"))
+            }
+            Ok(_) => Request::parse(&line),
+            Err(_) => Err("unreadable request (send one line of text)".into()),
+        };
         let reply = match req {
-            Some(r) => {
+            Ok(r) => {
                 self.counters.served += 1;
                 answer(r)
             }
-            None => {
+            Err(e) => {
                 self.counters.bad_requests += 1;
-                "error: unknown request; send `json`, `table` or `prometheus`\n".to_string()
+                format!("error: {e}\n")
             }
         };
         let _ = stream.write_all(reply.as_bytes());
@@ -205,8 +294,8 @@ pub fn query(path: &Path, req: Request) -> Result<String, String> {
             path.display()
         )
     })?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    s.write_all(format!("{}\n", req.word()).as_bytes())
+    let _ = s.set_read_timeout(Some(req.answer_timeout()));
+    s.write_all(format!("{}\n", req.line()).as_bytes())
         .map_err(|e| format!("control socket: {e}"))?;
     let mut out = String::new();
     s.read_to_string(&mut out)

@@ -19,6 +19,8 @@ use wave_abi::status::{session_tag, State, StatusSnapshot, StatusView, MAX_LANES
 use wave_abi::subsystem::SUBSYSTEMS;
 use wave_abi::{Kind, Layout, SharedRegion};
 
+pub use crate::engine::LiveCounts;
+
 pub use ring_scan::{scan_ring, RingLevel};
 
 /// Transaction outcomes of a subsystem. The scheduling mechanism publishes its committed
@@ -87,13 +89,15 @@ pub struct Stats {
     pub doorbells_to_ipu: u64,
     /// Doorbells the IPU rang at the host.
     pub doorbells_to_host: u64,
-    /// Fallback state (the scheduling subsystem's fallback to the host): `none` until the
-    /// lifecycle's fallback publishes one.
+    /// Fallback state: `sched` while the scheduling workload's host fallback agent schedules
+    /// (the IPU is down or hung), else `none`.
     pub fallback: &'static str,
     /// Malformed-entry counters of the link, per side.
     pub malformed: Malformed,
     /// The link probe, when the service runs one.
     pub probe: Option<Probe>,
+    /// The scheduling workload, when the service runs one (the engine's live counters).
+    pub sched_workload: Option<LiveCounts>,
     /// Per subsystem.
     pub subsystems: Vec<SubsystemStats>,
 }
@@ -150,6 +154,7 @@ pub struct Sampler {
     txns: Option<Txns>,
     transport_doorbells: Option<(u64, u64)>,
     probe: Option<Probe>,
+    workload: Option<LiveCounts>,
     txns_from_host_status: bool,
 }
 
@@ -186,6 +191,7 @@ impl Sampler {
             txns: None,
             transport_doorbells: None,
             probe: None,
+            workload: None,
             txns_from_host_status: false,
         }
     }
@@ -201,6 +207,16 @@ impl Sampler {
     /// services' counts, so this is off by default).
     pub fn txns_from_host_status(&mut self) {
         self.txns_from_host_status = true;
+    }
+
+    /// Sets the scheduling workload's live counters (its transactions, its fallback state).
+    pub fn set_workload(&mut self, w: LiveCounts) {
+        self.set_txns(Txns {
+            committed: w.committed,
+            stale: Some(w.stale),
+            aborted: Some(w.aborted),
+        });
+        self.workload = Some(w);
     }
 
     /// Sets the link probe's counters.
@@ -280,7 +296,10 @@ impl Sampler {
             heartbeat_stale: age.is_some_and(|a| a > self.stale_after),
             doorbells_to_ipu: bells.map_or(host.counters[4], |d| d.0),
             doorbells_to_host: bells.map_or(ipu.counters[4], |d| d.1),
-            fallback: "none",
+            fallback: match &self.workload {
+                Some(w) if w.in_fallback => "sched",
+                _ => "none",
+            },
             malformed: Malformed {
                 host_bad_stamps: host.counters[1],
                 host_invalid: host.counters[6],
@@ -290,6 +309,7 @@ impl Sampler {
                 host_full_or_bad_credit: host.counters[3],
             },
             probe: self.probe,
+            sched_workload: self.workload.clone(),
             subsystems,
         };
         self.last = Some(now);

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Stats, SubsystemStats};
+use super::{LiveCounts, Stats, SubsystemStats};
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or("null".to_string(), |v| v.to_string())
@@ -44,6 +44,57 @@ fn sub_json(s: &SubsystemStats) -> String {
     )
 }
 
+/// The scheduling workload as JSON (`null` without one). Its strings (policy name and
+/// description) come from the policy registry, and hold no quote or backslash.
+fn workload_json(w: Option<&LiveCounts>) -> String {
+    let Some(w) = w else {
+        return "null".into();
+    };
+    format!(
+        "{{\"running\":{},\"finished\":{},\"policy\":\"{}\",\"policy_params\":\"{}\",\
+         \"generated\":{},\"completed\":{},\"violations\":{},\"swaps\":{},\"failovers\":{},\
+         \"in_fallback\":{},\"committed\":{},\"failed\":{},\"stale\":{},\"aborted\":{}}}",
+        w.running,
+        w.finished,
+        w.policy,
+        w.policy_params.replace(['"', '\\'], ""),
+        w.generated,
+        w.completed,
+        w.violations,
+        w.swaps,
+        w.failovers,
+        w.in_fallback,
+        w.committed,
+        w.failed,
+        w.stale,
+        w.aborted
+    )
+}
+
+/// The scheduling workload's line of the terminal view (and of `policy show`).
+pub fn workload_line(w: &LiveCounts) -> String {
+    let state = match (w.running, w.finished) {
+        (true, _) => "running",
+        (false, true) => "finished",
+        (false, false) => "waiting for the IPU",
+    };
+    format!(
+        "sched workload: {state}, policy {}, requests {} generated / {} completed, \
+         violations {}, swaps {}, failovers {}{}",
+        w.policy_params,
+        w.generated,
+        w.completed,
+        w.violations,
+        w.swaps,
+        w.failovers,
+        if w.in_fallback {
+            " (host fallback agent schedules)"
+        } else {
+            ""
+        }
+    )
+}
+
 /// One JSON object.
 pub fn json(s: &Stats) -> String {
     let m = &s.malformed;
@@ -54,7 +105,7 @@ pub fn json(s: &Stats) -> String {
          \"doorbells_to_ipu\":{},\"doorbells_to_host\":{},\"fallback\":\"{}\",\
          \"malformed\":{{\"host_bad_stamps\":{},\"host_invalid\":{},\"ipu_bad_stamps\":{},\
          \"ipu_invalid\":{},\"host_full_or_bad_credit\":{},\"ipu_full_or_bad_credit\":{}}},\
-         \"probe\":{},\"subsystems\":[{}]}}",
+         \"probe\":{},\"sched_workload\":{},\"subsystems\":[{}]}}",
         s.uptime_s,
         s.host_state,
         s.ipu_state,
@@ -76,6 +127,7 @@ pub fn json(s: &Stats) -> String {
             "{{\"sent\":{},\"answered\":{},\"lost\":{},\"last_rtt_us\":{:.1}}}",
             p.sent, p.answered, p.lost, p.last_rtt_us
         )),
+        workload_json(s.sched_workload.as_ref()),
         subs.join(",")
     )
 }
@@ -108,6 +160,9 @@ pub fn table(s: &Stats) -> String {
             "probe: sent {} answered {} lost {}, last round trip {:.1} us",
             p.sent, p.answered, p.lost, p.last_rtt_us
         );
+    }
+    if let Some(w) = &s.sched_workload {
+        let _ = writeln!(o, "{}", workload_line(w));
     }
     let _ = writeln!(
         o,
@@ -162,6 +217,7 @@ pub fn prometheus(s: &Stats) -> String {
     link_metrics(&mut o, s);
     subsystem_metrics(&mut o, s);
     probe_metrics(&mut o, s);
+    workload_metrics(&mut o, s);
     o
 }
 
@@ -338,4 +394,54 @@ fn probe_metrics(o: &mut String, s: &Stats) {
             &one(format!("{:.9}", p.last_rtt_us / 1e6)),
         );
     }
+}
+
+/// The scheduling workload, when the service runs one.
+fn workload_metrics(o: &mut String, s: &Stats) {
+    let Some(w) = &s.sched_workload else { return };
+    metric(
+        o,
+        "sched_workload_running",
+        "gauge",
+        "1 while the scheduling workload offers load or drains.",
+        &one(u8::from(w.running).to_string()),
+    );
+    metric(
+        o,
+        "sched_requests_total",
+        "counter",
+        "Requests of the scheduling workload, by state.",
+        &[
+            ("state=\"generated\"".into(), w.generated.to_string()),
+            ("state=\"completed\"".into(), w.completed.to_string()),
+        ],
+    );
+    metric(
+        o,
+        "sched_invariant_violations_total",
+        "counter",
+        "Invariant violations the host mechanism counted.",
+        &one(w.violations.to_string()),
+    );
+    metric(
+        o,
+        "policy_swaps_total",
+        "counter",
+        "Policy hot-swaps done.",
+        &one(w.swaps.to_string()),
+    );
+    metric(
+        o,
+        "failovers_total",
+        "counter",
+        "Times scheduling moved to the host fallback agent.",
+        &one(w.failovers.to_string()),
+    );
+    metric(
+        o,
+        "sched_policy",
+        "gauge",
+        "The scheduling policy in force (1 for its name).",
+        &[(format!("policy=\"{}\"", w.policy), "1".into())],
+    );
 }

@@ -186,3 +186,76 @@ fn a_shared_directory_is_refused() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn policy_requests_are_parsed_strictly() {
+    let set = |n: &str, p: &[&str]| Request::PolicySet {
+        name: n.into(),
+        params: p.iter().map(|s| s.to_string()).collect(),
+    };
+    assert_eq!(Request::parse("policy show\n"), Ok(Request::PolicyShow));
+    assert_eq!(Request::parse("policy set fair"), Ok(set("fair", &[])));
+    assert_eq!(
+        Request::parse(" policy  set shinjuku slice_ns=30000\n"),
+        Ok(set("shinjuku", &["slice_ns=30000"]))
+    );
+    let r = set("fair", &["slice_ns=1", "steal_after_ns=2"]);
+    assert_eq!(Request::parse(&r.line()), Ok(r));
+    for (bad, says) in [
+        ("policy set", "unknown request"),
+        ("policy", "unknown request"),
+        ("policy set Fair", "not a policy name"),
+        ("policy set fair slice_ns", "not PARAM=VALUE"),
+        ("policy set fair slice_ns=-1", "not PARAM=VALUE"),
+        ("policy set fair slice_ns=1e3", "not PARAM=VALUE"),
+        ("policy set fair =1", "not PARAM=VALUE"),
+        (
+            "policy set fair a=1 a=1 a=1 a=1 a=1 a=1 a=1 a=1 a=1",
+            "at most 8",
+        ),
+        ("policy set f\u{1b}[2J", "not a policy name"),
+        ("json please", "unknown request"),
+    ] {
+        let e = Request::parse(bad).unwrap_err();
+        assert!(e.contains(says), "{bad:?}: {e}");
+        assert!(
+            !e.contains('\u{1b}'),
+            "control characters are escaped: {e:?}"
+        );
+    }
+    // A shim without a workload says so, and how to get one.
+    let a = crate::service::answer(&Stats::default(), set("fair", &[]));
+    assert!(
+        a.starts_with("error: no scheduling workload") && a.contains("workload_rate"),
+        "{a}"
+    );
+}
+
+#[test]
+fn an_overlong_policy_request_is_refused_and_counted() {
+    let dir = temp_dir("long");
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("control.sock");
+    let mut server = ControlServer::bind(&path).unwrap();
+    let client = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            use std::io::{Read, Write};
+            let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+            let line = format!("policy set fair {}\n", "x=1 ".repeat(200));
+            let _ = s.write_all(line.as_bytes());
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        }
+    });
+    let t0 = Instant::now();
+    while server.counters.bad_requests < 1 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "client never came");
+        server.serve_pending(&mut |r| crate::service::answer(&Stats::default(), r));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = client.join().unwrap();
+    assert!(out.starts_with("error: request longer than"), "{out}");
+    assert_eq!(server.counters.served, 0);
+}
