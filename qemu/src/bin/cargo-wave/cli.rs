@@ -116,7 +116,7 @@ pub struct DemoArgs {
     pub plot: Option<PathBuf>,
     /// (net) Server workers (each a pinned thread with its own SO_REUSEPORT socket).
     #[arg(long, default_value_t = 8, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..=32))]
+          value_parser = clap::value_parser!(u32).range(1..=64))]
     pub workers: u32,
     /// (net) Seconds per load phase (low, peak, low, bursty).
     #[arg(long, default_value_t = 2.0, value_name = "SECS")]
