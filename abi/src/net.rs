@@ -702,7 +702,10 @@ mod tests {
         assert_eq!(decode_decision(&encode_decision(&d2)), Ok(d2));
         ws[5] = 200;
         let got = decode_decision(&encode_decision(&NetDecision { weights: ws, ..d })).unwrap();
-        assert_eq!((got.weights[5], got.weights[4], got.weights[6]), (MAX_WEIGHT, 4, 6));
+        assert_eq!(
+            (got.weights[5], got.weights[4], got.weights[6]),
+            (MAX_WEIGHT, 4, 6)
+        );
         let c64 = NetConfig {
             n_workers: 64,
             params: NetParams::default(),

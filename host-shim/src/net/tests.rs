@@ -175,7 +175,12 @@ fn sixty_four_workers_steer_to_the_last() {
     let st = s.snapshot().0;
     let o = s.apply(&decision(st.epoch, NetDecisionKind::Grant, 63, 1 | 1 << 63));
     assert_eq!(o.kind, OutcomeKind::Committed);
-    let o = s.apply(&decision(o.table_epoch, NetDecisionKind::Revoke, 0, 1 << 63));
+    let o = s.apply(&decision(
+        o.table_epoch,
+        NetDecisionKind::Revoke,
+        0,
+        1 << 63,
+    ));
     assert_eq!(o.kind, OutcomeKind::Committed);
     assert_eq!(s.snapshot().0.active, 1 << 63);
     let steered = ebpf(&s);
@@ -187,7 +192,11 @@ fn sixty_four_workers_steer_to_the_last() {
     assert_eq!(served, 400);
     if steered {
         assert_eq!(s.kernel_entry(5), Some(63));
-        assert_eq!(after[63].1 - before[63].1, 400, "every datagram reached socket 63");
+        assert_eq!(
+            after[63].1 - before[63].1,
+            400,
+            "every datagram reached socket 63"
+        );
     }
     stop(s, t);
 }

@@ -333,9 +333,14 @@ fn sixty_four_workers_grant_up_to_the_last_and_revoke_it() {
     let mut h = Host::new(64, 0b1, p);
     let mut hot = |s: &mut WorkerSample| s.oldest_age_us = 10_000 * (s.active as u32);
     while h.active != u64::MAX {
-        let d = h.tick(IV, &mut hot).expect("a grant every interval while congested");
+        let d = h
+            .tick(IV, &mut hot)
+            .expect("a grant every interval while congested");
         assert_eq!(d.kind, NetDecisionKind::Grant);
-        assert_eq!(d.weights.iter().filter(|w| **w > 0).count(), d.worker as usize + 1);
+        assert_eq!(
+            d.weights.iter().filter(|w| **w > 0).count(),
+            d.worker as usize + 1
+        );
         h.commit(&d);
     }
     assert_eq!(h.a.stats().grants, 63);
@@ -346,7 +351,10 @@ fn sixty_four_workers_grant_up_to_the_last_and_revoke_it() {
         d = d.or(h.tick(0, &mut quiet));
     }
     let d = d.expect("revoke when idle");
-    assert_eq!((d.kind, d.worker, d.weights[63]), (NetDecisionKind::Revoke, 63, 0));
+    assert_eq!(
+        (d.kind, d.worker, d.weights[63]),
+        (NetDecisionKind::Revoke, 63, 0)
+    );
     h.commit(&d);
     assert_eq!(h.active, u64::MAX >> 1);
 }
