@@ -44,7 +44,7 @@ impl Default for LoadConfig {
             long_us: 8_000,
             long_permille: 50,
             low: 0.2,
-            peak: 0.6,
+            peak: 0.8,
             clients: 64,
             seed: 42,
             drain: Duration::from_secs(10),
