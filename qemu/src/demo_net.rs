@@ -250,9 +250,10 @@ fn rows(demo: &NetDemo, slo_us: u64) -> Vec<(String, Vec<String>)> {
     row("throughput (req/s)".into(), &|r| {
         format!("{:.0}", r.result.throughput_rps)
     });
-    row(format!("throughput at p99 <= {} (req/s)", ms(slo_us)), &|r| {
-        format!("{:.0}", r.result.goodput_rps)
-    });
+    row(
+        format!("throughput at p99 <= {} (req/s)", ms(slo_us)),
+        &|r| format!("{:.0}", r.result.goodput_rps),
+    );
     for (i, name) in PHASES.iter().enumerate() {
         row(format!("{name}: p50/p99/p99.9"), &|r| {
             r.result.phases.get(i).map_or("-".into(), |p| {

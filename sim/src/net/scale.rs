@@ -111,9 +111,12 @@ pub struct ScaleRow {
     pub runs: [NetSimReport; 3],
 }
 
-/// Runs the three configurations at `workers`.
-pub fn compare(workers: usize) -> Result<ScaleRow, String> {
-    let cfg = NetSimConfig::scaled(workers);
+/// Runs the three configurations at `workers`, with the peak at `peak` of capacity.
+pub fn compare(workers: usize, peak: f64) -> Result<ScaleRow, String> {
+    let cfg = NetSimConfig {
+        peak,
+        ..NetSimConfig::scaled(workers)
+    };
     let found = static_minimum(&cfg)?;
     let k = found.unwrap_or(workers);
     let stat = |k| {
@@ -184,9 +187,15 @@ mod tests {
     /// time: the bounds are deterministic, not wall-clock measurements.
     #[test]
     fn the_allocator_at_scale_follows_the_load_step() {
-        let rows: Vec<ScaleRow> = [16, 32, 64].map(|n| compare(n).unwrap()).to_vec();
-        println!("{}", table(&rows));
-        for row in &rows {
+        for peak in [0.8, 0.6] {
+            let rows: Vec<ScaleRow> = [16, 32, 64].map(|n| compare(n, peak).unwrap()).to_vec();
+            println!("peak {peak}:\n{}", table(&rows));
+            check(&rows);
+        }
+    }
+
+    fn check(rows: &[ScaleRow]) {
+        for row in rows {
             let [all, min, r] = &row.runs;
             assert_eq!(r.arrived, r.completed);
             assert_eq!((all.arrived, min.arrived), (all.completed, min.completed));

@@ -123,7 +123,7 @@ pub struct DemoArgs {
     pub phase_secs: f64,
     /// (net) Load of the peak phase, as a fraction of the workers' nominal capacity (the low
     /// phases are at 0.2).
-    #[arg(long, default_value_t = 0.8, value_name = "FRACTION")]
+    #[arg(long, default_value_t = 0.6, value_name = "FRACTION")]
     pub peak_load: f64,
     /// (net) p99 latency objective in milliseconds.
     #[arg(long, default_value_t = 30.0, value_name = "MS")]
