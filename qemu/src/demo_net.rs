@@ -110,9 +110,20 @@ fn children_cpu_s() -> Option<f64> {
     Some(secs(u.user_time()) + secs(u.system_time()))
 }
 
+/// What the static-minimum search found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticSearch {
+    /// The fewest workers that met the SLO at the peak, or W if none did.
+    pub workers: usize,
+    /// Each step: (workers, p99 at the peak in µs).
+    pub steps: Vec<(usize, u64)>,
+    /// Whether one met it.
+    pub met: bool,
+}
+
 /// The fewest workers (from the peak's offered cores up) whose p99 at the peak load meets
-/// the SLO, by short peak-only runs: (that count or W, every step, whether one met it).
-pub fn static_minimum(opts: &NetDemoOptions) -> Result<(usize, Vec<(usize, u64)>, bool)> {
+/// the SLO, by short peak-only runs.
+pub fn static_minimum(opts: &NetDemoOptions) -> Result<StaticSearch> {
     let cfg = &opts.run;
     let from = ((cfg.load.peak * cfg.workers as f64).ceil() as usize).clamp(1, cfg.workers);
     let mut steps = Vec::new();
@@ -130,14 +141,22 @@ pub fn static_minimum(opts: &NetDemoOptions) -> Result<(usize, Vec<(usize, u64)>
         );
         steps.push((k, p99));
         if p99 <= cfg.slo_us && r.all_answered() {
-            return Ok((k, steps, true));
+            return Ok(StaticSearch {
+                workers: k,
+                steps,
+                met: true,
+            });
         }
     }
     eprintln!(
         "net: static search: no static allocation met the SLO at the peak; the static peak is all {} workers",
         cfg.workers
     );
-    Ok((cfg.workers, steps, false))
+    Ok(StaticSearch {
+        workers: cfg.workers,
+        steps,
+        met: false,
+    })
 }
 
 /// Runs the `ipu` configuration: the firmware in QEMU runs `wave.services=net@0`.
@@ -172,7 +191,8 @@ pub fn run_ipu(opts: &NetDemoOptions, image: &Image) -> Result<NetDemoRun> {
 
 /// Runs the configurations (`image` is needed only for `ipu`).
 pub fn run(opts: &NetDemoOptions, image: Option<&Image>) -> Result<NetDemo> {
-    let (static_min, search, static_min_met) = static_minimum(opts)?;
+    let found = static_minimum(opts)?;
+    let static_min = found.workers;
     let mut modes = vec![NetMode::StaticAll, NetMode::StaticMin(static_min)];
     if opts.host {
         modes.push(NetMode::Host);
@@ -212,8 +232,8 @@ pub fn run(opts: &NetDemoOptions, image: Option<&Image>) -> Result<NetDemo> {
     Ok(NetDemo {
         runs,
         static_min,
-        search,
-        static_min_met,
+        search: found.steps,
+        static_min_met: found.met,
     })
 }
 

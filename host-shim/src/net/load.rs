@@ -47,7 +47,7 @@ impl Default for LoadConfig {
             peak: 0.6,
             clients: 64,
             seed: 42,
-            drain: Duration::from_secs(10),
+            drain: Duration::from_secs(30),
             peak_only: false,
         }
     }
