@@ -277,6 +277,7 @@ fn run_with<L: Link>(
 
 /// The policy thread of the host mode: the same service and runtime as the firmware.
 fn policy_thread(ipu: LocalLink, stop: &AtomicBool) -> Option<u64> {
+    super::latency_priority();
     let cpu0 = super::thread_cpu_ns();
     let region = ipu.region();
     let layout = Layout::read(&region).ok()?;
@@ -325,6 +326,7 @@ fn control<L: Link>(
     stop: &AtomicBool,
     ready: &AtomicBool,
 ) -> ControlReport {
+    super::latency_priority();
     let cpu0 = super::thread_cpu_ns();
     let mut rep = ControlReport::default();
     if let Err(e) = control_loop(link, server, cfg, stop, ready, &mut rep) {

@@ -147,7 +147,10 @@ pub fn run(port: u16, cfg: &LoadConfig, origin: Instant) -> Result<LoadResult, S
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         let rx = s.spawn(|| receive(&clients, origin, &sent, &done, cfg.drain));
-        let n = send(&clients, port, cfg, origin, total_ns);
+        // The sender is a thread of its own: it raises its priority, and the caller's (which
+        // may start QEMU next, a child inheriting it) stays as it was.
+        let tx = s.spawn(|| send(&clients, port, cfg, origin, total_ns));
+        let n = tx.join().map_err(|_| "sender panicked")?;
         sent.store(n, Release);
         done.store(true, Release);
         let (records, answered) = rx.join().map_err(|_| "receiver panicked")?;
@@ -168,6 +171,7 @@ fn send(
     total_ns: u64,
 ) -> u64 {
     super::fine_timer_slack();
+    super::latency_priority();
     let to = sock::server_addr(port);
     let mut rng = Rng::new(cfg.seed);
     let mut next = 0f64;
@@ -220,6 +224,7 @@ fn receive(
     done: &AtomicBool,
     drain: Duration,
 ) -> (Vec<Record>, u64) {
+    super::latency_priority();
     let mut seen: Vec<bool> = Vec::new();
     let mut records = Vec::new();
     let all: Vec<usize> = (0..clients.len()).collect();

@@ -416,6 +416,7 @@ impl Server {
     fn worker(&self, w: usize) {
         super::pin_slot(w);
         super::fine_timer_slack();
+        super::latency_priority();
         let me = &self.workers[w];
         let mut buf = [0u8; 64];
         while !self.stop.load(Acquire) {
