@@ -257,12 +257,15 @@ pub fn simulate(cfg: &NetSimConfig) -> Result<NetSimReport, String> {
             next_arrival += -(1.0 - rng.unit()).ln() / rate.max(1e-12);
         }
         interval += 1;
+        let mut entries = [0u8; MAX_WORKERS];
+        for e in host.table {
+            entries[e as usize] += 1;
+        }
         for (k, w) in host.w.iter_mut().enumerate() {
             let s = serve(w, t, t1, &mut trace.done);
-            let entries = host.table.iter().filter(|e| **e as usize == k).count() as u8;
             let s = WorkerSample {
                 worker: k as u8,
-                table_entries: entries,
+                table_entries: entries[k],
                 ..s
             };
             if let Some(a) = alloc.as_mut() {

@@ -78,8 +78,8 @@ fn reaction(cfg: &NetSimConfig, windows: &[(u64, u64)]) -> Option<u64> {
     }
 }
 
-/// The fewest workers (from the peak's offered cores up) whose p99 in a peak-only run meets
-/// the SLO; `None` if not even all of them do.
+/// The fewest workers (from the peak's offered cores up, every worker count: the simulator is
+/// cheap) whose p99 in a peak-only run meets the SLO; `None` if not even all of them do.
 pub fn static_minimum(cfg: &NetSimConfig) -> Result<Option<usize>, String> {
     let n = cfg.workers;
     let from = ((cfg.peak * n as f64).ceil() as usize).clamp(1, n);
