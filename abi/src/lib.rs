@@ -43,7 +43,7 @@ pub mod sync;
 mod loom_tests;
 
 /// ABI major version: a reader refuses any other major.
-pub const ABI_MAJOR: u16 = 2;
+pub const ABI_MAJOR: u16 = 3;
 /// ABI minor version: additions only; readers accept any minor of their major.
 pub const ABI_MINOR: u16 = 0;
 

@@ -12,8 +12,13 @@ use crate::layout::Kind;
 use crate::ring::{EntryBody, PAYLOAD_SIZE};
 use crate::subsystem::{RingDesc, Subsystem};
 
-/// Most workers a server has (one weight byte each in a decision).
-pub const MAX_WORKERS: usize = 32;
+/// Most workers a server has (one 4-bit weight each in a decision, ABI 3.0).
+pub const MAX_WORKERS: usize = 64;
+/// Largest table weight a decision carries (4 bits); the encoder saturates above it.
+pub const MAX_WEIGHT: u8 = 15;
+/// The weight of every active worker when shares are equal ([`equal_weights`]); halving it
+/// three times reaches 1 and doubling recovers it exactly.
+pub const EQUAL_WEIGHT: u8 = 8;
 /// Entries of the steering table (a NIC's RSS indirection table has 128; index = hash & 127).
 pub const TABLE_ENTRIES: usize = 128;
 
@@ -175,7 +180,7 @@ pub struct NetDecision {
     /// The worker granted or revoked (0 for a rebalance).
     pub worker: u8,
     /// Table weight per worker after the decision (0: not in the table; a parked worker must
-    /// have 0, an active one at least 1).
+    /// have 0, an active one at least 1; at most [`MAX_WEIGHT`] on the wire).
     pub weights: [u8; MAX_WORKERS],
 }
 
@@ -341,8 +346,33 @@ pub fn encode_decision(d: &NetDecision) -> EntryBody {
     w.put(0, &d.txn.to_le_bytes());
     w.put(8, &d.table_epoch.to_le_bytes());
     w.put(12, &[d.kind as u8, d.worker, 0, 0]);
-    w.put(16, &d.weights);
+    w.put(16, &pack_weights(&d.weights));
     EntryBody::new(TAG_NET_DECISION, 0, &w.0[..DECISION_LEN as usize])
+}
+
+/// Bytes of the packed weights: two workers per byte.
+const PACKED_WEIGHTS: usize = MAX_WORKERS / 2;
+
+/// Packs the weights 4 bits each (worker 2i in the low nibble of byte i, 2i + 1 in the high
+/// one), saturating at [`MAX_WEIGHT`].
+fn pack_weights(weights: &[u8; MAX_WORKERS]) -> [u8; PACKED_WEIGHTS] {
+    let mut out = [0u8; PACKED_WEIGHTS];
+    for (i, b) in out.iter_mut().enumerate() {
+        let lo = weights[2 * i].min(MAX_WEIGHT);
+        let hi = weights[2 * i + 1].min(MAX_WEIGHT);
+        *b = lo | hi << 4;
+    }
+    out
+}
+
+/// The inverse of [`pack_weights`] (every nibble is a valid weight).
+fn unpack_weights(packed: &[u8]) -> [u8; MAX_WORKERS] {
+    let mut w = [0u8; MAX_WORKERS];
+    for (i, b) in packed.iter().take(PACKED_WEIGHTS).enumerate() {
+        w[2 * i] = b & 0x0f;
+        w[2 * i + 1] = b >> 4;
+    }
+    w
 }
 
 fn header(body: &EntryBody, len: u16) -> Result<(), NetDecodeError> {
@@ -446,8 +476,7 @@ pub fn decode_decision(body: &EntryBody) -> Result<NetDecision, NetDecodeError> 
     if p[13] as usize >= MAX_WORKERS {
         return Err(NetDecodeError::Range);
     }
-    let mut weights = [0u8; MAX_WORKERS];
-    weights.copy_from_slice(&p[16..48]);
+    let weights = unpack_weights(&p[16..48]);
     Ok(NetDecision {
         txn: u64_at(p, 0),
         table_epoch: u32_at(p, 8),
@@ -599,12 +628,13 @@ fn spread(count: &[u32; MAX_WORKERS]) -> [u8; TABLE_ENTRIES] {
     table
 }
 
-/// Equal weights for the workers set in `active` (bit w: worker w), 0 elsewhere.
-pub fn equal_weights(active: u32) -> [u8; MAX_WORKERS] {
+/// Equal weights ([`EQUAL_WEIGHT`]) for the workers set in `active` (bit w: worker w), 0
+/// elsewhere.
+pub fn equal_weights(active: u64) -> [u8; MAX_WORKERS] {
     let mut w = [0u8; MAX_WORKERS];
     for (i, x) in w.iter_mut().enumerate() {
         if active & (1 << i) != 0 {
-            *x = 16;
+            *x = EQUAL_WEIGHT;
         }
     }
     w
@@ -659,10 +689,31 @@ mod tests {
             txn: 1,
             table_epoch: 2,
             kind: NetDecisionKind::Revoke,
-            worker: 31,
-            weights: equal_weights(0x7fff_ffff),
+            worker: 63,
+            weights: equal_weights(0x7fff_ffff_ffff_ffff),
         };
         assert_eq!(decode_decision(&encode_decision(&d)), Ok(d));
+        // Every weight 0..=15 at every position survives the 4-bit packing; above 15 saturates.
+        let mut ws = [0u8; MAX_WORKERS];
+        for (i, w) in ws.iter_mut().enumerate() {
+            *w = (i % 16) as u8;
+        }
+        let d2 = NetDecision { weights: ws, ..d };
+        assert_eq!(decode_decision(&encode_decision(&d2)), Ok(d2));
+        ws[5] = 200;
+        let got = decode_decision(&encode_decision(&NetDecision { weights: ws, ..d })).unwrap();
+        assert_eq!(
+            (got.weights[5], got.weights[4], got.weights[6]),
+            (MAX_WEIGHT, 4, 6)
+        );
+        let c64 = NetConfig {
+            n_workers: 64,
+            params: NetParams::default(),
+        };
+        assert_eq!(decode_to_ipu(&encode_config(&c64)), Ok(ToIpu::Config(c64)));
+        let mut c65 = encode_config(&c64);
+        c65.payload[0] = 65;
+        assert_eq!(decode_to_ipu(&c65), Err(NetDecodeError::Range));
     }
 
     #[test]
@@ -674,7 +725,7 @@ mod tests {
         let mut bad_aux = good;
         bad_aux.aux = 1.into();
         let mut bad_worker = good;
-        bad_worker.payload[0] = 32;
+        bad_worker.payload[0] = 64;
         let mut bad_flag = good;
         bad_flag.payload[1] = 2;
         for b in [
@@ -735,11 +786,16 @@ mod tests {
         // Spread: the first four entries name four different workers.
         assert_eq!(&t[..4], &[0, 1, 2, 3]);
         let mut ws = equal_weights(0b111);
-        ws[1] = 8; // half of the others' 16
+        ws[1] = EQUAL_WEIGHT / 2; // half of the others' share
         let t = build_table(&ws).unwrap();
         let n1 = t.iter().filter(|x| **x == 1).count();
         assert_eq!(n1, 26, "8/40 of 128 is 25.6");
         assert_eq!(t.iter().filter(|x| **x == 0).count(), 51);
         assert!(build_table(&[0; MAX_WORKERS]).is_none());
+        // 64 workers: two entries each, every worker named.
+        let t = build_table(&equal_weights(u64::MAX)).unwrap();
+        for w in 0..64u8 {
+            assert_eq!(t.iter().filter(|x| **x == w).count(), 2);
+        }
     }
 }

@@ -23,10 +23,11 @@ proptest! {
 
     #[test]
     fn samples_and_decisions_roundtrip(
-        worker in 0u8..32, active: bool, entries in 0u8..=128, q: u32, age: u32,
+        worker in 0u8..64, active: bool, entries in 0u8..=128, q: u32, age: u32,
         busy: u64, idle: u64, done: u64, interval: u32,
-        txn: u64, epoch: u32, k: u8, weights in proptest::array::uniform32(any::<u8>()),
+        txn: u64, epoch: u32, k: u8, ws in proptest::collection::vec(0..=MAX_WEIGHT, MAX_WORKERS),
     ) {
+        let weights: [u8; MAX_WORKERS] = ws.try_into().unwrap();
         let s = WorkerSample { worker, active, queued: q, oldest_age_us: age, busy_ns: busy,
             idle_ns: idle, completions: done, table_entries: entries };
         prop_assert_eq!(decode_to_ipu(&encode_sample(&s, interval)),
@@ -45,7 +46,8 @@ proptest! {
     }
 
     #[test]
-    fn the_table_follows_the_weights(weights in proptest::array::uniform32(0u8..20)) {
+    fn the_table_follows_the_weights(ws in proptest::collection::vec(0u8..20, MAX_WORKERS)) {
+        let weights: [u8; MAX_WORKERS] = ws.try_into().unwrap();
         let total: u32 = weights.iter().map(|w| *w as u32).sum();
         match build_table(&weights) {
             None => prop_assert_eq!(total, 0),

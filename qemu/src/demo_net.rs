@@ -78,12 +78,30 @@ impl NetDemoRun {
 }
 
 /// The demo's outcome: the runs and the static minimum found.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct NetDemo {
     /// Runs in order: static-all, static-min, host, ipu.
     pub runs: Vec<NetDemoRun>,
     /// The static minimum that met the SLO at peak (W if none did).
     pub static_min: usize,
+    /// The search's steps: (workers, p99 at the peak in µs); the last one met the SLO when
+    /// [`NetDemo::static_min_met`].
+    pub search: Vec<(usize, u64)>,
+    /// Whether any static allocation met the SLO at the peak.
+    pub static_min_met: bool,
+}
+
+/// Most peak-only runs the static-minimum search makes (it steps over worker counts evenly
+/// when the range is wider, always trying all W last).
+pub const SEARCH_STEPS: usize = 8;
+
+/// The worker counts the search tries: from `from` to `w`, at most [`SEARCH_STEPS`].
+fn search_counts(from: usize, w: usize) -> Vec<usize> {
+    let step = (w + 1 - from.min(w)).div_ceil(SEARCH_STEPS).max(1);
+    let mut v: Vec<usize> = (from.min(w)..w).step_by(step).collect();
+    v.truncate(SEARCH_STEPS - 1);
+    v.push(w);
+    v
 }
 
 fn children_cpu_s() -> Option<f64> {
@@ -92,12 +110,24 @@ fn children_cpu_s() -> Option<f64> {
     Some(secs(u.user_time()) + secs(u.system_time()))
 }
 
+/// What the static-minimum search found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticSearch {
+    /// The fewest workers that met the SLO at the peak, or W if none did.
+    pub workers: usize,
+    /// Each step: (workers, p99 at the peak in µs).
+    pub steps: Vec<(usize, u64)>,
+    /// Whether one met it.
+    pub met: bool,
+}
+
 /// The fewest workers (from the peak's offered cores up) whose p99 at the peak load meets
 /// the SLO, by short peak-only runs.
-pub fn static_minimum(opts: &NetDemoOptions) -> Result<usize> {
+pub fn static_minimum(opts: &NetDemoOptions) -> Result<StaticSearch> {
     let cfg = &opts.run;
     let from = ((cfg.load.peak * cfg.workers as f64).ceil() as usize).clamp(1, cfg.workers);
-    for k in from..=cfg.workers {
+    let mut steps = Vec::new();
+    for k in search_counts(from, cfg.workers) {
         let mut c = cfg.clone();
         c.progress = false;
         c.load.peak_only = true;
@@ -109,11 +139,24 @@ pub fn static_minimum(opts: &NetDemoOptions) -> Result<usize> {
             p99 as f64 / 1000.0,
             cfg.slo_us as f64 / 1000.0
         );
+        steps.push((k, p99));
         if p99 <= cfg.slo_us && r.all_answered() {
-            return Ok(k);
+            return Ok(StaticSearch {
+                workers: k,
+                steps,
+                met: true,
+            });
         }
     }
-    Ok(cfg.workers)
+    eprintln!(
+        "net: static search: no static allocation met the SLO at the peak; the static peak is all {} workers",
+        cfg.workers
+    );
+    Ok(StaticSearch {
+        workers: cfg.workers,
+        steps,
+        met: false,
+    })
 }
 
 /// Runs the `ipu` configuration: the firmware in QEMU runs `wave.services=net@0`.
@@ -148,7 +191,8 @@ pub fn run_ipu(opts: &NetDemoOptions, image: &Image) -> Result<NetDemoRun> {
 
 /// Runs the configurations (`image` is needed only for `ipu`).
 pub fn run(opts: &NetDemoOptions, image: Option<&Image>) -> Result<NetDemo> {
-    let static_min = static_minimum(opts)?;
+    let found = static_minimum(opts)?;
+    let static_min = found.workers;
     let mut modes = vec![NetMode::StaticAll, NetMode::StaticMin(static_min)];
     if opts.host {
         modes.push(NetMode::Host);
@@ -179,13 +223,18 @@ pub fn run(opts: &NetDemoOptions, image: Option<&Image>) -> Result<NetDemo> {
         if let (Some(why), false, false) = (why, mode == NetMode::StaticAll, said) {
             said = true;
             eprintln!(
-                "wave: demo net: no eBPF steering ({}; run as root for it): falling back to the kernel's reuseport hash with park/unpark only: table rewrites and rebalancing are skipped, and a parked worker's socket still gets its share of the hash (served by an adopting worker)",
+                "wave: demo net: no eBPF steering ({}; run as root for it): falling back to the kernel's reuseport hash with park/unpark only: table rewrites and rebalancing are skipped, a parked worker's socket still gets its share of the hash (served by an adopting worker), and the server's threads keep their normal priority (no nice -10)",
                 why.strip_suffix(')').unwrap_or(why)
             );
         }
         runs.push(run);
     }
-    Ok(NetDemo { runs, static_min })
+    Ok(NetDemo {
+        runs,
+        static_min,
+        search: found.steps,
+        static_min_met: found.met,
+    })
 }
 
 fn plain(r: std::result::Result<NetRunResult, String>) -> Result<NetDemoRun> {
@@ -221,6 +270,10 @@ fn rows(demo: &NetDemo, slo_us: u64) -> Vec<(String, Vec<String>)> {
     row("throughput (req/s)".into(), &|r| {
         format!("{:.0}", r.result.throughput_rps)
     });
+    row(
+        format!("throughput at p99 <= {} (req/s)", ms(slo_us)),
+        &|r| format!("{:.0}", r.result.goodput_rps),
+    );
     for (i, name) in PHASES.iter().enumerate() {
         row(format!("{name}: p50/p99/p99.9"), &|r| {
             r.result.phases.get(i).map_or("-".into(), |p| {
@@ -239,6 +292,19 @@ fn rows(demo: &NetDemo, slo_us: u64) -> Vec<(String, Vec<String>)> {
     });
     row("workers held avg / peak".into(), &|r| {
         format!("{:.2} / {}", r.result.avg_cores, r.result.peak_cores)
+    });
+    let min_name = NetMode::StaticMin(demo.static_min).name();
+    let verdict = if demo.static_min_met {
+        format!("met at {}", demo.static_min)
+    } else {
+        format!("none met: all {}", demo.static_min)
+    };
+    row("static minimum at the peak".into(), &|r| {
+        if r.result.mode == min_name {
+            verdict.clone()
+        } else {
+            "-".into()
+        }
     });
     let k = demo.static_min as f64;
     row(format!("cores saved vs static peak ({k})"), &|r| {
@@ -322,16 +388,17 @@ fn run_json(r: &NetDemoRun) -> String {
     let windows: Vec<String> = x
         .windows
         .iter()
-        .map(|w| format!("[{},{},{:.3}]", w.t_ms, w.p99_us, w.cores))
+        .map(|w| format!("[{},{},{},{:.3}]", w.t_ms, w.p99_us, w.answered, w.cores))
         .collect();
     let opt = |v: Option<f64>| v.map_or("null".into(), |v| format!("{v:.3}"));
     format!(
-        "{{\"mode\":\"{}\",\"steering\":\"{}\",\"sent\":{},\"answered\":{},\"throughput_rps\":{:.1},\"avg_cores\":{:.3},\"peak_cores\":{},\"batch_units_per_s\":{:.1},\"reaction_ms\":{},\"committed\":{},\"stale\":{},\"invalid\":{},\"rewrites\":{},\"intervals_skipped\":{},\"policy_cpu_s\":{},\"mechanism_cpu_s\":{:.3},\"emulator_cpu_s\":{},\"phases\":[{}],\"windows_t_ms_p99_us_cores\":[{}]}}",
+        "{{\"mode\":\"{}\",\"steering\":\"{}\",\"sent\":{},\"answered\":{},\"throughput_rps\":{:.1},\"goodput_rps\":{:.1},\"avg_cores\":{:.3},\"peak_cores\":{},\"batch_units_per_s\":{:.1},\"reaction_ms\":{},\"committed\":{},\"stale\":{},\"invalid\":{},\"rewrites\":{},\"intervals_skipped\":{},\"policy_cpu_s\":{},\"mechanism_cpu_s\":{:.3},\"emulator_cpu_s\":{},\"phases\":[{}],\"windows_t_ms_p99_us_answered_cores\":[{}]}}",
         x.mode,
         x.steering.replace('"', "'"),
         x.sent,
         x.answered,
         x.throughput_rps,
+        x.goodput_rps,
         x.avg_cores,
         x.peak_cores,
         x.batch_rate,
@@ -354,7 +421,7 @@ pub fn json(opts: &NetDemoOptions, demo: &NetDemo) -> String {
     let c = &opts.run;
     let runs: Vec<String> = demo.runs.iter().map(run_json).collect();
     format!(
-        "{{\"config\":{{\"workers\":{},\"capacity_rps\":{:.1},\"phase_s\":{},\"low\":{},\"peak\":{},\"short_us\":{},\"long_us\":{},\"long_permille\":{},\"cpu_permille\":{},\"interval_us\":{},\"slo_us\":{},\"delay_add_us\":{},\"static_min\":{}}},\"runs\":[{}]}}",
+        "{{\"config\":{{\"workers\":{},\"capacity_rps\":{:.1},\"phase_s\":{},\"low\":{},\"peak\":{},\"short_us\":{},\"long_us\":{},\"long_permille\":{},\"cpu_permille\":{},\"interval_us\":{},\"slo_us\":{},\"delay_add_us\":{},\"static_min\":{},\"static_min_met\":{},\"static_search_workers_p99_us\":[{}]}},\"runs\":[{}]}}",
         c.workers,
         c.load.capacity_rps,
         c.load.phase_s,
@@ -368,6 +435,13 @@ pub fn json(opts: &NetDemoOptions, demo: &NetDemo) -> String {
         c.slo_us,
         c.params.delay_add_us,
         demo.static_min,
+        demo.static_min_met,
+        demo
+            .search
+            .iter()
+            .map(|(k, p)| format!("[{k},{p}]"))
+            .collect::<Vec<_>>()
+            .join(","),
         runs.join(",")
     )
 }
@@ -450,4 +524,20 @@ pub fn svg(opts: &NetDemoOptions, demo: &NetDemo) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_search_is_capped_and_ends_at_all_workers() {
+        assert_eq!(search_counts(7, 8), vec![7, 8]);
+        assert_eq!(search_counts(8, 8), vec![8]);
+        let wide = search_counts(52, 64);
+        assert!(wide.len() <= SEARCH_STEPS, "{wide:?}");
+        assert_eq!((wide[0], *wide.last().unwrap()), (52, 64));
+        assert!(wide.windows(2).all(|p| p[0] < p[1]), "{wide:?}");
+        assert_eq!(search_counts(1, 64).len(), SEARCH_STEPS);
+    }
 }

@@ -47,7 +47,7 @@ impl Default for LoadConfig {
             peak: 0.6,
             clients: 64,
             seed: 42,
-            drain: Duration::from_secs(10),
+            drain: Duration::from_secs(30),
             peak_only: false,
         }
     }
@@ -147,7 +147,10 @@ pub fn run(port: u16, cfg: &LoadConfig, origin: Instant) -> Result<LoadResult, S
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         let rx = s.spawn(|| receive(&clients, origin, &sent, &done, cfg.drain));
-        let n = send(&clients, port, cfg, origin, total_ns);
+        // The sender is a thread of its own: it raises its priority, and the caller's (which
+        // may start QEMU next, a child inheriting it) stays as it was.
+        let tx = s.spawn(|| send(&clients, port, cfg, origin, total_ns));
+        let n = tx.join().map_err(|_| "sender panicked")?;
         sent.store(n, Release);
         done.store(true, Release);
         let (records, answered) = rx.join().map_err(|_| "receiver panicked")?;
@@ -167,6 +170,8 @@ fn send(
     origin: Instant,
     total_ns: u64,
 ) -> u64 {
+    super::fine_timer_slack();
+    super::latency_priority();
     let to = sock::server_addr(port);
     let mut rng = Rng::new(cfg.seed);
     let mut next = 0f64;
@@ -200,9 +205,12 @@ fn wait_until(origin: Instant, t_ns: u64) {
         if now >= t_ns {
             return;
         }
+        // Sleep (1 µs timer slack) for all but the last 20 µs: spinning out the gaps would
+        // take a whole core from the server on this 2-core machine at the peak's rates. The
+        // send time is read after the wait, so a late wake delays a request, never hides it.
         let left = t_ns - now;
-        if left > 200_000 {
-            std::thread::sleep(Duration::from_nanos(left - 100_000));
+        if left > 30_000 {
+            std::thread::sleep(Duration::from_nanos(left - 20_000));
         } else {
             std::hint::spin_loop();
         }
@@ -216,6 +224,7 @@ fn receive(
     done: &AtomicBool,
     drain: Duration,
 ) -> (Vec<Record>, u64) {
+    super::latency_priority();
     let mut seen: Vec<bool> = Vec::new();
     let mut records = Vec::new();
     let all: Vec<usize> = (0..clients.len()).collect();

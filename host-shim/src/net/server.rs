@@ -26,7 +26,7 @@ pub const REQ_LEN: usize = 24;
 /// Server settings.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// Workers (1..=32).
+    /// Workers (1..=64, `MAX_WORKERS`).
     pub workers: usize,
     /// Share of each request's service time spent computing, ‰; the rest is a timed wait
     /// (a downstream call), so W busy workers fit on a 2-core machine.
@@ -69,7 +69,7 @@ pub struct SteerState {
     /// Bumped by every committed change.
     pub epoch: u32,
     /// Bit w: worker w is active.
-    pub active: u32,
+    pub active: u64,
     /// Table weights.
     pub weights: [u8; MAX_WORKERS],
     /// The table.
@@ -233,7 +233,7 @@ impl Server {
     }
 
     /// Socket s is served by worker s when active, else by an active worker (round robin).
-    fn set_owners(&self, active: u32) {
+    fn set_owners(&self, active: u64) {
         let actives: Vec<u32> = (0..self.cfg.workers as u32)
             .filter(|w| active & (1 << w) != 0)
             .collect();
@@ -323,9 +323,9 @@ impl Server {
     }
 
     /// The active set and table after `d`, if `d` is possible.
-    fn check(&self, st: &SteerState, d: &NetDecision) -> Option<(u32, [u8; TABLE_ENTRIES])> {
+    fn check(&self, st: &SteerState, d: &NetDecision) -> Option<(u64, [u8; TABLE_ENTRIES])> {
         let w = d.worker as usize;
-        let bit = 1u32.checked_shl(d.worker as u32)?;
+        let bit = 1u64.checked_shl(d.worker as u32)?;
         let active = match d.kind {
             NetDecisionKind::Grant if w < self.cfg.workers && st.active & bit == 0 => {
                 st.active | bit
@@ -349,7 +349,7 @@ impl Server {
         st: &mut SteerState,
         stats: &mut MechStats,
         d: &NetDecision,
-        active: u32,
+        active: u64,
         table: [u8; TABLE_ENTRIES],
     ) {
         let w = d.worker as usize;
@@ -416,6 +416,7 @@ impl Server {
     fn worker(&self, w: usize) {
         super::pin_slot(w);
         super::fine_timer_slack();
+        super::latency_priority();
         let me = &self.workers[w];
         let mut buf = [0u8; 64];
         while !self.stop.load(Acquire) {
@@ -492,11 +493,11 @@ fn idle_priority() {
     unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
 }
 
-fn low_bits(k: usize) -> u32 {
-    if k >= 32 {
-        u32::MAX
+fn low_bits(k: usize) -> u64 {
+    if k >= 64 {
+        u64::MAX
     } else {
-        (1u32 << k) - 1
+        (1u64 << k) - 1
     }
 }
 

@@ -75,7 +75,7 @@ fn blast(port: u16, n: u64) -> u64 {
     got
 }
 
-fn decision(epoch: u32, kind: NetDecisionKind, worker: u8, active: u32) -> NetDecision {
+fn decision(epoch: u32, kind: NetDecisionKind, worker: u8, active: u64) -> NetDecision {
     NetDecision {
         txn: 1,
         table_epoch: epoch,
@@ -164,6 +164,40 @@ fn steering_follows_the_table() {
     let (a, b) = (after[2].1 - before[2].1, after[3].1 - before[3].1);
     assert_eq!(a + b, 400);
     assert!(a > 0 && b > 0, "{a} / {b}");
+    stop(s, t);
+}
+
+/// 64 workers (the ABI's most): a grant of the last one and a revoke of the first steer
+/// everything to worker 63 (with eBPF), and every request is answered either way.
+#[test]
+fn sixty_four_workers_steer_to_the_last() {
+    let (s, t) = start(64, 1);
+    let st = s.snapshot().0;
+    let o = s.apply(&decision(st.epoch, NetDecisionKind::Grant, 63, 1 | 1 << 63));
+    assert_eq!(o.kind, OutcomeKind::Committed);
+    let o = s.apply(&decision(
+        o.table_epoch,
+        NetDecisionKind::Revoke,
+        0,
+        1 << 63,
+    ));
+    assert_eq!(o.kind, OutcomeKind::Committed);
+    assert_eq!(s.snapshot().0.active, 1 << 63);
+    let steered = ebpf(&s);
+    std::thread::sleep(Duration::from_millis(20)); // let worker 0 notice and park
+    let before = s.per_worker();
+    assert_eq!(blast(s.port(), 400), 400);
+    let after = s.per_worker();
+    let served: u64 = (0..64).map(|w| after[w].0 - before[w].0).sum();
+    assert_eq!(served, 400);
+    if steered {
+        assert_eq!(s.kernel_entry(5), Some(63));
+        assert_eq!(
+            after[63].1 - before[63].1,
+            400,
+            "every datagram reached socket 63"
+        );
+    }
     stop(s, t);
 }
 

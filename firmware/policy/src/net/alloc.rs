@@ -3,7 +3,7 @@
 
 use super::{IntervalReport, NetDecision, NetDecisionKind, NetOutcome, NetStats, OutcomeKind};
 use super::{WorkerSample, MAX_WORKERS};
-use wave_abi::net::{equal_weights, NetParams, TABLE_ENTRIES};
+use wave_abi::net::{equal_weights, NetParams, EQUAL_WEIGHT, TABLE_ENTRIES};
 
 /// Why a configuration was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,7 +169,7 @@ impl CoreAllocator {
             let weight = &mut self.weights[w.worker as usize];
             *weight = match (w.active, *weight) {
                 (false, _) => 0,
-                (true, 0) => equal_weights(1)[0],
+                (true, 0) => EQUAL_WEIGHT,
                 (true, x) => x,
             };
         }
@@ -183,7 +183,7 @@ impl CoreAllocator {
     }
 
     fn decide(&mut self, s: &[WorkerSample], r: &IntervalReport) -> Option<NetDecision> {
-        let active: u32 = s
+        let active: u64 = s
             .iter()
             .filter(|w| w.active)
             .fold(0, |m, w| m | (1 << w.worker));
@@ -248,7 +248,7 @@ impl CoreAllocator {
             && slow.oldest_age_us > self.p.delay_add_us / 2;
         // The slow worker's share halves; every other active worker's recovers (doubles,
         // up to the equal weight), so shares drift back to equal once no one is slow.
-        let full = equal_weights(1)[0];
+        let full = EQUAL_WEIGHT;
         let mut weights = self.weights;
         for w in &act {
             let x = &mut weights[w.worker as usize];

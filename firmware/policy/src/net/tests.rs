@@ -9,14 +9,14 @@ const IV: u64 = 1_000_000;
 /// Drives an allocator with a host model: `active` mask, epoch, interval counter.
 struct Host {
     a: CoreAllocator,
-    active: u32,
+    active: u64,
     epoch: u32,
     interval: u32,
     n: u8,
 }
 
 impl Host {
-    fn new(n: u8, active: u32, p: NetParams) -> Self {
+    fn new(n: u8, active: u64, p: NetParams) -> Self {
         Host {
             a: CoreAllocator::new(n as usize, p).unwrap(),
             active,
@@ -81,7 +81,7 @@ fn grants_when_queueing_delay_passes_the_threshold() {
         (d.kind, d.worker, d.table_epoch),
         (NetDecisionKind::Grant, 1, 1)
     );
-    assert_eq!(&d.weights[..4], &[16, 16, 0, 0]);
+    assert_eq!(&d.weights[..4], &[8, 8, 0, 0]);
     h.commit(&d);
     assert_eq!(h.active, 0b11);
     assert_eq!(h.a.stats().grants, 1);
@@ -130,7 +130,7 @@ fn revokes_only_after_the_hysteresis_window_and_hold() {
     }
     let d = h.tick(busy, &mut quiet).expect("revoke");
     assert_eq!((d.kind, d.worker), (NetDecisionKind::Revoke, 3));
-    assert_eq!(&d.weights[..4], &[16, 16, 16, 0]);
+    assert_eq!(&d.weights[..4], &[8, 8, 8, 0]);
     h.commit(&d);
     // 3 workers at 1.5 cores: fits in 2 at 70% (1.4)? No: 1.5 + 0.2 > 1.4. Stays at 3.
     for _ in 0..3 * p.revoke_after {
@@ -207,7 +207,7 @@ fn rebalances_away_from_a_slow_worker_then_back() {
     }
     let d = d.expect("rebalance");
     assert_eq!(d.kind, NetDecisionKind::Rebalance);
-    assert_eq!(&d.weights[..4], &[16, 16, 8, 16]);
+    assert_eq!(&d.weights[..4], &[8, 8, 4, 8]);
     h.commit(&d);
     let table = wave_abi::net::build_table(&d.weights).unwrap();
     let share = table.iter().filter(|w| **w == 2).count();
@@ -218,7 +218,7 @@ fn rebalances_away_from_a_slow_worker_then_back() {
         back = back.or(h.tick(IV / 2, &mut quiet));
     }
     let back = back.expect("equal again");
-    assert_eq!(&back.weights[..4], &[16; 4]);
+    assert_eq!(&back.weights[..4], &[8; 4]);
 }
 
 #[test]
@@ -310,7 +310,7 @@ fn config_is_validated() {
         Some(NetParamsError::Workers)
     );
     assert_eq!(
-        CoreAllocator::new(33, p).err(),
+        CoreAllocator::new(65, p).err(),
         Some(NetParamsError::Workers)
     );
     let p0 = NetParams {
@@ -321,6 +321,42 @@ fn config_is_validated() {
         CoreAllocator::new(4, p0).err(),
         Some(NetParamsError::Threshold)
     );
+}
+
+#[test]
+fn sixty_four_workers_grant_up_to_the_last_and_revoke_it() {
+    let p = NetParams {
+        revoke_after: 2,
+        grant_hold: 0,
+        ..NetParams::default()
+    };
+    let mut h = Host::new(64, 0b1, p);
+    let mut hot = |s: &mut WorkerSample| s.oldest_age_us = 10_000 * (s.active as u32);
+    while h.active != u64::MAX {
+        let d = h
+            .tick(IV, &mut hot)
+            .expect("a grant every interval while congested");
+        assert_eq!(d.kind, NetDecisionKind::Grant);
+        assert_eq!(
+            d.weights.iter().filter(|w| **w > 0).count(),
+            d.worker as usize + 1
+        );
+        h.commit(&d);
+    }
+    assert_eq!(h.a.stats().grants, 63);
+    let table = wave_abi::net::build_table(&wave_abi::net::equal_weights(h.active)).unwrap();
+    assert!(table.contains(&63), "the last worker is in the table");
+    let mut d = None;
+    for _ in 0..3 {
+        d = d.or(h.tick(0, &mut quiet));
+    }
+    let d = d.expect("revoke when idle");
+    assert_eq!(
+        (d.kind, d.worker, d.weights[63]),
+        (NetDecisionKind::Revoke, 63, 0)
+    );
+    h.commit(&d);
+    assert_eq!(h.active, u64::MAX >> 1);
 }
 
 proptest::proptest! {

@@ -119,7 +119,7 @@ pub struct DemoArgs {
     /// (net) Server workers (each a pinned thread with its own SO_REUSEPORT socket)
     /// [default: 8; 4 with --subsystem all].
     #[arg(long, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..=32))]
+          value_parser = clap::value_parser!(u32).range(1..=64))]
     pub workers: Option<u32>,
     /// (net) Seconds per load phase (low, peak, low, bursty).
     #[arg(long, default_value_t = 2.0, value_name = "SECS")]
