@@ -99,6 +99,8 @@ pub fn run_ipu(opts: &MemDemoOptions, image: &Image) -> Result<MemDemoRun> {
         echo: opts.echo,
         ..BootConfig::default()
     };
+    // QEMU inherits the calling thread's CPUs: the control CPUs, as in the other modes
+    mem_run::place_control(&opts.run);
     let before = children_cpu_s();
     let (results, fw) = with_ipu(&boot, image, LinkSettings::default(), |server, _left| {
         mem_run::run_managed(server, MemMode::Ipu, &opts.run)

@@ -77,6 +77,56 @@ fn rows(runs: &[MemRunResults]) -> Vec<(String, Vec<String>)> {
     row("GET p50", &|r| vs(r, r.get.p50_us, |x| x.get.p50_us));
     row("GET p99", &|r| vs(r, r.get.p99_us, |x| x.get.p99_us));
     row("GET p99.9", &|r| vs(r, r.get.p999_us, |x| x.get.p999_us));
+    row("KV thread: CPU / off-CPU (s)", &|r| {
+        let k = r.kv_thread;
+        format!("{:.2} / {:.3}", k.cpu_s, k.off_cpu_s())
+    });
+    row("KV thread: preempted / blocked / TLB shootdowns", &|r| {
+        let k = r.kv_thread;
+        format!("{} / {} / {}", k.involuntary, k.voluntary, k.tlb_shootdowns)
+    });
+    row("ops served in >50 us: count / total / longest", &|r| {
+        format!(
+            "{} / {:.3} s / {}",
+            r.slow_ops,
+            r.slow_s,
+            us(r.max_service_us)
+        )
+    });
+    row(
+        "slow ops during reclaim/promote/collapse/scan/arm/other",
+        &|r| {
+            let b = r.slow_by;
+            let n: Vec<String> = b.iter().map(|x| x.0.to_string()).collect();
+            let t: Vec<String> = b
+                .iter()
+                .map(|x| format!("{:.0}", x.1 as f64 / 1e6))
+                .collect();
+            managed(r, format!("{} ({} ms)", n.join(" / "), t.join(" / ")))
+        },
+    );
+    row("TLB shootdowns on the KV CPU by the same", &|r| {
+        let m = r.mech.unwrap_or_default();
+        let v: Vec<String> = m.tlb_by_kind.iter().map(|x| x.to_string()).collect();
+        managed(r, v.join(" / "))
+    });
+    row("sample faults / handler lock wait max", &|r| {
+        let m = r.mech.unwrap_or_default();
+        managed(
+            r,
+            format!(
+                "{} / {}",
+                m.sample_faults,
+                us(m.sampler_lock_wait_ns[1] as f64 / 1e3)
+            ),
+        )
+    });
+    row("scan intervals run", &|r| {
+        managed(r, r.wire.map_or(0, |w| w.intervals).to_string())
+    });
+    row("load average (1 min) at the end", &|r| {
+        format!("{:.2}", r.loadavg)
+    });
     row("decisions: reclaim / promote / collapse", &|r| {
         let d = r.wire.map(|w| w.decisions).unwrap_or_default();
         managed(r, format!("{} / {} / {}", d[0], d[1], d[2]))
@@ -141,6 +191,9 @@ pub fn table(runs: &[MemRunResults]) -> String {
         }
         out.push('\n');
     }
+    if let Some(r) = runs.first() {
+        let _ = writeln!(out, "placement: {}", r.placement);
+    }
     for r in runs {
         if let Some(n) = &r.note {
             let _ = writeln!(out, "note ({}): {n}", r.mode);
@@ -184,7 +237,7 @@ fn run_json(r: &MemRunResults) -> String {
         .map(|(t, v)| format!("[{},{v}]", num(*t)))
         .collect();
     format!(
-        "{{\"mode\":\"{}\",\"far_tier\":\"{}\",\"table_bytes\":{},\"resident\":{:?},\"far_used\":{:?},\"saved\":{:?},\"ops\":{},\"throughput\":{},\"get\":{},\"checksum_failures\":{},\"promoted_pages\":{},\"promoted_pages_after_move\":{},\"promotions_per_min\":[{},{},{},{}],\"slo_per_min\":[{},{},{},{}],\"within_slo\":{},\"intervals\":{},\"decisions\":{:?},\"outcomes\":{:?},\"decision_latency\":{},\"round_trip\":{},\"mech_cpu_s\":{},\"policy_cpu_s\":{},\"emulator_cpu_s\":{},\"invalid_entries\":{},\"invariant_violations\":{},\"phase_s\":{},\"samples\":[{}],\"get_p99_windows\":[{}]}}",
+        "{{\"mode\":\"{}\",\"far_tier\":\"{}\",\"table_bytes\":{},\"resident\":{:?},\"far_used\":{:?},\"saved\":{:?},\"ops\":{},\"throughput\":{},\"get\":{},\"checksum_failures\":{},\"promoted_pages\":{},\"promoted_pages_after_move\":{},\"promotions_per_min\":[{},{},{},{}],\"slo_per_min\":[{},{},{},{}],\"within_slo\":{},\"intervals\":{},\"decisions\":{:?},\"outcomes\":{:?},\"decision_latency\":{},\"round_trip\":{},\"mech_cpu_s\":{},\"policy_cpu_s\":{},\"emulator_cpu_s\":{},\"invalid_entries\":{},\"invariant_violations\":{},\"kv_thread\":{{\"cpu_s\":{},\"off_cpu_s\":{},\"preempted\":{},\"blocked\":{}}},\"slow_ops\":{},\"slow_s\":{},\"max_service_us\":{},\"handler_cpu_s\":{},\"sample_faults\":{},\"loadavg\":{},\"phase_s\":{},\"samples\":[{}],\"get_p99_windows\":[{}]}}",
         x.mode,
         x.far_tier.replace('"', "'"),
         x.table_bytes,
@@ -216,6 +269,16 @@ fn run_json(r: &MemRunResults) -> String {
         r.emulator_cpu_s.map_or("null".into(), num),
         x.invalid_entries,
         x.invariant_violations,
+        num(x.kv_thread.cpu_s),
+        num(x.kv_thread.off_cpu_s()),
+        x.kv_thread.involuntary,
+        x.kv_thread.voluntary,
+        x.slow_ops,
+        num(x.slow_s),
+        num(x.max_service_us),
+        num(x.handler_cpu_s),
+        x.mech.map_or(0, |m| m.sample_faults),
+        num(x.loadavg),
         num(x.phase_s),
         samples.join(","),
         p99.join(",")

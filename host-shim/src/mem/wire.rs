@@ -19,6 +19,10 @@ use wave_policy::runtime::{Log, Service, Step};
 use super::Mechanism;
 use crate::engine::hist::Histogram;
 
+/// Wall time one step spends applying decisions; the rest wait for the next step, so a batch
+/// of reclaims never holds up a scan (or the link) for long.
+pub const APPLY_BUDGET_NS: u64 = 20_000_000;
+
 /// Most intervals of records kept as the trace.
 pub const TRACE_INTERVALS: usize = 10_000;
 
@@ -94,6 +98,8 @@ pub struct MemHostService<'m> {
     sched: Schedule,
     decoder: ToHostDecoder,
     backlog: VecDeque<EntryBody>,
+    /// Decisions received and not applied yet (applied within [`APPLY_BUDGET_NS`] per step).
+    queue: VecDeque<ToHost>,
     recs: Vec<RegionRecord>,
     next_scan_ns: u64,
     ticks: VecDeque<(u64, u64)>,
@@ -132,6 +138,7 @@ impl<'m> MemHostService<'m> {
             sched,
             decoder: ToHostDecoder::default(),
             backlog: VecDeque::new(),
+            queue: VecDeque::new(),
             recs: Vec::new(),
             next_scan_ns: 0,
             ticks: VecDeque::new(),
@@ -252,8 +259,22 @@ impl<'m> MemHostService<'m> {
                         self.round_trip.record(now.saturating_sub(t));
                     }
                 }
-                Ok(m) => self.apply(&m, now),
+                Ok(m) => self.queue.push_back(m),
                 Err(_) => {}
+            }
+        }
+        n
+    }
+
+    /// Applies queued decisions for at most [`APPLY_BUDGET_NS`] (at least one).
+    fn apply_queued(&mut self, now: u64) -> usize {
+        let t0 = std::time::Instant::now();
+        let mut n = 0;
+        while let Some(m) = self.queue.pop_front() {
+            self.apply(&m, now + t0.elapsed().as_nanos() as u64);
+            n += 1;
+            if t0.elapsed().as_nanos() as u64 >= APPLY_BUDGET_NS {
+                break;
             }
         }
         n
@@ -361,6 +382,7 @@ impl<'a> Service<'a> for MemHostService<'_> {
             self.progress(now);
             work += 1;
         }
+        work += self.apply_queued(now);
         let (sent, ring) = self.flush(ep);
         Step {
             work: work + sent,
@@ -370,10 +392,13 @@ impl<'a> Service<'a> for MemHostService<'_> {
     fn counters(&self) -> (u64, u64) {
         (self.decoder.stats.invalid(), self.counters.records)
     }
-    fn deadline_ns(&self, _now_ns: u64) -> Option<u64> {
+    fn deadline_ns(&self, now_ns: u64) -> Option<u64> {
+        if !self.queue.is_empty() {
+            return Some(now_ns);
+        }
         Some(self.next_scan_ns.min(self.end_ns))
     }
     fn finished(&self) -> bool {
-        self.origin_ns.is_some() && self.now_ns >= self.end_ns
+        self.origin_ns.is_some() && self.now_ns >= self.end_ns && self.queue.is_empty()
     }
 }

@@ -57,9 +57,14 @@ fn options(args: &DemoArgs) -> anyhow::Result<MemDemoOptions> {
         policy: MemConfig {
             intervals_per_minute: m.minute_intervals,
             slo_ppm_per_minute: m.slo_ppm,
+            collapse_after: match m.collapse_after {
+                0 => wave_host_shim::mem::run::COLLAPSE_NEVER,
+                n => n,
+            },
             ..MemRunConfig::default().policy
         },
         far_tier: !m.no_far_tier,
+        pin: !m.no_pin,
         progress: true,
         ..MemRunConfig::default()
     };
