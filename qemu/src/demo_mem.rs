@@ -160,6 +160,44 @@ pub fn run_demo(opts: &MemDemoOptions, image: Option<&Image>) -> Result<Vec<MemD
     Ok(runs)
 }
 
+/// `rounds` rounds of every mode, interleaved (none, host, ipu, none, host, ipu, …), so slow
+/// drift in the machine's load falls on every mode alike.
+pub fn run_rounds(
+    opts: &MemDemoOptions,
+    image: Option<&Image>,
+    rounds: u32,
+) -> Result<Vec<Vec<MemDemoRun>>> {
+    let mut out = Vec::new();
+    for r in 0..rounds.max(1) {
+        if rounds > 1 {
+            eprintln!("wave: demo mem: round {} of {rounds}", r + 1);
+        }
+        out.push(run_demo(opts, image)?);
+    }
+    Ok(out)
+}
+
+/// The `--repeat` summary table of `rounds`: per mode the GET p99 per round, its median and
+/// spread, the ratio to `none` per round and the median of those ratios.
+pub fn repeat_table(rounds: &[Vec<MemDemoRun>]) -> String {
+    wave_host_shim::mem::report::repeat_table(&wave_host_shim::mem::report::summarize(&results(
+        rounds,
+    )))
+}
+
+fn results(rounds: &[Vec<MemDemoRun>]) -> Vec<Vec<mem_run::MemRunResults>> {
+    rounds
+        .iter()
+        .map(|r| r.iter().map(|x| x.results.clone()).collect())
+        .collect()
+}
+
+/// Every round as one JSON document (the last round as `runs`, all as `rounds`, and the
+/// per-mode `summary`).
+pub fn json_rounds(opts: &MemDemoOptions, rounds: &[Vec<MemDemoRun>]) -> String {
+    wave_host_shim::mem::report::json_rounds(&opts.run, opts.ipu_cores, &results(rounds))
+}
+
 /// The side-by-side table of `runs`.
 pub fn table(runs: &[MemDemoRun]) -> String {
     let r: Vec<mem_run::MemRunResults> = runs.iter().map(|r| r.results.clone()).collect();
