@@ -65,8 +65,19 @@ pub(super) struct Sampler {
 }
 
 /// Copy the page in stash slot `src` back to `dst` write-protected (waking any faulting
-/// thread). `Ok(false)` if `dst` was already present.
+/// thread), and empty the slot for the next `UFFDIO_MOVE` into it. `Ok(false)` if `dst` was
+/// already present.
 fn put_back(uffd: &OwnedFd, dst: usize, src: usize) -> io::Result<bool> {
+    let done = copy_back(uffd, dst, src)?;
+    if done {
+        sys::madvise(src, PAGE, libc::MADV_DONTNEED)?;
+    }
+    Ok(done)
+}
+
+/// [`put_back`] without emptying the slot (the caller empties many slots in one
+/// `MADV_DONTNEED`: one TLB shootdown per run of slots instead of one per page).
+fn copy_back(uffd: &OwnedFd, dst: usize, src: usize) -> io::Result<bool> {
     let mut c = sys::UffdioCopy {
         dst: dst as u64,
         src: src as u64,
@@ -75,14 +86,25 @@ fn put_back(uffd: &OwnedFd, dst: usize, src: usize) -> io::Result<bool> {
         copy: 0,
     };
     match sys::ioctl(uffd, sys::UFFDIO_COPY, &mut c) {
-        Ok(_) => {
-            // the stash slot must be empty for the next UFFDIO_MOVE into it
-            sys::madvise(src, PAGE, libc::MADV_DONTNEED)?;
-            Ok(true)
-        }
+        Ok(_) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Empties the stash slots `slots` (page addresses), one `MADV_DONTNEED` per contiguous run.
+fn clear_slots(mut slots: Vec<usize>) -> io::Result<()> {
+    slots.sort_unstable();
+    let mut i = 0;
+    while i < slots.len() {
+        let mut j = i + 1;
+        while j < slots.len() && slots[j] == slots[j - 1] + PAGE {
+            j += 1;
+        }
+        sys::madvise(slots[i], (j - i) * PAGE, libc::MADV_DONTNEED)?;
+        i = j;
+    }
+    Ok(())
 }
 
 impl Shared {
@@ -340,6 +362,10 @@ impl Sampler {
         let in_region = |p: usize| region.is_none_or(|r| (p - sh.base) / sh.region_bytes == r);
         let lock = || sh.out.lock().unwrap_or_else(|e| e.into_inner());
         let pages: Vec<usize> = lock().keys().copied().filter(|&p| in_region(p)).collect();
+        // Slots emptied here; each belongs to one page, and the handler never touches a slot
+        // whose entry this loop took, so emptying them after the loop races with nothing.
+        let mut emptied = Vec::new();
+        let mut result = Ok(());
         for page in pages {
             let slot = {
                 let mut out = lock();
@@ -351,19 +377,26 @@ impl Sampler {
                     _ => continue, // the handler put it back meanwhile
                 }
             };
-            let res = put_back(&sh.uffd, page, slot);
+            let res = copy_back(&sh.uffd, page, slot);
             let mut out = lock();
             match res {
-                Ok(_) => {
+                Ok(true) => {
                     out.remove(&page);
+                    emptied.push(slot);
+                }
+                Ok(false) => {
+                    out.remove(&page); // already present: nothing to put back
+                    emptied.push(slot);
                 }
                 Err(e) => {
                     out.insert(page, (slot, State::Out)); // a later restore or fault retries
-                    return Err(e);
+                    result = Err(e);
+                    break;
                 }
             }
         }
-        Ok(())
+        clear_slots(emptied)?;
+        result
     }
 }
 
