@@ -113,7 +113,7 @@ impl Default for MemRunConfig {
             load: KvLoadConfig::default(),
             policy: MemConfig {
                 intervals_per_minute: 1,
-                initial_threshold: 32,
+                initial_threshold: 64,
                 // Off by default: MADV_COLLAPSE holds the process's mmap lock for writing while
                 // it copies 2 MiB, and every fault of the key-value thread waits for it
                 // (measured: ms-long stalls, the largest single cost to GET p99; see

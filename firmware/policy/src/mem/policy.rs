@@ -448,12 +448,10 @@ impl<const N: usize> MemPolicy<N> {
             0
         };
         let span = (prev_len + self.window_elapsed) as u64;
-        let recent = if span == 0 {
-            0
-        } else {
-            let count = self.promo_prev.at_least(threshold) + self.promo_cur.at_least(threshold);
-            count * PPM * self.cfg.intervals_per_minute as u64 / span
-        };
+        let count = self.promo_prev.at_least(threshold) + self.promo_cur.at_least(threshold);
+        let recent = (count * PPM * self.cfg.intervals_per_minute as u64)
+            .checked_div(span)
+            .unwrap_or(0);
         let long = self.promo_avg.at_least(threshold) * PPM / AVG_MINUTES;
         recent.max(long) * self.pages_per_promotion()
     }
