@@ -416,7 +416,7 @@ fn run_json(r: &MemRunResults) -> String {
         .map(|(t, v)| format!("[{},{v}]", num(*t)))
         .collect();
     format!(
-        "{{\"mode\":\"{}\",\"far_tier\":\"{}\",\"table_bytes\":{},\"resident\":{:?},\"far_used\":{:?},\"saved\":{:?},\"ops\":{},\"throughput\":{},\"get\":{},\"checksum_failures\":{},\"promoted_pages\":{},\"promoted_pages_after_move\":{},\"promotions_per_min\":[{},{},{},{}],\"slo_per_min\":[{},{},{},{}],\"within_slo\":{},\"intervals\":{},\"decisions\":{:?},\"outcomes\":{:?},\"decision_latency\":{},\"round_trip\":{},\"mech_cpu_s\":{},\"policy_cpu_s\":{},\"emulator_cpu_s\":{},\"invalid_entries\":{},\"invariant_violations\":{},\"kv_thread\":{{\"cpu_s\":{},\"off_cpu_s\":{},\"preempted\":{},\"blocked\":{}}},\"slow_ops\":{},\"slow_s\":{},\"max_service_us\":{},\"handler_cpu_s\":{},\"sample_faults\":{},\"loadavg\":{},\"phase_s\":{},\"samples\":[{}],\"get_p99_windows\":[{}]}}",
+        "{{\"mode\":\"{}\",\"far_tier\":\"{}\",\"table_bytes\":{},\"resident\":{:?},\"far_used\":{:?},\"saved\":{:?},\"ops\":{},\"throughput\":{},\"get\":{},\"checksum_failures\":{},\"promoted_pages\":{},\"promoted_pages_after_move\":{},\"promotions_per_min\":[{},{},{},{}],\"slo_per_min\":[{},{},{},{}],\"within_slo\":{},\"intervals\":{},\"decisions\":{:?},\"outcomes\":{:?},\"decision_latency\":{},\"round_trip\":{},\"mech_cpu_s\":{},\"policy_cpu_s\":{},\"emulator_cpu_s\":{},\"invalid_entries\":{},\"invariant_violations\":{},\"kv_thread\":{{\"cpu_s\":{},\"off_cpu_s\":{},\"preempted\":{},\"blocked\":{},\"tlb_shootdowns\":{}}},\"slow_ops\":{},\"slow_s\":{},\"max_service_us\":{},\"handler_cpu_s\":{},\"sample_faults\":{},\"loadavg\":{},\"phase_s\":{},\"samples\":[{}],\"get_p99_windows\":[{}]}}",
         x.mode,
         x.far_tier.replace('"', "'"),
         x.table_bytes,
@@ -452,6 +452,7 @@ fn run_json(r: &MemRunResults) -> String {
         num(x.kv_thread.off_cpu_s()),
         x.kv_thread.involuntary,
         x.kv_thread.voluntary,
+        x.kv_thread.tlb_shootdowns,
         x.slow_ops,
         num(x.slow_s),
         num(x.max_service_us),
