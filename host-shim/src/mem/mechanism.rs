@@ -68,6 +68,9 @@ pub struct MechStats {
     /// TLB shootdowns the key-value CPU took during each kind of the mechanism's work
     /// ([`super::place::MECH_KINDS`]; only with a [`super::place::Placement`]).
     pub tlb_by_kind: [u64; 5],
+    /// Failed outcomes by reason: `[wrong tier (reclaim or collapse of a far region, promote
+    /// of a resident one), nothing paged out, a syscall failed, already collapsed]`.
+    pub failed_by: [u64; 4],
 }
 
 /// The mechanism's handle on a managed area.
@@ -477,7 +480,10 @@ impl Mechanism {
         } else {
             match self.transact(action, i) {
                 Ok(k) => k,
-                Err(_) => OutcomeKind::Failed,
+                Err(_) => {
+                    self.stats.failed_by[2] += 1;
+                    OutcomeKind::Failed
+                }
             }
         };
         self.stats.outcomes[kind.index()] += 1;
@@ -502,8 +508,14 @@ impl Mechanism {
         let (addr, len) = self.span(i);
         let far = self.regions[i].far;
         match action {
-            MemAction::Reclaim | MemAction::Collapse if far => return Ok(OutcomeKind::Failed),
-            MemAction::Promote if !far => return Ok(OutcomeKind::Failed),
+            MemAction::Reclaim | MemAction::Collapse if far => {
+                self.stats.failed_by[0] += 1;
+                return Ok(OutcomeKind::Failed);
+            }
+            MemAction::Promote if !far => {
+                self.stats.failed_by[0] += 1;
+                return Ok(OutcomeKind::Failed);
+            }
             MemAction::Promote => {
                 if sys::madvise(addr, len, libc::MADV_POPULATE_READ).is_err() {
                     sys::madvise(addr, len, libc::MADV_WILLNEED)?;
@@ -532,6 +544,7 @@ impl Mechanism {
         self.pageout(addr, len)?;
         let swapped = self.count_pages(i, sys::PAGE_IS_SWAPPED)?;
         if swapped == 0 {
+            self.stats.failed_by[1] += 1;
             return Ok(OutcomeKind::Failed);
         }
         let present = self.count_pages(i, sys::PAGE_IS_PRESENT)?;
@@ -552,9 +565,13 @@ impl Mechanism {
         let mut off = 0;
         while off < len {
             if off > 0 && self.cfg.pageout_pause_us > 0 {
-                std::thread::sleep(std::time::Duration::from_micros(
-                    self.cfg.pageout_pause_us as u64,
-                ));
+                // a spin, not a sleep: on a loaded CPU a sleep's wake-up can take milliseconds,
+                // which would cut the reclaim rate to a fraction of the quota
+                let until = Instant::now()
+                    + std::time::Duration::from_micros(self.cfg.pageout_pause_us as u64);
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
             }
             let n = chunk.min(len - off);
             sys::madvise(addr + off, n, libc::MADV_PAGEOUT)?;
@@ -565,6 +582,7 @@ impl Mechanism {
 
     fn collapse(&mut self, i: usize) -> io::Result<OutcomeKind> {
         if self.regions[i].huge_until.is_some() {
+            self.stats.failed_by[3] += 1;
             return Ok(OutcomeKind::Failed); // already collapsed
         }
         if self.written_now(i)? {

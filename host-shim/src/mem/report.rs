@@ -314,6 +314,10 @@ fn rows(runs: &[MemRunResults]) -> Vec<(String, Vec<String>)> {
         let o = r.wire.map(|w| w.outcomes).unwrap_or_default();
         managed(r, format!("{} / {} / {}", o[0], o[1], o[2]))
     });
+    row("failed: wrong tier / nothing out / syscall / huge", &|r| {
+        let f = r.mech.unwrap_or_default().failed_by;
+        managed(r, format!("{} / {} / {} / {}", f[0], f[1], f[2], f[3]))
+    });
     row("decision latency p50 / p99", &|r| {
         let l = r.decision_latency;
         managed(r, format!("{} / {}", us(l.p50_us), us(l.p99_us)))

@@ -119,6 +119,10 @@ impl Default for MemRunConfig {
                 // (measured: ms-long stalls, the largest single cost to GET p99; see
                 // docs/memory.md). `--collapse-after N` turns it on.
                 collapse_after: COLLAPSE_NEVER,
+                // 16 regions (32 MiB) per 100 ms interval: about what the paced pageout does
+                // in one interval on this machine; a larger quota only queues decisions at the
+                // host, where they go stale or outlive the policy's pending timeout
+                reclaim_quota: 16,
                 ..MemConfig::default()
             },
             read_samples: 1,
