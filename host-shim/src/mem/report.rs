@@ -314,6 +314,9 @@ fn rows(runs: &[MemRunResults]) -> Vec<(String, Vec<String>)> {
         let o = r.wire.map(|w| w.outcomes).unwrap_or_default();
         managed(r, format!("{} / {} / {}", o[0], o[1], o[2]))
     });
+    row("stale: expired in the host's queue", &|r| {
+        managed(r, r.wire.map_or(0, |w| w.expired).to_string())
+    });
     row("failed: wrong tier / nothing out / syscall / huge", &|r| {
         let f = r.mech.unwrap_or_default().failed_by;
         managed(r, format!("{} / {} / {} / {}", f[0], f[1], f[2], f[3]))

@@ -579,6 +579,7 @@ pub fn run_managed<L: Link>(
             a => a as u64,
         },
         progress_ns: if cfg.progress { 1_000_000_000 } else { 0 },
+        decision_ttl: (pcfg.pending_timeout as u64 / 2).max(1),
     };
     let mut res = MemRunResults {
         mode: mode.name().into(),
