@@ -209,6 +209,8 @@ fn mem_config(o: &AllOptions, lane: bool) -> MemRunConfig {
     MemRunConfig {
         lane,
         progress: false,
+        // No subsystem takes a CPU to itself here: the three workloads share the machine.
+        pin: false,
         ..o.mem.clone()
     }
 }

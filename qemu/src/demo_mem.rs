@@ -99,6 +99,8 @@ pub fn run_ipu(opts: &MemDemoOptions, image: &Image) -> Result<MemDemoRun> {
         echo: opts.echo,
         ..BootConfig::default()
     };
+    // QEMU inherits the calling thread's CPUs: the control CPUs, as in the other modes
+    mem_run::place_control(&opts.run);
     let before = children_cpu_s();
     let (results, fw) = with_ipu(&boot, image, LinkSettings::default(), |server, _left| {
         mem_run::run_managed(server, MemMode::Ipu, &opts.run)
@@ -156,6 +158,44 @@ pub fn run_demo(opts: &MemDemoOptions, image: Option<&Image>) -> Result<Vec<MemD
         runs.push(run);
     }
     Ok(runs)
+}
+
+/// `rounds` rounds of every mode, interleaved (none, host, ipu, none, host, ipu, …), so slow
+/// drift in the machine's load falls on every mode alike.
+pub fn run_rounds(
+    opts: &MemDemoOptions,
+    image: Option<&Image>,
+    rounds: u32,
+) -> Result<Vec<Vec<MemDemoRun>>> {
+    let mut out = Vec::new();
+    for r in 0..rounds.max(1) {
+        if rounds > 1 {
+            eprintln!("wave: demo mem: round {} of {rounds}", r + 1);
+        }
+        out.push(run_demo(opts, image)?);
+    }
+    Ok(out)
+}
+
+/// The `--repeat` summary table of `rounds`: per mode the GET p99 per round, its median and
+/// spread, the ratio to `none` per round and the median of those ratios.
+pub fn repeat_table(rounds: &[Vec<MemDemoRun>]) -> String {
+    wave_host_shim::mem::report::repeat_table(&wave_host_shim::mem::report::summarize(&results(
+        rounds,
+    )))
+}
+
+fn results(rounds: &[Vec<MemDemoRun>]) -> Vec<Vec<mem_run::MemRunResults>> {
+    rounds
+        .iter()
+        .map(|r| r.iter().map(|x| x.results.clone()).collect())
+        .collect()
+}
+
+/// Every round as one JSON document (the last round as `runs`, all as `rounds`, and the
+/// per-mode `summary`).
+pub fn json_rounds(opts: &MemDemoOptions, rounds: &[Vec<MemDemoRun>]) -> String {
+    wave_host_shim::mem::report::json_rounds(&opts.run, opts.ipu_cores, &results(rounds))
 }
 
 /// The side-by-side table of `runs`.

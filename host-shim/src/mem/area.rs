@@ -27,6 +27,13 @@ pub struct AreaConfig {
     /// reads of resident regions are not seen). With sampling on, the area is populated
     /// (written with zeros) when it is created.
     pub read_samples: u32,
+    /// A reclaim pages its region out this many bytes at a time (a multiple of the page
+    /// size; the region size or more: all at once) ...
+    pub pageout_chunk: usize,
+    /// ... with this pause between chunks (µs): bounded work per slice, so the TLB-shootdown
+    /// interrupts a pageout sends to every CPU running the process (about one per dirty page)
+    /// come spread out instead of in one burst.
+    pub pageout_pause_us: u32,
 }
 
 impl Default for AreaConfig {
@@ -36,6 +43,8 @@ impl Default for AreaConfig {
             region_bytes: DEFAULT_REGION_BYTES,
             collapse_lease: 8,
             read_samples: 1,
+            pageout_chunk: 64 << 10,
+            pageout_pause_us: 50,
         }
     }
 }

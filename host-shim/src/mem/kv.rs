@@ -248,7 +248,21 @@ pub struct KvLoad {
     pub put_latency: Histogram,
     /// Operations completed.
     pub ops: u64,
+    /// Operations whose own service (start to completion, not the wait before it) took over
+    /// [`SLOW_SERVICE_NS`]: blocked in a fault or preempted while being served.
+    pub slow_ops: u64,
+    /// Total service time of the slow operations, ns.
+    pub slow_ns: u64,
+    /// The longest service time of one operation, ns.
+    pub max_service_ns: u64,
+    /// The slow operations' (start on CLOCK_MONOTONIC, service time), ns; at most
+    /// [`super::place::LOG_CAP`].
+    pub slow_log: Vec<(u64, u64)>,
 }
+
+/// An operation served in more than this is counted slow (a GET takes about 1 µs in DRAM, a
+/// fault back from zram about 5–10 µs).
+pub const SLOW_SERVICE_NS: u64 = 50_000;
 
 impl KvLoad {
     /// Load over a table of `keys` keys; the hot window starts at the newest keys.
@@ -267,6 +281,10 @@ impl KvLoad {
             get_window: Histogram::new(),
             put_latency: Histogram::new(),
             ops: 0,
+            slow_ops: 0,
+            slow_ns: 0,
+            max_service_ns: 0,
+            slow_log: Vec::new(),
         }
     }
 
@@ -309,6 +327,18 @@ impl KvLoad {
         ((self.hot_head + self.keys - rank) % self.keys, put)
     }
 
+    fn note_service(&mut self, ns: u64) {
+        self.max_service_ns = self.max_service_ns.max(ns);
+        if ns > SLOW_SERVICE_NS {
+            self.slow_ops += 1;
+            self.slow_ns += ns;
+            if self.slow_log.len() < super::place::LOG_CAP {
+                let end = super::place::mono_ns();
+                self.slow_log.push((end.saturating_sub(ns), ns));
+            }
+        }
+    }
+
     /// Serve every operation that arrives before `until_ns` (ns on the caller's clock, which
     /// started at 0 when the load did); `now` reads that clock. Returns operations served.
     pub fn serve_until<S: Storage>(
@@ -326,12 +356,15 @@ impl KvLoad {
                 std::hint::spin_loop();
             }
             let (k, put) = self.next_op();
+            let start = now();
             if put {
                 kv.put(k);
             } else {
                 kv.get(k);
             }
-            let lat = now().saturating_sub(arrival);
+            let done = now();
+            self.note_service(done.saturating_sub(start));
+            let lat = done.saturating_sub(arrival);
             if put {
                 self.put_latency.record(lat);
             } else {

@@ -62,6 +62,15 @@ pub struct MechStats {
     pub sample_faults: u64,
     /// Sampler handler errors (a sample could not be put back at fault time; retried).
     pub sampler_errors: u64,
+    /// Time the sampler's fault handler waited for the sample table's mutex (held by the
+    /// mechanism for one page at a time): total and longest, ns.
+    pub sampler_lock_wait_ns: [u64; 2],
+    /// TLB shootdowns the key-value CPU took during each kind of the mechanism's work
+    /// ([`super::place::MECH_KINDS`]; only with a [`super::place::Placement`]).
+    pub tlb_by_kind: [u64; 5],
+    /// Failed outcomes by reason: `[wrong tier (reclaim or collapse of a far region, promote
+    /// of a resident one), nothing paged out, a syscall failed, already collapsed]`.
+    pub failed_by: [u64; 4],
 }
 
 /// The mechanism's handle on a managed area.
@@ -77,6 +86,8 @@ pub struct Mechanism {
     buf: Vec<PageRegion>,
     interval: u64,
     stats: MechStats,
+    /// The mechanism's work over time (for lining it up with slow key-value operations).
+    log: Vec<super::place::MechEvent>,
 }
 
 /// A userfaultfd with async write-protect (and `UFFDIO_MOVE` when sampling reads).
@@ -129,6 +140,7 @@ impl Mechanism {
             buf: vec![PageRegion::default(); 512],
             interval: 0,
             stats: MechStats::default(),
+            log: Vec::new(),
         };
         m.track(0, m.map.len)?;
         if sampling {
@@ -147,6 +159,32 @@ impl Mechanism {
     /// Region size in bytes.
     pub fn region_bytes(&self) -> usize {
         self.cfg.region_bytes
+    }
+
+    /// The read sampler's fault-handler thread (kernel thread id), if sampling is on and the
+    /// thread has started: for CPU placement.
+    pub fn fault_handler_tid(&self) -> Option<i32> {
+        self.sampler.as_ref().and_then(|s| s.handler_tid())
+    }
+
+    /// The mechanism's work over time: (start, duration, kind), CLOCK_MONOTONIC ns, kinds as
+    /// in [`super::place::MECH_KINDS`] (at most [`super::place::LOG_CAP`] events).
+    pub fn work_log(&self) -> &[super::place::MechEvent] {
+        &self.log
+    }
+
+    /// TLB shootdowns of the key-value CPU so far (0 without a placement).
+    fn tlb(&self) -> u64 {
+        super::place::Placement::detect().map_or(0, |p| super::place::tlb_shootdowns(p.kv_cpu))
+    }
+
+    fn note(&mut self, start: u64, kind: u8, tlb0: u64) {
+        let d = self.tlb().saturating_sub(tlb0);
+        self.stats.tlb_by_kind[kind as usize] += d;
+        if self.log.len() < super::place::LOG_CAP {
+            let now = super::place::mono_ns();
+            self.log.push((start, now.saturating_sub(start), kind));
+        }
     }
 
     /// Counters.
@@ -257,18 +295,24 @@ impl Mechanism {
     /// region's sequence number). Returns how many records were appended.
     pub fn scan(&mut self, out: &mut Vec<RegionRecord>) -> io::Result<usize> {
         let t0 = Instant::now();
+        let (m0, tlb0) = (super::place::mono_ns(), self.tlb());
         self.interval += 1;
         if let Some(s) = &self.sampler {
             s.restore(None)?; // untouched samples home (write-protected: not a write)
         }
         self.scan_writes()?;
+        self.note(m0, 3, tlb0);
+        let (m1, tlb1) = (super::place::mono_ns(), self.tlb());
         self.arm_samples();
+        self.note(m1, 4, tlb1);
+        let (m0, tlb0) = (super::place::mono_ns(), self.tlb());
         self.scan_far()?;
         self.end_leases()?;
         let n = self.collect_records(out);
         self.stats.scans += 1;
         self.stats.records += n as u64;
         self.stats.scan_ns += t0.elapsed().as_nanos() as u64;
+        self.note(m0, 3, tlb0);
         Ok(n)
     }
 
@@ -302,6 +346,8 @@ impl Mechanism {
         hits.into_iter()
             .for_each(|r| self.regions[r].written = true);
         (self.stats.sample_faults, self.stats.sampler_errors) = s.counts();
+        let (total, max) = s.lock_wait_ns();
+        self.stats.sampler_lock_wait_ns = [total, max];
         self.sampler = Some(s);
     }
 
@@ -423,6 +469,7 @@ impl Mechanism {
     /// time); failed if the kernel refused or there is no far tier.
     pub fn apply(&mut self, d: MemDecision) -> MemOutcome {
         let t0 = Instant::now();
+        let (m0, tlb0) = (super::place::mono_ns(), self.tlb());
         let (action, txn, region, seq) = d.parts();
         let i = region.0 as usize;
         let kind = if i >= self.regions.len() {
@@ -433,7 +480,10 @@ impl Mechanism {
         } else {
             match self.transact(action, i) {
                 Ok(k) => k,
-                Err(_) => OutcomeKind::Failed,
+                Err(_) => {
+                    self.stats.failed_by[2] += 1;
+                    OutcomeKind::Failed
+                }
             }
         };
         self.stats.outcomes[kind.index()] += 1;
@@ -441,6 +491,7 @@ impl Mechanism {
             self.stats.committed[action.index()] += 1;
         }
         self.stats.apply_ns += t0.elapsed().as_nanos() as u64;
+        self.note(m0, action.index() as u8, tlb0);
         let seq = Seq(self.regions.get(i).map_or(0, |r| r.seq));
         MemOutcome {
             txn,
@@ -457,8 +508,14 @@ impl Mechanism {
         let (addr, len) = self.span(i);
         let far = self.regions[i].far;
         match action {
-            MemAction::Reclaim | MemAction::Collapse if far => return Ok(OutcomeKind::Failed),
-            MemAction::Promote if !far => return Ok(OutcomeKind::Failed),
+            MemAction::Reclaim | MemAction::Collapse if far => {
+                self.stats.failed_by[0] += 1;
+                return Ok(OutcomeKind::Failed);
+            }
+            MemAction::Promote if !far => {
+                self.stats.failed_by[0] += 1;
+                return Ok(OutcomeKind::Failed);
+            }
             MemAction::Promote => {
                 if sys::madvise(addr, len, libc::MADV_POPULATE_READ).is_err() {
                     sys::madvise(addr, len, libc::MADV_WILLNEED)?;
@@ -484,9 +541,10 @@ impl Mechanism {
         if self.regions[i].huge_until.take().is_some() {
             self.track(i * self.cfg.region_bytes, len)?; // written pages keep their WP marker
         }
-        sys::madvise(addr, len, libc::MADV_PAGEOUT)?;
+        self.pageout(addr, len)?;
         let swapped = self.count_pages(i, sys::PAGE_IS_SWAPPED)?;
         if swapped == 0 {
+            self.stats.failed_by[1] += 1;
             return Ok(OutcomeKind::Failed);
         }
         let present = self.count_pages(i, sys::PAGE_IS_PRESENT)?;
@@ -497,8 +555,34 @@ impl Mechanism {
         Ok(OutcomeKind::Committed)
     }
 
+    /// `MADV_PAGEOUT` of `[addr, addr+len)` in chunks with pauses ([`AreaConfig::pageout_chunk`]).
+    fn pageout(&mut self, addr: usize, len: usize) -> io::Result<()> {
+        let chunk = self
+            .cfg
+            .pageout_chunk
+            .next_multiple_of(PAGE)
+            .clamp(PAGE, len);
+        let mut off = 0;
+        while off < len {
+            if off > 0 && self.cfg.pageout_pause_us > 0 {
+                // a spin, not a sleep: on a loaded CPU a sleep's wake-up can take milliseconds,
+                // which would cut the reclaim rate to a fraction of the quota
+                let until = Instant::now()
+                    + std::time::Duration::from_micros(self.cfg.pageout_pause_us as u64);
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+            }
+            let n = chunk.min(len - off);
+            sys::madvise(addr + off, n, libc::MADV_PAGEOUT)?;
+            off += n;
+        }
+        Ok(())
+    }
+
     fn collapse(&mut self, i: usize) -> io::Result<OutcomeKind> {
         if self.regions[i].huge_until.is_some() {
+            self.stats.failed_by[3] += 1;
             return Ok(OutcomeKind::Failed); // already collapsed
         }
         if self.written_now(i)? {
@@ -528,6 +612,7 @@ impl Mechanism {
     /// Resident pages of the area (with the read sampler's stashed pages, still in DRAM) and
     /// swapped pages (one `PAGEMAP_SCAN` pass each).
     pub fn residency(&mut self) -> io::Result<(u64, u64)> {
+        let (m0, tlb0) = (super::place::mono_ns(), self.tlb());
         // sampled pages sit in the stash: still DRAM, so still resident
         let (mut present, mut swapped) = (self.sampler.as_ref().map_or(0, |s| s.stashed()), 0);
         let len = self.map.len;
@@ -537,6 +622,7 @@ impl Mechanism {
         self.pm_scan(0, len, false, sys::PAGE_IS_SWAPPED, |r| {
             swapped += (r.end - r.start) / PAGE as u64
         })?;
+        self.note(m0, 3, tlb0);
         Ok((present, swapped))
     }
 }

@@ -14,6 +14,7 @@ pub mod kv;
 mod kv_tests;
 mod mechanism;
 pub mod on_host;
+pub mod place;
 pub mod report;
 pub mod run;
 #[cfg(test)]

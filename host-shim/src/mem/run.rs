@@ -23,6 +23,7 @@ use wave_policy::mem_service::{wire_config, MemService};
 use wave_policy::runtime::{self, Runtime, Tuning};
 
 use super::kv::{KvLoad, KvLoadConfig, KvStore, Storage};
+use super::place::{Placement, ThreadMeter, ThreadStats};
 use super::wire::{KvShared, MemHostService, Sample, Schedule, WireCounters};
 use super::{managed_area, AreaConfig, MechStats, ZramSwap};
 use crate::engine::hist::Latency;
@@ -50,6 +51,9 @@ impl MemMode {
         }
     }
 }
+
+/// `collapse_after` that never collapses (0 on the wire means "the policy's default").
+pub const COLLAPSE_NEVER: u32 = u32::MAX;
 
 /// Regions the on-host policy thread can manage (32 GiB at 2 MiB).
 pub const HOST_MAX_REGIONS: usize = 16_384;
@@ -101,6 +105,9 @@ pub struct MemRunConfig {
     /// Set once the table is built, before the link is needed: lets a caller start other work
     /// at the same moment as this run's load (`cargo wave demo --subsystem all`).
     pub set_up: Option<std::sync::Arc<AtomicBool>>,
+    /// Pin the threads ([`Placement`]): the key-value thread alone on one CPU, the rest on
+    /// the others, identically in every mode.
+    pub pin: bool,
 }
 
 impl Default for MemRunConfig {
@@ -113,6 +120,15 @@ impl Default for MemRunConfig {
             policy: MemConfig {
                 intervals_per_minute: 1,
                 initial_threshold: 64,
+                // Off by default: MADV_COLLAPSE holds the process's mmap lock for writing while
+                // it copies 2 MiB, and every fault of the key-value thread waits for it
+                // (measured: ms-long stalls, the largest single cost to GET p99; see
+                // docs/memory.md). `--collapse-after N` turns it on.
+                collapse_after: COLLAPSE_NEVER,
+                // 16 regions (32 MiB) per 100 ms interval: about what the paced pageout does
+                // in one interval on this machine; a larger quota only queues decisions at the
+                // host, where they go stale or outlive the policy's pending timeout
+                reclaim_quota: 16,
                 ..MemConfig::default()
             },
             read_samples: 1,
@@ -121,6 +137,7 @@ impl Default for MemRunConfig {
             link_up_timeout: Duration::from_secs(60),
             lane: false,
             set_up: None,
+            pin: true,
         }
     }
 }
@@ -191,6 +208,24 @@ pub struct MemRunResults {
     pub trace: Vec<Vec<wave_policy::mem::RegionRecord>>,
     /// Regions of the table (the trace's region ids are below it).
     pub n_regions: u32,
+    /// The key-value thread's scheduling over the load (CPU, off-CPU, context switches).
+    pub kv_thread: ThreadStats,
+    /// Operations whose own service took over 50 µs (blocked or preempted mid-operation),
+    /// their total service time (s), and the longest service time of one operation (µs).
+    pub slow_ops: u64,
+    /// See `slow_ops`.
+    pub slow_s: f64,
+    /// See `slow_ops`.
+    pub max_service_us: f64,
+    /// Host CPU of the sampler's fault handler thread, s (part of `mech_cpu_s`).
+    pub handler_cpu_s: f64,
+    /// Where the threads ran ([`Placement::describe`]), or why they were not pinned.
+    pub placement: String,
+    /// Load average (1 min) when the run ended: other work on the machine.
+    pub loadavg: f64,
+    /// The slow operations by the mechanism's work that overlapped them (`[reclaim, promote,
+    /// collapse, scan, arm samples, none of these]`, see [`super::place::attribute`]): (count, total ns).
+    pub slow_by: [(u64, u64); 6],
 }
 
 impl MemRunResults {
@@ -231,12 +266,33 @@ impl MemRunResults {
     }
 }
 
+/// How long a run waits for zram0 held by another run.
+const ZRAM_WAIT: Duration = Duration::from_secs(120);
+
 /// The far tier for a run: zram when possible, else none with the reason.
 fn far_tier(cfg: &MemRunConfig) -> (Option<ZramSwap>, String, Option<String>) {
     if !cfg.far_tier {
         return (None, "none (disabled)".into(), None);
     }
-    match ZramSwap::setup(cfg.table_bytes as u64 * 2) {
+    // zram0 is one device per machine: if another run holds it, wait a while for it
+    let start = Instant::now();
+    let mut said = false;
+    let got = loop {
+        match ZramSwap::setup(cfg.table_bytes as u64 * 2) {
+            Err(e) if e.to_string().contains("in use") && start.elapsed() < ZRAM_WAIT => {
+                if !said {
+                    eprintln!(
+                        "wave: mem: {e}; waiting up to {} s for it",
+                        ZRAM_WAIT.as_secs()
+                    );
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            r => break r,
+        }
+    };
+    match got {
         Ok(z) => (Some(z), "zram (lzo-rle, MADV_PAGEOUT)".into(), None),
         Err(e) => (
             None,
@@ -248,16 +304,30 @@ fn far_tier(cfg: &MemRunConfig) -> (Option<ZramSwap>, String, Option<String>) {
     }
 }
 
+/// What the workload thread hands back.
+struct Drive<S: Storage> {
+    load: KvLoad,
+    kv: KvStore<S>,
+    windows: Vec<(f64, u64)>,
+    phase_s: f64,
+    thread: ThreadStats,
+}
+
 /// The workload thread: serves the load until `duration`, moves the hot set at half, and
-/// records GET p99 per window. Returns the load and the store (to verify after the run).
+/// records GET p99 per window; pinned to the key-value CPU when `place` says so.
 fn drive<S: Storage>(
     mut kv: KvStore<S>,
     cfg: &KvLoadConfig,
     duration: Duration,
     origin: Instant,
     shared: &KvShared,
-) -> (KvLoad, KvStore<S>, Vec<(f64, u64)>, f64) {
+    place: Option<&Placement>,
+) -> Drive<S> {
     const WINDOW_NS: u64 = 250_000_000;
+    if let Some(p) = place {
+        p.pin_kv();
+    }
+    let meter = ThreadMeter::start(place.map(|p| p.kv_cpu));
     let mut load = KvLoad::new(*cfg, kv.keys());
     let end = duration.as_nanos() as u64;
     let phase = (end / 2 / WINDOW_NS).max(1) * WINDOW_NS;
@@ -275,7 +345,36 @@ fn drive<S: Storage>(
         shared.p99_ns.store(p99, Relaxed);
         windows.push((t as f64 / 1e9, p99));
     }
-    (load, kv, windows, phase as f64 / 1e9)
+    Drive {
+        thread: meter.stop(),
+        load,
+        kv,
+        windows,
+        phase_s: phase as f64 / 1e9,
+    }
+}
+
+/// The run's placement (`None` if off or on one CPU), with the calling thread (and so what it
+/// spawns: the mechanism's helpers, the policy thread, QEMU) moved to the control CPUs.
+pub fn place_control(cfg: &MemRunConfig) -> Option<Placement> {
+    let p = Placement::detect().filter(|_| cfg.pin)?;
+    p.pin_control();
+    Some(p)
+}
+
+fn describe(p: Option<&Placement>, cfg: &MemRunConfig) -> String {
+    match p {
+        Some(p) => p.describe(),
+        None if !cfg.pin => "not pinned (disabled)".into(),
+        None => "not pinned (one CPU)".into(),
+    }
+}
+
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Reads every key once; returns the failures.
@@ -287,27 +386,39 @@ fn verify_all<S: Storage>(kv: &mut KvStore<S>) -> u64 {
     kv.checksum_failures - before
 }
 
-fn summary(res: &mut MemRunResults, load: &KvLoad, secs: f64, failures: u64) {
+fn summary<S: Storage>(res: &mut MemRunResults, d: &Drive<S>, secs: f64, failures: u64) {
+    let load = &d.load;
     res.ops = load.ops;
     res.throughput = load.ops as f64 / secs.max(1e-9);
     res.get = load.get_latency.summary();
     res.checksum_failures = failures;
+    res.kv_thread = d.thread;
+    res.slow_ops = load.slow_ops;
+    res.slow_s = load.slow_ns as f64 / 1e9;
+    res.max_service_us = load.max_service_ns as f64 / 1e3;
+    res.loadavg = loadavg();
 }
 
 /// The no-management baseline: the table in plain memory.
 pub fn run_none(cfg: &MemRunConfig) -> Result<MemRunResults, String> {
+    let place = place_control(cfg);
     let kv = KvStore::new(vec![0u8; cfg.table_bytes]);
     let shared = KvShared::default();
     let origin = Instant::now();
-    let (load, mut kv, windows, phase_s) = drive(kv, &cfg.load, cfg.duration, origin, &shared);
-    let failures = kv.checksum_failures + verify_all(&mut kv);
+    let (sh, pl) = (&shared, place.as_ref());
+    let mut d = std::thread::scope(|s| {
+        s.spawn(move || drive(kv, &cfg.load, cfg.duration, origin, sh, pl))
+            .join()
+            .map_err(|_| "the workload thread panicked".to_string())
+    })?;
+    let failures = d.kv.checksum_failures + verify_all(&mut d.kv);
     let table = cfg.table_bytes as u64;
     let mut res = MemRunResults {
         mode: "none".into(),
         table_bytes: table,
         far_tier: "-".into(),
-        p99_windows: windows,
-        phase_s,
+        p99_windows: std::mem::take(&mut d.windows),
+        phase_s: d.phase_s,
         resident: [table; 3],
         samples: vec![
             Sample {
@@ -323,14 +434,16 @@ pub fn run_none(cfg: &MemRunConfig) -> Result<MemRunResults, String> {
         ],
         intervals_per_minute: cfg.policy.intervals_per_minute,
         slo_ppm: cfg.policy.slo_ppm_per_minute,
+        placement: describe(place.as_ref(), cfg),
         ..MemRunResults::default()
     };
-    summary(&mut res, &load, cfg.duration.as_secs_f64(), failures);
+    summary(&mut res, &d, cfg.duration.as_secs_f64(), failures);
     Ok(res)
 }
 
 /// The on-host baseline: the policy in a host thread over an in-process link.
 pub fn run_host(cfg: &MemRunConfig) -> Result<MemRunResults, String> {
+    place_control(cfg);
     let (host, ipu) = LocalLink::pair(1 << 20, wave_abi::layout::MIN_VECTORS as u16, 512)
         .map_err(|e| e.to_string())?;
     let stop = AtomicBool::new(false);
@@ -434,6 +547,7 @@ pub fn run_managed<L: Link>(
     mode: MemMode,
     cfg: &MemRunConfig,
 ) -> Result<MemRunResults, String> {
+    let place = place_control(cfg);
     let (zram, far_name, note) = far_tier(cfg);
     if let Some(n) = &note {
         eprintln!("wave: mem: {n}");
@@ -444,6 +558,11 @@ pub fn run_managed<L: Link>(
         ..AreaConfig::default()
     })
     .map_err(|e| format!("cannot set up the managed area: {e}"))?;
+    if let Some(p) = place.as_ref().filter(|_| cfg.read_samples > 0) {
+        if let Some(tid) = handler_tid(&mech) {
+            p.pin_to_kv(tid);
+        }
+    }
     let kv = KvStore::new(mem);
     if let Some(set_up) = &cfg.set_up {
         set_up.store(true, Release);
@@ -475,6 +594,7 @@ pub fn run_managed<L: Link>(
             a => a as u64,
         },
         progress_ns: if cfg.progress { 1_000_000_000 } else { 0 },
+        decision_ttl: (pcfg.pending_timeout as u64 / 2).max(1),
     };
     let mut res = MemRunResults {
         mode: mode.name().into(),
@@ -485,12 +605,13 @@ pub fn run_managed<L: Link>(
         slo_ppm: pcfg.slo_ppm_per_minute,
         region_pages: (mech.region_bytes() / super::PAGE) as u64,
         n_regions: mech.n_regions(),
+        placement: describe(place.as_ref(), cfg),
         ..MemRunResults::default()
     };
-    let (load, mut kv, svc) = std::thread::scope(|s| {
+    let (mut d, svc) = std::thread::scope(|s| {
         let origin = Instant::now();
-        let shared = &shared;
-        let worker = s.spawn(move || drive(kv, &cfg.load, cfg.duration, origin, shared));
+        let (shared, pl) = (&shared, place.as_ref());
+        let worker = s.spawn(move || drive(kv, &cfg.load, cfg.duration, origin, shared, pl));
         let cpu0 = crate::engine::thread_cpu_ns();
         let mut svc = MemHostService::new(&mut mech, shared, sched);
         let stop = AtomicBool::new(false);
@@ -508,23 +629,39 @@ pub fn run_managed<L: Link>(
         ep.stop();
         let _ = link.notify(VECTOR_CONTROL);
         res.mech_cpu_s = crate::engine::thread_cpu_ns().saturating_sub(cpu0) as f64 / 1e9;
-        let (load, kv, windows, phase_s) = match worker.join() {
+        let mut d = match worker.join() {
             Ok(v) => v,
             Err(_) => return Err("the workload thread panicked".to_string()),
         };
-        res.p99_windows = windows;
-        res.phase_s = phase_s;
-        Ok((load, kv, Report::of(&mut svc)))
+        res.p99_windows = std::mem::take(&mut d.windows);
+        res.phase_s = d.phase_s;
+        Ok((d, Report::of(&mut svc)))
     })?;
-    res.mech_cpu_s += threads_cpu_s("wave-mem-uffd");
-    let failures = kv.checksum_failures + verify_all(&mut kv);
-    summary(&mut res, &load, cfg.duration.as_secs_f64(), failures);
+    res.handler_cpu_s = threads_cpu_s("wave-mem-uffd");
+    res.mech_cpu_s += res.handler_cpu_s;
+    let failures = d.kv.checksum_failures + verify_all(&mut d.kv);
+    summary(&mut res, &d, cfg.duration.as_secs_f64(), failures);
     svc.fill(&mut res);
     res.mech = Some(*mech.stats());
-    drop(kv);
+    res.slow_by = super::place::attribute(&d.load.slow_log, mech.work_log());
+    drop(d);
     drop(mech);
     drop(zram);
     Ok(res)
+}
+
+/// The sampler's fault handler thread id (it records it when it starts: wait briefly).
+fn handler_tid(mech: &super::Mechanism) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Some(t) = mech.fault_handler_tid() {
+            return Some(t);
+        }
+        if start.elapsed() > Duration::from_secs(1) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// What the host service measured, taken out before the mechanism it borrows is released.

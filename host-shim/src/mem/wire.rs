@@ -19,6 +19,10 @@ use wave_policy::runtime::{Log, Service, Step};
 use super::Mechanism;
 use crate::engine::hist::Histogram;
 
+/// Wall time one step spends applying decisions; the rest wait for the next step, so a batch
+/// of reclaims never holds up a scan (or the link) for long.
+pub const APPLY_BUDGET_NS: u64 = 20_000_000;
+
 /// Most intervals of records kept as the trace.
 pub const TRACE_INTERVALS: usize = 10_000;
 
@@ -70,6 +74,9 @@ pub struct WireCounters {
     pub scan_errors: u64,
     /// Most entries waiting for room in the records ring.
     pub backlog_max: u64,
+    /// Decisions refused as stale unapplied because they waited in the host's queue longer
+    /// than [`Schedule::decision_ttl`] (the policy may have given up on them).
+    pub expired: u64,
 }
 
 /// Timing of the service.
@@ -85,6 +92,11 @@ pub struct Schedule {
     pub wss_age: u64,
     /// Print a progress line about every this many ns (0: none).
     pub progress_ns: u64,
+    /// A decision that waited more than this many intervals in the host's queue is refused
+    /// as stale without being applied (0: no limit). Set below the policy's
+    /// `pending_timeout`: an outcome arriving after the policy forgot the transaction is
+    /// ignored, and the policy's view of the region's tier would go wrong.
+    pub decision_ttl: u64,
 }
 
 /// The host's memory service over one mechanism.
@@ -94,6 +106,9 @@ pub struct MemHostService<'m> {
     sched: Schedule,
     decoder: ToHostDecoder,
     backlog: VecDeque<EntryBody>,
+    /// Decisions received and not applied yet (applied within [`APPLY_BUDGET_NS`] per step),
+    /// with the interval they arrived in.
+    queue: VecDeque<(ToHost, u64)>,
     recs: Vec<RegionRecord>,
     next_scan_ns: u64,
     ticks: VecDeque<(u64, u64)>,
@@ -132,6 +147,7 @@ impl<'m> MemHostService<'m> {
             sched,
             decoder: ToHostDecoder::default(),
             backlog: VecDeque::new(),
+            queue: VecDeque::new(),
             recs: Vec::new(),
             next_scan_ns: 0,
             ticks: VecDeque::new(),
@@ -252,8 +268,28 @@ impl<'m> MemHostService<'m> {
                         self.round_trip.record(now.saturating_sub(t));
                     }
                 }
-                Ok(m) => self.apply(&m, now),
+                Ok(m) => self.queue.push_back((m, self.counters.intervals)),
                 Err(_) => {}
+            }
+        }
+        n
+    }
+
+    /// Applies queued decisions for at most [`APPLY_BUDGET_NS`] (at least one).
+    fn apply_queued(&mut self, now: u64) -> usize {
+        let t0 = std::time::Instant::now();
+        let mut n = 0;
+        while let Some((m, at)) = self.queue.pop_front() {
+            let ttl = self.sched.decision_ttl;
+            if ttl > 0 && self.counters.intervals.saturating_sub(at) > ttl {
+                self.expire(&m);
+                n += 1;
+                continue;
+            }
+            self.apply(&m, now + t0.elapsed().as_nanos() as u64);
+            n += 1;
+            if t0.elapsed().as_nanos() as u64 >= APPLY_BUDGET_NS {
+                break;
             }
         }
         n
@@ -277,6 +313,25 @@ impl<'m> MemHostService<'m> {
             }
             _ => {}
         }
+        self.backlog.push_back(encode_to_ipu(&outcome_msg(&o)));
+    }
+
+    /// Refuses decision `m` as stale without applying it (it waited too long).
+    fn expire(&mut self, m: &ToHost) {
+        let Some(d) = decision_from_wire(m) else {
+            return;
+        };
+        let (action, txn, region, _) = d.parts();
+        self.counters.decisions[action.index()] += 1;
+        self.counters.outcomes[OutcomeKind::Stale.index()] += 1;
+        self.counters.expired += 1;
+        let seq = self.mech.region_seq(region).unwrap_or(wave_policy::Seq(0));
+        let o = wave_policy::mem::MemOutcome {
+            txn,
+            region,
+            seq,
+            kind: OutcomeKind::Stale,
+        };
         self.backlog.push_back(encode_to_ipu(&outcome_msg(&o)));
     }
 
@@ -361,6 +416,7 @@ impl<'a> Service<'a> for MemHostService<'_> {
             self.progress(now);
             work += 1;
         }
+        work += self.apply_queued(now);
         let (sent, ring) = self.flush(ep);
         Step {
             work: work + sent,
@@ -370,10 +426,13 @@ impl<'a> Service<'a> for MemHostService<'_> {
     fn counters(&self) -> (u64, u64) {
         (self.decoder.stats.invalid(), self.counters.records)
     }
-    fn deadline_ns(&self, _now_ns: u64) -> Option<u64> {
+    fn deadline_ns(&self, now_ns: u64) -> Option<u64> {
+        if !self.queue.is_empty() {
+            return Some(now_ns);
+        }
         Some(self.next_scan_ns.min(self.end_ns))
     }
     fn finished(&self) -> bool {
-        self.origin_ns.is_some() && self.now_ns >= self.end_ns
+        self.origin_ns.is_some() && self.now_ns >= self.end_ns && self.queue.is_empty()
     }
 }

@@ -68,6 +68,15 @@ impl AgeHistogram {
             .fold(0u64, |a, &b| a.saturating_add(b))
     }
 
+    /// An exponential average over windows, kept scaled by `keep` (the bins hold about
+    /// `keep` windows' worth): forget `1/keep` of every bin, then add `window`.
+    pub fn decay_add(&mut self, window: &AgeHistogram, keep: u64) {
+        let keep = keep.max(1);
+        for (a, &w) in self.bins.iter_mut().zip(window.bins.iter()) {
+            *a = (*a - *a / keep).saturating_add(w);
+        }
+    }
+
     /// Samples with age `< threshold` (same exactness as [`AgeHistogram::at_least`]).
     pub fn below(&self, threshold: u32) -> u64 {
         self.total() - self.at_least(threshold)

@@ -136,6 +136,10 @@ pub struct MemPolicy<const N: usize> {
     /// Accesses by idle age in the current SLO minute, and in the previous one.
     promo_cur: AgeHistogram,
     promo_prev: AgeHistogram,
+    /// The promotion histogram averaged over about `AVG_MINUTES` minutes (× `AVG_MINUTES`):
+    /// the controller's memory of which idle ages were re-accessed, so one quiet minute does
+    /// not let it forget a costly age and drop the threshold below it.
+    promo_avg: AgeHistogram,
     /// Intervals in the current minute; whether a previous minute exists.
     window_elapsed: u32,
     have_prev: bool,
@@ -177,6 +181,7 @@ impl<const N: usize> MemPolicy<N> {
             regions: [Region::NEW; N],
             promo_cur: AgeHistogram::new(),
             promo_prev: AgeHistogram::new(),
+            promo_avg: AgeHistogram::new(),
             window_elapsed: 0,
             have_prev: false,
             actual_cur: 0,
@@ -389,6 +394,7 @@ impl<const N: usize> MemPolicy<N> {
             return;
         }
         self.promo_prev = self.promo_cur;
+        self.promo_avg.decay_add(&self.promo_prev, AVG_MINUTES);
         self.promo_cur.clear();
         self.actual_prev = self.actual_cur;
         self.actual_cur = 0;
@@ -406,15 +412,35 @@ impl<const N: usize> MemPolicy<N> {
             self.floor = (self.floor.saturating_mul(2)).min(max);
             self.stats.slo_backoffs += 1;
             self.floor_age = 0;
-        } else if avg * PPM * 2 <= budget && self.floor > min && self.floor_age >= AVG_MINUTES {
-            // lower it step by step, each step held a few minutes to see its promotions
+        } else if avg * PPM * 2 <= budget
+            && self.floor > min
+            && self.floor_age >= AVG_MINUTES
+            && self.predicted_ppm(self.floor / 2) * 2 <= budget
+        {
+            // lower it step by step, each step held a few minutes to see its promotions, and
+            // only where the promotion histogram predicts at most half the SLO at the new floor
             self.floor = (self.floor / 2).max(min);
             self.floor_age = 0;
         }
     }
 
+    /// Pages one demand promotion faults back, as observed so far (rounded up); before the
+    /// first promotion, `promote_pages` (a conservative prior: a region is promoted whole
+    /// after that many faults). Converts the histograms' accesses into the SLO's pages.
+    fn pages_per_promotion(&self) -> u64 {
+        let s = &self.stats;
+        let p = if s.promotions > 0 {
+            s.promoted_pages.div_ceil(s.promotions)
+        } else {
+            self.cfg.promote_pages as u64
+        };
+        p.clamp(1, self.cfg.region_pages.max(1) as u64)
+    }
+
     /// Predicted promoted pages per minute at `threshold`, in ppm-scaled units (`x * PPM`):
-    /// every access after an idle age at or above it would have faulted at least one page.
+    /// every access after an idle age at or above it would have faulted
+    /// [`Self::pages_per_promotion`] pages. The larger of the recent rate (this minute and the
+    /// last) and the rate averaged over about `AVG_MINUTES` minutes.
     fn predicted_ppm(&self, threshold: u32) -> u64 {
         let prev_len = if self.have_prev {
             self.cfg.intervals_per_minute
@@ -422,11 +448,12 @@ impl<const N: usize> MemPolicy<N> {
             0
         };
         let span = (prev_len + self.window_elapsed) as u64;
-        if span == 0 {
-            return 0;
-        }
         let count = self.promo_prev.at_least(threshold) + self.promo_cur.at_least(threshold);
-        count * PPM * self.cfg.intervals_per_minute as u64 / span
+        let recent = (count * PPM * self.cfg.intervals_per_minute as u64)
+            .checked_div(span)
+            .unwrap_or(0);
+        let long = self.promo_avg.at_least(threshold) * PPM / AVG_MINUTES;
+        recent.max(long) * self.pages_per_promotion()
     }
 
     /// The SLO in ppm-scaled pages per minute: `slo_ppm × working set (pages)`.

@@ -858,3 +858,63 @@ fn a_high_initial_threshold_waits_before_reclaiming() {
     }
     assert_eq!(out.len(), 2, "then comes down while nothing is promoted");
 }
+
+/// Region 0 is hot; regions 1..=6 are each re-read every `gap` intervals, staggered.
+fn periodic_reads(p: &mut P, h: &mut Host, intervals: u32, gap: u32) {
+    for i in 0..intervals {
+        h.touch(p, 0, true);
+        for k in 1..=6u32 {
+            if (i + k) % gap == 0 {
+                h.touch(p, k, false);
+            }
+        }
+        let ds = step(p);
+        h.apply(p, &ds);
+    }
+}
+
+#[test]
+fn the_floor_is_not_lowered_below_what_the_promotion_histogram_allows() {
+    // starts conservative (floor 32); regions re-read after 5 idle intervals, about 10 such
+    // reads per minute against an SLO of 0.8: the floor may come down to 8, never to 4
+    let mut p = P::new(MemConfig {
+        initial_threshold: 32,
+        ..cfg(8)
+    })
+    .unwrap();
+    let mut h = Host::new();
+    periodic_reads(&mut p, &mut h, 400, 6);
+    assert_eq!(
+        p.stats().promotions,
+        0,
+        "nothing re-read was ever reclaimed"
+    );
+    assert_eq!(
+        p.threshold_floor(),
+        8,
+        "the floor came down to where it is safe"
+    );
+    assert!(p.threshold() >= 8, "threshold {}", p.threshold());
+}
+
+#[test]
+fn the_prediction_counts_the_pages_a_promotion_faults_back() {
+    // 64-page regions, SLO 5% of the working set's pages per minute (about 22 pages); reads
+    // after 7 idle intervals, 7.5 per minute. Before any promotion a read is predicted to
+    // fault `promote_pages` pages: at 1 the floor comes down below 8, at 16 it may not.
+    let run = |promote_pages: u32| {
+        let mut p = P::new(MemConfig {
+            region_pages: 64,
+            promote_pages,
+            slo_ppm_per_minute: 50_000,
+            initial_threshold: 16,
+            ..cfg(8)
+        })
+        .unwrap();
+        let mut h = Host::new();
+        periodic_reads(&mut p, &mut h, 400, 8);
+        p.threshold_floor()
+    };
+    assert_eq!(run(16), 8, "16 pages per promotion");
+    assert!(run(1) < 8, "1 page per promotion: {}", run(1));
+}

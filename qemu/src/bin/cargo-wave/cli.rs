@@ -105,6 +105,14 @@ pub struct MemDemoArgs {
     /// Run without a far tier (no reclaim; the saving is 0).
     #[arg(long)]
     pub no_far_tier: bool,
+    /// Collapse a region into a huge page after this many hot intervals (0: never, the
+    /// default: each collapse stalls the key-value thread's faults for milliseconds).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub collapse_after: u32,
+    /// Leave the threads unpinned (by default the key-value thread runs alone on the last
+    /// CPU, and the mechanism, the policy and QEMU on the others, in every mode alike).
+    #[arg(long)]
+    pub no_pin: bool,
 }
 
 #[derive(Clone, Debug, Args)]

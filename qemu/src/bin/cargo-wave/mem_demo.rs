@@ -58,9 +58,14 @@ pub fn options(args: &DemoArgs) -> anyhow::Result<MemDemoOptions> {
         policy: MemConfig {
             intervals_per_minute: m.minute_intervals,
             slo_ppm_per_minute: m.slo_ppm,
+            collapse_after: match m.collapse_after {
+                0 => wave_host_shim::mem::run::COLLAPSE_NEVER,
+                n => n,
+            },
             ..MemRunConfig::default().policy
         },
         far_tier: !m.no_far_tier,
+        pin: !m.no_pin,
         progress: true,
         ..MemRunConfig::default()
     };
@@ -88,10 +93,21 @@ pub fn demo_mem(args: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let runs = demo_mem::run_demo(&opts, image.as_ref())?;
+    let rounds = demo_mem::run_rounds(&opts, image.as_ref(), args.repeat)?;
+    let runs = rounds.last().expect("at least one round");
     println!();
-    print!("{}", demo_mem::table(&runs));
-    if let Some(s) = demo_mem::scaling(&opts, &runs) {
+    if rounds.len() > 1 {
+        println!("the last of {} rounds:", rounds.len());
+    }
+    print!("{}", demo_mem::table(runs));
+    if rounds.len() > 1 {
+        println!(
+            "\nover {} interleaved rounds (GET p99 vs none: the median of the per-round ratios; target within 10%):",
+            rounds.len()
+        );
+        print!("{}", demo_mem::repeat_table(&rounds));
+    }
+    if let Some(s) = demo_mem::scaling(&opts, runs) {
         print!("{s}");
     }
     let l = &opts.run.load;
@@ -107,16 +123,16 @@ pub fn demo_mem(args: DemoArgs) -> anyhow::Result<ExitCode> {
         opts.run.interval.as_millis()
     );
     if let Some(path) = &args.json {
-        std::fs::write(path, demo_mem::json(&opts, &runs))
+        std::fs::write(path, demo_mem::json_rounds(&opts, &rounds))
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
         println!("wave: results written to {}", path.display());
     }
     if let Some(path) = &args.plot {
-        std::fs::write(path, demo_mem::plot(&runs))
+        std::fs::write(path, demo_mem::plot(runs))
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
         println!("wave: plot written to {}", path.display());
     }
-    if runs.iter().all(|r| r.ok()) {
+    if rounds.iter().flatten().all(|r| r.ok()) {
         Ok(ExitCode::Pass)
     } else {
         println!(
