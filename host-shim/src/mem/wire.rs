@@ -168,6 +168,13 @@ impl<'m> MemHostService<'m> {
         self.mark
     }
 
+    /// A new session on the link: what was queued for the old one (records, ticks, the
+    /// outcomes of its decisions) is dropped, never sent to the new one.
+    pub fn new_session(&mut self) {
+        self.backlog.clear();
+        self.ticks.clear();
+    }
+
     /// The mechanism (for its counters and residency at the end).
     pub fn mechanism(&mut self) -> &mut Mechanism {
         self.mech

@@ -370,13 +370,19 @@ fn control_loop<L: Link>(
         n_workers: cfg.workers as u8,
         params: cfg.params,
     };
-    ep.send(NET_CHANNEL, &[encode_config(&config)]);
+    let mut configured = None;
+    let mut outcomes: std::collections::VecDeque<EntryBody> = Default::default();
+    follow_session(&mut ep, &config, &mut configured, &mut outcomes);
     ready.store(true, Release);
     let mut dec = NetDecoder::default();
-    let mut outcomes: std::collections::VecDeque<EntryBody> = Default::default();
     let mut interval = 0u32;
     let mut next = Instant::now();
     while !stop.load(Acquire) {
+        if !follow_session(&mut ep, &config, &mut configured, &mut outcomes) {
+            rep.skipped += 1;
+            next = pace(next, cfg.interval);
+            continue;
+        }
         while let Some(b) = ep.rx(NET_CHANNEL).poll() {
             if let Ok(d) = dec.decision(&b) {
                 outcomes.push_back(encode_outcome(&server.apply(&d)));
@@ -399,17 +405,47 @@ fn control_loop<L: Link>(
         } else {
             rep.skipped += 1;
         }
-        next += cfg.interval;
-        if let Some(d) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(d);
-        } else {
-            next = Instant::now();
-        }
+        next = pace(next, cfg.interval);
     }
     rep.decisions = dec.stats.ok;
     rep.bad = dec.stats.invalid();
     ep.stop();
     Ok(())
+}
+
+/// Sleeps until `next + interval` (at once if that is past); returns the next deadline.
+fn pace(next: Instant, interval: Duration) -> Instant {
+    let next = next + interval;
+    match next.checked_duration_since(Instant::now()) {
+        Some(d) => {
+            std::thread::sleep(d);
+            next
+        }
+        None => Instant::now(),
+    }
+}
+
+/// Polls the link and keeps the IPU configured: on a new session (the IPU restarted, or this
+/// lane's primary did, `docs/abi.md` §5 "Lanes") the outcomes queued for the old session are
+/// dropped (their decisions are not the new session's) and the configuration is sent again.
+/// True when the link is up and this session has its configuration.
+fn follow_session(
+    ep: &mut Endpoint<'_>,
+    config: &NetConfig,
+    configured: &mut Option<u32>,
+    outcomes: &mut std::collections::VecDeque<EntryBody>,
+) -> bool {
+    let link = ep.poll_link();
+    if link.resynced {
+        outcomes.clear();
+    }
+    let Ok(session) = link.state else {
+        return false;
+    };
+    if *configured != Some(session) && ep.send(NET_CHANNEL, &[encode_config(config)]).0 == 1 {
+        *configured = Some(session);
+    }
+    *configured == Some(session)
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
