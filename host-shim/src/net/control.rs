@@ -555,3 +555,102 @@ fn reaction(cfg: &NetRunConfig, windows: &[Window], phase_ns: u64) -> Option<u64
         Some(_) => None,
     }
 }
+
+#[cfg(test)]
+mod session_tests {
+    //! The control loop's session handling over an in-process link, stepped by hand (no
+    //! threads, no timing): the net lane follows a restart of the host's primary.
+
+    use std::collections::VecDeque;
+
+    use wave_abi::net::{decode_to_ipu, NetOutcome, OutcomeKind, ToIpu};
+    use wave_abi::status::next_epoch;
+    use wave_abi::Channel;
+
+    use super::*;
+    use crate::link::{host_lane, Link};
+
+    /// What waits for the IPU on the net channel: (configurations, outcomes, others).
+    fn drain(ipu: &mut Endpoint<'_>) -> (usize, usize, usize) {
+        let mut n = (0, 0, 0);
+        while let Some(b) = ipu.rx(NET_CHANNEL).poll() {
+            match decode_to_ipu(&b) {
+                Ok(ToIpu::Config(_)) => n.0 += 1,
+                Ok(ToIpu::Outcome(_)) => n.1 += 1,
+                _ => n.2 += 1,
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn the_net_lane_resends_its_config_after_its_primary_restarts() {
+        let (host, ipu_link) =
+            LocalLink::pair(1 << 20, wave_abi::layout::MIN_VECTORS as u16, 512).unwrap();
+        let region = host.region();
+        let layout = Layout::read(&region).unwrap();
+        let primary = |epoch| {
+            Endpoint::primary(region, &layout, Side::Host, epoch, &[Channel::Sched]).unwrap()
+        };
+        let mut sched = primary(host.epoch());
+        let mut lane = host_lane(&host, &layout, &[NET_CHANNEL], Duration::from_secs(1)).unwrap();
+        let mut ipu = Endpoint::new(ipu_link.region(), &layout, Side::Ipu, 9).unwrap();
+        let config = NetConfig {
+            n_workers: 4,
+            params: NetParams::default(),
+        };
+        let (mut configured, mut outcomes) = (None, VecDeque::new());
+        for _ in 0..2 {
+            ipu.poll_link();
+            sched.poll_link();
+        }
+        assert!(follow_session(
+            &mut lane,
+            &config,
+            &mut configured,
+            &mut outcomes
+        ));
+        assert!(follow_session(
+            &mut lane,
+            &config,
+            &mut configured,
+            &mut outcomes
+        ));
+        assert!(ipu.poll_link().state.is_ok());
+        assert_eq!(drain(&mut ipu), (1, 0, 0), "one configuration per session");
+
+        // An outcome of the old session is queued when the primary restarts.
+        outcomes.push_back(encode_outcome(&NetOutcome {
+            txn: 7,
+            table_epoch: 1,
+            kind: OutcomeKind::Committed,
+        }));
+        let mut sched = primary(next_epoch(sched.epoch()));
+        assert!(!follow_session(
+            &mut lane,
+            &config,
+            &mut configured,
+            &mut outcomes
+        ));
+        assert!(
+            outcomes.is_empty(),
+            "the old session's outcomes are dropped"
+        );
+        assert_eq!(lane.epoch(), sched.epoch());
+        assert!(ipu.poll_link().resynced);
+        sched.poll_link();
+        assert!(follow_session(
+            &mut lane,
+            &config,
+            &mut configured,
+            &mut outcomes
+        ));
+        assert!(ipu.poll_link().state.is_ok());
+        assert_eq!(lane.session(), ipu.session());
+        assert_eq!(
+            drain(&mut ipu),
+            (1, 0, 0),
+            "the configuration again, nothing old"
+        );
+    }
+}
