@@ -353,14 +353,14 @@ pub fn run_host(cfg: &MemRunConfig) -> Result<MemRunResults, String> {
     })
 }
 
-struct PolicyReport {
+pub(super) struct PolicyReport {
     cpu_ns: u64,
-    invalid: u64,
-    violations: u64,
+    pub(super) invalid: u64,
+    pub(super) violations: u64,
 }
 
 /// The on-host policy: the memory service under the agent runtime until `stop`.
-fn policy_thread(ipu: &LocalLink, stop: &AtomicBool) -> PolicyReport {
+pub(super) fn policy_thread(ipu: &LocalLink, stop: &AtomicBool) -> PolicyReport {
     let cpu0 = crate::engine::thread_cpu_ns();
     let region = ipu.region();
     let mut report = PolicyReport {
