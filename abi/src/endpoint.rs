@@ -464,9 +464,13 @@ impl<'a> Endpoint<'a> {
     /// Reads the peer's status (local memory) and runs the attach/resync protocol:
     /// a new peer epoch resets every ring of this side to position 0 of the new session and
     /// acknowledges it. Call this in every loop iteration; it is a few local loads.
+    ///
+    /// A host-side lane first follows its primary: when the primary published READY under a
+    /// new epoch (it restarted), the lane adopts that epoch and starts a new session of its own
+    /// channels, reported as `resynced` (`docs/abi.md` §5, "Lanes").
     pub fn poll_link(&mut self) -> LinkPoll {
+        let mut resynced = self.follow_primary();
         let s = self.peer.snapshot();
-        let mut resynced = false;
         let down = |this: &mut Self, why: Down| {
             this.up = false;
             Err(why)
@@ -485,26 +489,11 @@ impl<'a> Endpoint<'a> {
             }
             State::Ready => {
                 if s.epoch != self.peer_epoch {
-                    if self.peer_epoch != 0 {
+                    if self.peer_epoch != 0 && !resynced {
                         self.stats.resyncs += 1;
-                        resynced = true;
                     }
-                    self.peer_epoch = s.epoch;
-                    self.session = match self.side {
-                        Side::Host => session_tag(self.epoch, s.epoch),
-                        Side::Ipu => session_tag(s.epoch, self.epoch),
-                    };
-                    for ch in 0..CHANNELS {
-                        if self.is_mine(ch) {
-                            self.tx[ch].reset(self.session);
-                            self.rx[ch].reset(self.session);
-                        }
-                    }
-                    self.lane_rung = [0; CHANNELS];
-                    self.up = false;
-                    if self.primary {
-                        self.own.set_ack(s.epoch, ABI_MAJOR, ABI_MINOR);
-                    }
+                    resynced |= self.peer_epoch != 0;
+                    self.attach(s.epoch);
                 }
                 if s.peer_epoch_seen != self.epoch {
                     down(self, Down::AwaitingAck)
@@ -534,6 +523,51 @@ impl<'a> Endpoint<'a> {
             }
         };
         LinkPoll { state, resynced }
+    }
+
+    /// Attaches to peer epoch `peer_epoch`: a new session of this endpoint's channels (every
+    /// ring it serves restarts at position 0 of it; nothing of the old session is read after
+    /// this), acknowledged by the primary.
+    fn attach(&mut self, peer_epoch: u32) {
+        self.peer_epoch = peer_epoch;
+        self.session = match self.side {
+            Side::Host => session_tag(self.epoch, peer_epoch),
+            Side::Ipu => session_tag(peer_epoch, self.epoch),
+        };
+        for ch in 0..CHANNELS {
+            if self.is_mine(ch) {
+                self.tx[ch].reset(self.session);
+                self.rx[ch].reset(self.session);
+            }
+        }
+        self.lane_rung = [0; CHANNELS];
+        self.up = false;
+        if self.primary {
+            self.own.set_ack(peer_epoch, ABI_MAJOR, ABI_MINOR);
+        }
+    }
+
+    /// A host lane follows its primary (a local read of its own status block): when the
+    /// primary is READY under another epoch, the lane adopts it and, if it was attached to a
+    /// peer, starts the new session with that peer at once. True if it resynchronised.
+    /// IPU lanes restart with their primary (the firmware restarts as a whole), so they never
+    /// need this, and reading their own block would cross the link.
+    fn follow_primary(&mut self) -> bool {
+        if self.primary || self.side != Side::Host {
+            return false;
+        }
+        let own = self.own.snapshot();
+        if own.state != State::Ready || own.epoch == 0 || own.epoch == self.epoch {
+            return false;
+        }
+        self.epoch = own.epoch;
+        self.up = false;
+        if self.peer_epoch == 0 {
+            return false;
+        }
+        self.stats.resyncs += 1;
+        self.attach(self.peer_epoch);
+        true
     }
 
     /// The producer for `ch` (writes into the peer's memory).

@@ -186,3 +186,66 @@ fn a_lane_sleeps_and_wakes_on_its_own_channel() {
     assert_eq!(host.peer_status().lanes[Channel::Sched.index()], (2, 40));
     assert!(host.poll_link().state.is_ok());
 }
+
+/// A host lane follows its primary: when the host primary restarts under a new epoch, the lane
+/// adopts it on its next poll and starts a new session of its own rings; nothing of the old
+/// session (a response waiting for it, a request it had sent) is delivered after that, and the
+/// lane's channel works again once the IPU acknowledged the new epoch.
+#[test]
+fn a_host_lane_follows_its_primary_restart() {
+    let (words, layout) = setup(8);
+    let region = SharedRegion::from_words(&words);
+    let mut host = Endpoint::primary(region, &layout, Side::Host, 3, &[Channel::Sched]).unwrap();
+    let mut ipu = Endpoint::new(region, &layout, Side::Ipu, 5).unwrap();
+    let mut lane = Endpoint::lane(region, &layout, Side::Host, &[Channel::LinkTest]).unwrap();
+    for _ in 0..3 {
+        ipu.poll_link();
+        host.poll_link();
+        assert!(!lane.poll_link().resynced);
+    }
+    assert!(lane.is_up() && lane.session() == ipu.session());
+    let req = |seq| encode_test(TAG_TEST_REQUEST, seq, &[seq; 4]);
+    assert_eq!(lane.send(Channel::LinkTest, &[req(1)]).0, 1);
+    assert_eq!(echo(&mut ipu), 1);
+    assert!(lane.rx(Channel::LinkTest).poll().is_some());
+    // In flight at the restart: a response for the lane, and a request the IPU has not read.
+    assert_eq!(lane.send(Channel::LinkTest, &[req(2)]).0, 1);
+    assert_eq!(echo(&mut ipu), 1);
+    assert_eq!(lane.send(Channel::LinkTest, &[req(3)]).0, 1);
+
+    let e2 = next_epoch(previous_epoch(&region, &layout, Side::Host));
+    let mut host = Endpoint::primary(region, &layout, Side::Host, e2, &[Channel::Sched]).unwrap();
+    let p = lane.poll_link();
+    assert!(p.resynced && p.state.is_err(), "{p:?}");
+    assert_eq!((lane.epoch(), lane.stats().resyncs), (e2, 1));
+    assert!(lane.rx(Channel::LinkTest).poll().is_none(), "old response");
+    assert!(ipu.poll_link().resynced);
+    assert_eq!(lane.session(), ipu.session(), "same new session");
+    assert!(host.poll_link().state.is_ok());
+    assert!(ipu.poll_link().state.is_ok());
+    let p = lane.poll_link();
+    assert!(!p.resynced && p.state == Ok(ipu.session()), "{p:?}");
+    assert_eq!(echo(&mut ipu), 0, "old request");
+    assert_eq!(lane.send(Channel::LinkTest, &[req(4)]).0, 1);
+    assert_eq!(echo(&mut ipu), 1);
+    let r = lane.rx(Channel::LinkTest).poll().unwrap();
+    assert_eq!(decode_test(TAG_TEST_RESPONSE, &r).unwrap().seq, 4);
+
+    // The primary's clean stop is not a restart: the lane keeps its epoch.
+    host.stop();
+    assert!(!lane.poll_link().resynced);
+    assert_eq!(lane.epoch(), e2);
+}
+
+/// An IPU lane does not follow (its primary restarts only with the whole firmware, and its own
+/// status block is across the link): a new IPU primary leaves an old IPU lane's epoch alone.
+#[test]
+fn an_ipu_lane_keeps_its_epoch() {
+    let (words, layout) = setup(8);
+    let region = SharedRegion::from_words(&words);
+    let _ipu = Endpoint::primary(region, &layout, Side::Ipu, 5, &[Channel::LinkTest]).unwrap();
+    let mut lane = Endpoint::lane(region, &layout, Side::Ipu, &[Channel::Sched]).unwrap();
+    let _ipu = Endpoint::primary(region, &layout, Side::Ipu, 6, &[Channel::LinkTest]).unwrap();
+    assert!(!lane.poll_link().resynced);
+    assert_eq!(lane.epoch(), 5);
+}

@@ -146,18 +146,10 @@ fn min_vectors(_: &AllOptions) -> u16 {
     wave_abi::layout::MIN_VECTORS as u16
 }
 
-/// The least IPU watchdog bound of the scheduling engine here. A failover and hand-back
-/// restarts the host's primary endpoint under a new epoch, and the memory and net lanes do not
-/// follow a new host epoch (they would have to rebuild as lanes and resend their
-/// configuration), so a spurious failover of a starved QEMU on a loaded machine would cut them
-/// off for the rest of the run.
-pub const MIN_PEER_TIMEOUT: Duration = Duration::from_secs(2);
-
 fn sched_engine(o: &AllOptions) -> EngineConfig {
     EngineConfig {
         stop_link_at_end: false,
         progress: false,
-        peer_timeout: o.engine.peer_timeout.max(MIN_PEER_TIMEOUT),
         ..o.engine.clone()
     }
 }

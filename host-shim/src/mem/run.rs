@@ -20,7 +20,7 @@ use wave_abi::mem::MEM_CHANNEL;
 use wave_abi::{Endpoint, Layout, Side};
 use wave_policy::mem::MemConfig;
 use wave_policy::mem_service::{wire_config, MemService};
-use wave_policy::runtime::{self, Runtime, Tuning};
+use wave_policy::runtime::{self, Log, Runtime, Service, Step, Tuning};
 
 use super::kv::{KvLoad, KvLoadConfig, KvStore, Storage};
 use super::place::{Placement, ThreadMeter, ThreadStats};
@@ -466,14 +466,14 @@ pub fn run_host(cfg: &MemRunConfig) -> Result<MemRunResults, String> {
     })
 }
 
-struct PolicyReport {
+pub(super) struct PolicyReport {
     cpu_ns: u64,
-    invalid: u64,
-    violations: u64,
+    pub(super) invalid: u64,
+    pub(super) violations: u64,
 }
 
 /// The on-host policy: the memory service under the agent runtime until `stop`.
-fn policy_thread(ipu: &LocalLink, stop: &AtomicBool) -> PolicyReport {
+pub(super) fn policy_thread(ipu: &LocalLink, stop: &AtomicBool) -> PolicyReport {
     let cpu0 = crate::engine::thread_cpu_ns();
     let region = ipu.region();
     let mut report = PolicyReport {
@@ -613,7 +613,14 @@ pub fn run_managed<L: Link>(
         let (shared, pl) = (&shared, place.as_ref());
         let worker = s.spawn(move || drive(kv, &cfg.load, cfg.duration, origin, shared, pl));
         let cpu0 = crate::engine::thread_cpu_ns();
-        let mut svc = MemHostService::new(&mut mech, shared, sched);
+        let republish = |epoch: u32| {
+            let _ = wire_config(&pcfg).publish(&region, &layout, epoch as u64);
+        };
+        let mut svc = Sessions {
+            svc: MemHostService::new(&mut mech, shared, sched),
+            republish: &republish,
+            session: None,
+        };
         let stop = AtomicBool::new(false);
         let mut port = HostPort::new(link, origin, &stop)
             .with_deadline(origin + cfg.duration + Duration::from_secs(30));
@@ -622,10 +629,10 @@ pub fn run_managed<L: Link>(
         let half = cfg.duration / 2;
         let mut port_half = HostPort::new(link, origin, &stop).with_deadline(origin + half);
         rt.run(&mut ep, &mut port_half, &mut [&mut svc]);
-        svc.mark();
+        svc.svc.mark();
         rt.run(&mut ep, &mut port, &mut [&mut svc]);
         let now = origin.elapsed().as_nanos() as u64;
-        svc.sample(now);
+        svc.svc.sample(now);
         ep.stop();
         let _ = link.notify(VECTOR_CONTROL);
         res.mech_cpu_s = crate::engine::thread_cpu_ns().saturating_sub(cpu0) as f64 / 1e9;
@@ -635,7 +642,7 @@ pub fn run_managed<L: Link>(
         };
         res.p99_windows = std::mem::take(&mut d.windows);
         res.phase_s = d.phase_s;
-        Ok((d, Report::of(&mut svc)))
+        Ok((d, Report::of(&mut svc.svc)))
     })?;
     res.handler_cpu_s = threads_cpu_s("wave-mem-uffd");
     res.mech_cpu_s += res.handler_cpu_s;
@@ -661,6 +668,45 @@ fn handler_tid(mech: &super::Mechanism) -> Option<i32> {
             return None;
         }
         std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The host memory service following its endpoint's sessions: on every new session after the
+/// first (the IPU restarted, or this lane's primary did: `docs/abi.md` §5 "Lanes") it
+/// publishes the MemConfig again under the new host epoch and drops what it had queued for the
+/// old session, then goes on. Decisions of the old session never arrive (the rings restart).
+struct Sessions<'s, 'm> {
+    svc: MemHostService<'m>,
+    republish: &'s dyn Fn(u32),
+    session: Option<u32>,
+}
+
+impl<'a> Service<'a> for Sessions<'_, '_> {
+    fn name(&self) -> &'static str {
+        self.svc.name()
+    }
+    fn channel(&self) -> wave_abi::Channel {
+        MEM_CHANNEL
+    }
+    fn step(&mut self, ep: &mut Endpoint<'a>, now: u64, log: &mut dyn Log) -> Step {
+        if ep.is_up() && self.session != Some(ep.session()) {
+            if self.session.is_some() {
+                (self.republish)(ep.epoch());
+                self.svc.new_session();
+                log.log(format_args!("mem: new session {:#010x}", ep.session()));
+            }
+            self.session = Some(ep.session());
+        }
+        self.svc.step(ep, now, log)
+    }
+    fn counters(&self) -> (u64, u64) {
+        Service::counters(&self.svc)
+    }
+    fn deadline_ns(&self, now_ns: u64) -> Option<u64> {
+        Service::deadline_ns(&self.svc, now_ns)
+    }
+    fn finished(&self) -> bool {
+        Service::finished(&self.svc)
     }
 }
 

@@ -77,6 +77,8 @@ pub struct WireCounters {
     /// Decisions refused as stale unapplied because they waited in the host's queue longer
     /// than [`Schedule::decision_ttl`] (the policy may have given up on them).
     pub expired: u64,
+    /// Decisions of an earlier session dropped unapplied when a new session began.
+    pub dropped_old_session: u64,
 }
 
 /// Timing of the service.
@@ -182,6 +184,17 @@ impl<'m> MemHostService<'m> {
     /// The interval count when [`Self::mark`] was called.
     pub fn mark_interval(&self) -> Option<u64> {
         self.mark
+    }
+
+    /// A new session on the link: what was queued for the old one (records, ticks, the
+    /// outcomes of its decisions) is dropped, never sent to the new one, and the old session's
+    /// decisions still waiting to be applied are dropped unapplied (counted in
+    /// [`WireCounters::dropped_old_session`]): the policy that made them is gone.
+    pub fn new_session(&mut self) {
+        self.backlog.clear();
+        self.ticks.clear();
+        self.counters.dropped_old_session += self.queue.len() as u64;
+        self.queue.clear();
     }
 
     /// The mechanism (for its counters and residency at the end).

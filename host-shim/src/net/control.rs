@@ -370,13 +370,19 @@ fn control_loop<L: Link>(
         n_workers: cfg.workers as u8,
         params: cfg.params,
     };
-    ep.send(NET_CHANNEL, &[encode_config(&config)]);
+    let mut configured = None;
+    let mut outcomes: std::collections::VecDeque<EntryBody> = Default::default();
+    follow_session(&mut ep, &config, &mut configured, &mut outcomes);
     ready.store(true, Release);
     let mut dec = NetDecoder::default();
-    let mut outcomes: std::collections::VecDeque<EntryBody> = Default::default();
     let mut interval = 0u32;
     let mut next = Instant::now();
     while !stop.load(Acquire) {
+        if !follow_session(&mut ep, &config, &mut configured, &mut outcomes) {
+            rep.skipped += 1;
+            next = pace(next, cfg.interval);
+            continue;
+        }
         while let Some(b) = ep.rx(NET_CHANNEL).poll() {
             if let Ok(d) = dec.decision(&b) {
                 outcomes.push_back(encode_outcome(&server.apply(&d)));
@@ -399,17 +405,47 @@ fn control_loop<L: Link>(
         } else {
             rep.skipped += 1;
         }
-        next += cfg.interval;
-        if let Some(d) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(d);
-        } else {
-            next = Instant::now();
-        }
+        next = pace(next, cfg.interval);
     }
     rep.decisions = dec.stats.ok;
     rep.bad = dec.stats.invalid();
     ep.stop();
     Ok(())
+}
+
+/// Sleeps until `next + interval` (at once if that is past); returns the next deadline.
+fn pace(next: Instant, interval: Duration) -> Instant {
+    let next = next + interval;
+    match next.checked_duration_since(Instant::now()) {
+        Some(d) => {
+            std::thread::sleep(d);
+            next
+        }
+        None => Instant::now(),
+    }
+}
+
+/// Polls the link and keeps the IPU configured: on a new session (the IPU restarted, or this
+/// lane's primary did, `docs/abi.md` §5 "Lanes") the outcomes queued for the old session are
+/// dropped (their decisions are not the new session's) and the configuration is sent again.
+/// True when the link is up and this session has its configuration.
+fn follow_session(
+    ep: &mut Endpoint<'_>,
+    config: &NetConfig,
+    configured: &mut Option<u32>,
+    outcomes: &mut std::collections::VecDeque<EntryBody>,
+) -> bool {
+    let link = ep.poll_link();
+    if link.resynced {
+        outcomes.clear();
+    }
+    let Ok(session) = link.state else {
+        return false;
+    };
+    if *configured != Some(session) && ep.send(NET_CHANNEL, &[encode_config(config)]).0 == 1 {
+        *configured = Some(session);
+    }
+    *configured == Some(session)
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -517,5 +553,104 @@ fn reaction(cfg: &NetRunConfig, windows: &[Window], phase_ns: u64) -> Option<u64
         None => Some(0),
         Some(i) if i + 1 < peak.len() => Some(peak[i + 1].t_ms - a),
         Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod session_tests {
+    //! The control loop's session handling over an in-process link, stepped by hand (no
+    //! threads, no timing): the net lane follows a restart of the host's primary.
+
+    use std::collections::VecDeque;
+
+    use wave_abi::net::{decode_to_ipu, NetOutcome, OutcomeKind, ToIpu};
+    use wave_abi::status::next_epoch;
+    use wave_abi::Channel;
+
+    use super::*;
+    use crate::link::{host_lane, Link};
+
+    /// What waits for the IPU on the net channel: (configurations, outcomes, others).
+    fn drain(ipu: &mut Endpoint<'_>) -> (usize, usize, usize) {
+        let mut n = (0, 0, 0);
+        while let Some(b) = ipu.rx(NET_CHANNEL).poll() {
+            match decode_to_ipu(&b) {
+                Ok(ToIpu::Config(_)) => n.0 += 1,
+                Ok(ToIpu::Outcome(_)) => n.1 += 1,
+                _ => n.2 += 1,
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn the_net_lane_resends_its_config_after_its_primary_restarts() {
+        let (host, ipu_link) =
+            LocalLink::pair(1 << 20, wave_abi::layout::MIN_VECTORS as u16, 512).unwrap();
+        let region = host.region();
+        let layout = Layout::read(&region).unwrap();
+        let primary = |epoch| {
+            Endpoint::primary(region, &layout, Side::Host, epoch, &[Channel::Sched]).unwrap()
+        };
+        let mut sched = primary(host.epoch());
+        let mut lane = host_lane(&host, &layout, &[NET_CHANNEL], Duration::from_secs(1)).unwrap();
+        let mut ipu = Endpoint::new(ipu_link.region(), &layout, Side::Ipu, 9).unwrap();
+        let config = NetConfig {
+            n_workers: 4,
+            params: NetParams::default(),
+        };
+        let (mut configured, mut outcomes) = (None, VecDeque::new());
+        for _ in 0..2 {
+            ipu.poll_link();
+            sched.poll_link();
+        }
+        assert!(follow_session(
+            &mut lane,
+            &config,
+            &mut configured,
+            &mut outcomes
+        ));
+        assert!(follow_session(
+            &mut lane,
+            &config,
+            &mut configured,
+            &mut outcomes
+        ));
+        assert!(ipu.poll_link().state.is_ok());
+        assert_eq!(drain(&mut ipu), (1, 0, 0), "one configuration per session");
+
+        // An outcome of the old session is queued when the primary restarts.
+        outcomes.push_back(encode_outcome(&NetOutcome {
+            txn: 7,
+            table_epoch: 1,
+            kind: OutcomeKind::Committed,
+        }));
+        let mut sched = primary(next_epoch(sched.epoch()));
+        assert!(!follow_session(
+            &mut lane,
+            &config,
+            &mut configured,
+            &mut outcomes
+        ));
+        assert!(
+            outcomes.is_empty(),
+            "the old session's outcomes are dropped"
+        );
+        assert_eq!(lane.epoch(), sched.epoch());
+        assert!(ipu.poll_link().resynced);
+        sched.poll_link();
+        assert!(follow_session(
+            &mut lane,
+            &config,
+            &mut configured,
+            &mut outcomes
+        ));
+        assert!(ipu.poll_link().state.is_ok());
+        assert_eq!(lane.session(), ipu.session());
+        assert_eq!(
+            drain(&mut ipu),
+            (1, 0, 0),
+            "the configuration again, nothing old"
+        );
     }
 }
