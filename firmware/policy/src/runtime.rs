@@ -133,7 +133,7 @@ pub struct RuntimeStats {
     pub doorbell_wakeups: u64,
     /// Doorbells rung at the peer on the services' behalf.
     pub doorbells: u64,
-    /// New sessions after a peer restart.
+    /// New sessions after a peer restart (or, for a host lane, its primary's restart).
     pub resyncs: u64,
     /// Times the link came up.
     pub ups: u64,
@@ -277,6 +277,7 @@ fn stop_is_for_us(ep: &Endpoint<'_>) -> bool {
 
 /// Polls the link and logs each change of state.
 fn poll_link<P: Port>(ep: &mut Endpoint<'_>, port: &mut P, l: &mut Loop) -> Result<u32, Down> {
+    let (peer_before, own_before) = (ep.peer_epoch(), ep.epoch());
     let p = ep.poll_link();
     l.stats.iterations += 1;
     if Some(p.state) != l.last_state {
@@ -295,10 +296,18 @@ fn poll_link<P: Port>(ep: &mut Endpoint<'_>, port: &mut P, l: &mut Loop) -> Resu
     }
     if p.resynced {
         l.stats.resyncs += 1;
-        port.log(format_args!(
-            "link: peer restarted (epoch {}); resynchronised",
-            ep.peer_epoch()
-        ));
+        if ep.epoch() != own_before && ep.peer_epoch() == peer_before {
+            // A host lane adopting its primary's new epoch (`docs/abi.md` §5, "Lanes").
+            port.log(format_args!(
+                "link: this side's primary restarted (epoch {}); resynchronised",
+                ep.epoch()
+            ));
+        } else {
+            port.log(format_args!(
+                "link: peer restarted (epoch {}); resynchronised",
+                ep.peer_epoch()
+            ));
+        }
     }
     p.state
 }
