@@ -91,10 +91,14 @@ impl Default for NetRunConfig {
             interval: Duration::from_millis(1),
             // Grant when a request has waited 10 ms (a third of the SLO; longer than one
             // long request, so one long request alone does not grant a core), or when a
-            // queue has not moved for 10 checks.
+            // queue has not moved for 10 checks. Revoke after 35 low intervals (Arachne-style
+            // hysteresis): at 20 the bursty phase's gaps took every extra worker away and its
+            // bursts went over the SLO (p99 34 ms); at 50 more workers were held for the same
+            // p99 (`docs/network.md`, "Parameters").
             params: NetParams {
                 delay_add_us: 10_000,
                 standing_checks: 10,
+                revoke_after: 35,
                 ..NetParams::default()
             },
             slo_us: 30_000,
