@@ -69,8 +69,6 @@ impl NetSimConfig {
             params: NetParams {
                 delay_add_us: 100,
                 standing_checks: 10,
-                // The demo's hysteresis, in intervals (`docs/network.md`).
-                revoke_after: 35,
                 ..NetParams::default()
             },
             seed: 7,
