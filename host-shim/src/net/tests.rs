@@ -474,3 +474,48 @@ fn a_short_tcp_run_through_the_host_control_loop_answers_everything() {
     assert!(r.decisions >= 1 && r.mech.committed >= 1, "{r:?}");
     assert_eq!((r.bad_decisions, r.malformed), (0, 0));
 }
+
+/// TCP telemetry: requests waiting in a busy worker's connection count as queued (unread
+/// bytes over the record size) with the age of the oldest unread segment, and a connection
+/// not accepted yet counts as one more.
+#[test]
+fn tcp_telemetry_sees_unread_requests_and_the_accept_queue() {
+    use std::io::Write;
+    let (s, t) = start_tcp(1, 1, false);
+    let to = sock::server_addr(s.port());
+    let a = std::net::TcpStream::connect(to).unwrap();
+    let b = std::net::TcpStream::connect(to).unwrap();
+    wait_for(|| s.accepted() == [2]); // both accepted by the idle worker
+    let mut req = [0u8; REQ_LEN];
+    req[16..24].copy_from_slice(&1_000_000_000u64.to_le_bytes()); // 1 s: the worker is busy
+    (&a).write_all(&req).unwrap();
+    wait_for(|| s.per_worker()[0].1 == 1); // it took that request
+    req[16..24].copy_from_slice(&0u64.to_le_bytes());
+    for _ in 0..4 {
+        (&b).write_all(&req).unwrap();
+    }
+    let _c = std::net::TcpStream::connect(to).unwrap(); // waits in the accept queue
+    let mut w = s.samples().0[0];
+    for _ in 0..100 {
+        if w.queued == 5 || s.per_worker()[0].1 > 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        w = s.samples().0[0];
+    }
+    assert_eq!(
+        w.queued, 5,
+        "4 unread requests + 1 connection not accepted: {w:?}"
+    );
+    assert!(w.oldest_age_us > 0, "{w:?}");
+    stop(s, t);
+}
+
+/// Polls `f` every ms until it holds (a count, not a timing bound: 20 s for a stalled machine).
+fn wait_for(f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "condition never held");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
