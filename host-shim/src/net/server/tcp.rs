@@ -65,16 +65,18 @@ impl Slot {
     }
 
     /// The descriptors to wait on: the listener, and each connection for reading (unless it
-    /// ended or its replies back up) and for writing (if replies are pending). None of the
-    /// connections if another worker is serving the slot right now (a hand-over).
+    /// ended or its replies back up) and for writing (if replies are pending). None while
+    /// another worker is serving the slot (a hand-over: its previous owner finishes the
+    /// request in service; this one looks again after the poll's timeout).
     fn poll_fds(&self) -> Vec<libc::pollfd> {
         let fd = |fd, events| libc::pollfd {
             fd,
             events,
             revents: 0,
         };
-        let mut v = vec![fd(self.fd(), libc::POLLIN)];
+        let mut v = Vec::new();
         if let Ok(conns) = self.conns.try_lock() {
+            v.push(fd(self.fd(), libc::POLLIN));
             for c in conns.iter() {
                 let mut ev = 0;
                 if !c.eof && c.tx.len() < TX_CAP {
