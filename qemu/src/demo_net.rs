@@ -224,7 +224,7 @@ pub fn run(opts: &NetDemoOptions, image: Option<&Image>) -> Result<NetDemo> {
         if let (Some(why), false, false) = (why, mode == NetMode::StaticAll, said) {
             said = true;
             eprintln!(
-                "wave: demo net: no eBPF steering ({}; run as root for it): falling back to the kernel's reuseport hash with park/unpark only: table rewrites and rebalancing are skipped, a parked worker's socket still gets its share of the hash (served by an adopting worker), and the server's threads keep their normal priority (no nice -10)",
+                "wave: demo net: no eBPF steering ({}; run as root for it): falling back to the kernel's reuseport hash with park/unpark only: table rewrites and rebalancing are skipped, a parked worker's socket (under TCP its listener, for new connections) still gets its share of the hash (served by an adopting worker), and the server's threads keep their normal priority (no nice -10)",
                 why.strip_suffix(')').unwrap_or(why)
             );
         }
