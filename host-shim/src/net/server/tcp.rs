@@ -91,9 +91,16 @@ impl Slot {
         v
     }
 
-    /// Accepts every waiting connection.
+    /// Accepts every waiting connection. Out of descriptors (`EMFILE`) the listener stays
+    /// readable, so the worker backs off a millisecond instead of spinning on it.
     fn accept_all(&self, conns: &mut Vec<Conn>) {
-        while let Ok((s, _)) = self.listener.accept() {
+        loop {
+            let s = match self.listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return std::thread::sleep(std::time::Duration::from_millis(1)),
+            };
             if s.set_nonblocking(true).is_err() {
                 continue; // dropped: the client sees the connection close, nothing was read
             }
