@@ -1,7 +1,8 @@
 //! `cargo wave demo --subsystem net`: the network/RPC control plane end to end, against its
 //! baselines, in one invocation.
 //!
-//! The same loopback RPC server (W workers, one `SO_REUSEPORT` UDP socket each) takes the same
+//! The same loopback RPC server (W workers, one `SO_REUSEPORT` UDP socket each, or with
+//! `--transport tcp` one TCP listener each and the connections it accepts) takes the same
 //! open-loop load (low → peak → low, then bursts) four times: all workers with the kernel's
 //! hash (Linux's default), a static allocation at the minimum that meets the SLO at peak
 //! (found by a short search at the peak load), the control loop with its policy on a host
@@ -223,7 +224,7 @@ pub fn run(opts: &NetDemoOptions, image: Option<&Image>) -> Result<NetDemo> {
         if let (Some(why), false, false) = (why, mode == NetMode::StaticAll, said) {
             said = true;
             eprintln!(
-                "wave: demo net: no eBPF steering ({}; run as root for it): falling back to the kernel's reuseport hash with park/unpark only: table rewrites and rebalancing are skipped, a parked worker's socket still gets its share of the hash (served by an adopting worker), and the server's threads keep their normal priority (no nice -10)",
+                "wave: demo net: no eBPF steering ({}; run as root for it): falling back to the kernel's reuseport hash with park/unpark only: table rewrites and rebalancing are skipped, a parked worker's socket (under TCP its listener, for new connections) still gets its share of the hash (served by an adopting worker), and the server's threads keep their normal priority (no nice -10)",
                 why.strip_suffix(')').unwrap_or(why)
             );
         }
@@ -256,6 +257,7 @@ fn rows(demo: &NetDemo, slo_us: u64) -> Vec<(String, Vec<String>)> {
     let mut row = |name: String, f: &dyn Fn(&NetDemoRun) -> String| {
         rows.push((name, runs.iter().map(f).collect()));
     };
+    row("transport".into(), &|r| r.result.transport.to_string());
     row("steering".into(), &|r| {
         r.result
             .steering
@@ -266,6 +268,9 @@ fn rows(demo: &NetDemo, slo_us: u64) -> Vec<(String, Vec<String>)> {
     });
     row("answered / sent".into(), &|r| {
         format!("{} / {}", r.result.answered, r.result.sent)
+    });
+    row("malformed requests refused".into(), &|r| {
+        r.result.malformed.to_string()
     });
     row("throughput (req/s)".into(), &|r| {
         format!("{:.0}", r.result.throughput_rps)
@@ -392,8 +397,10 @@ fn run_json(r: &NetDemoRun) -> String {
         .collect();
     let opt = |v: Option<f64>| v.map_or("null".into(), |v| format!("{v:.3}"));
     format!(
-        "{{\"mode\":\"{}\",\"steering\":\"{}\",\"sent\":{},\"answered\":{},\"throughput_rps\":{:.1},\"goodput_rps\":{:.1},\"avg_cores\":{:.3},\"peak_cores\":{},\"batch_units_per_s\":{:.1},\"reaction_ms\":{},\"committed\":{},\"stale\":{},\"invalid\":{},\"rewrites\":{},\"intervals_skipped\":{},\"policy_cpu_s\":{},\"mechanism_cpu_s\":{:.3},\"emulator_cpu_s\":{},\"phases\":[{}],\"windows_t_ms_p99_us_answered_cores\":[{}]}}",
+        "{{\"mode\":\"{}\",\"transport\":\"{}\",\"malformed\":{},\"steering\":\"{}\",\"sent\":{},\"answered\":{},\"throughput_rps\":{:.1},\"goodput_rps\":{:.1},\"avg_cores\":{:.3},\"peak_cores\":{},\"batch_units_per_s\":{:.1},\"reaction_ms\":{},\"committed\":{},\"stale\":{},\"invalid\":{},\"rewrites\":{},\"intervals_skipped\":{},\"policy_cpu_s\":{},\"mechanism_cpu_s\":{:.3},\"emulator_cpu_s\":{},\"phases\":[{}],\"windows_t_ms_p99_us_answered_cores\":[{}]}}",
         x.mode,
+        x.transport,
+        x.malformed,
         x.steering.replace('"', "'"),
         x.sent,
         x.answered,
@@ -421,7 +428,9 @@ pub fn json(opts: &NetDemoOptions, demo: &NetDemo) -> String {
     let c = &opts.run;
     let runs: Vec<String> = demo.runs.iter().map(run_json).collect();
     format!(
-        "{{\"config\":{{\"workers\":{},\"capacity_rps\":{:.1},\"phase_s\":{},\"low\":{},\"peak\":{},\"short_us\":{},\"long_us\":{},\"long_permille\":{},\"cpu_permille\":{},\"interval_us\":{},\"slo_us\":{},\"delay_add_us\":{},\"static_min\":{},\"static_min_met\":{},\"static_search_workers_p99_us\":[{}]}},\"runs\":[{}]}}",
+        "{{\"config\":{{\"transport\":\"{}\",\"conn_requests\":{},\"workers\":{},\"capacity_rps\":{:.1},\"phase_s\":{},\"low\":{},\"peak\":{},\"short_us\":{},\"long_us\":{},\"long_permille\":{},\"cpu_permille\":{},\"interval_us\":{},\"slo_us\":{},\"delay_add_us\":{},\"static_min\":{},\"static_min_met\":{},\"static_search_workers_p99_us\":[{}]}},\"runs\":[{}]}}",
+        c.load.transport.name(),
+        c.load.conn_requests,
         c.workers,
         c.load.capacity_rps,
         c.load.phase_s,

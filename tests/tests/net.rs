@@ -3,12 +3,23 @@
 //! Asserts counts only (timing never gates a test on this shared machine): every request is
 //! answered, decisions were committed through the link, the server held fewer workers on
 //! average than static peak provisioning (all of them), the firmware exited cleanly. The p99
-//! per phase is printed, not asserted.
+//! per phase is printed, not asserted. The same over TCP (`--transport tcp`: connections
+//! steered at SYN, renewed every few requests per flow).
 
+use wave_host_shim::net::server::Transport;
 use wave_qemu::demo_net::{run_ipu, table, NetDemo, NetDemoOptions};
 
 #[test]
 fn the_ipu_control_loop_answers_everything_with_fewer_cores_than_static_peak() {
+    ipu_run(Transport::Udp);
+}
+
+#[test]
+fn over_tcp_the_ipu_control_loop_answers_everything_with_fewer_cores_than_static_peak() {
+    ipu_run(Transport::Tcp);
+}
+
+fn ipu_run(transport: Transport) {
     let image = wave_qemu::image().expect("firmware image");
     let mut opts = NetDemoOptions {
         host: false,
@@ -27,6 +38,7 @@ fn the_ipu_control_loop_answers_everything_with_fewer_cores_than_static_peak() {
     // Counts, not timing: on a machine stalled by other work a reply may take seconds, so
     // wait long for the last ones (the wait ends as soon as every reply is in).
     r.load.drain = std::time::Duration::from_secs(60);
+    r.load.transport = transport;
     let run = run_ipu(&opts, &image).unwrap_or_else(|e| panic!("ipu run failed: {e}"));
     let slo = opts.run.slo_us;
     let demo = NetDemo {
@@ -45,6 +57,8 @@ fn the_ipu_control_loop_answers_everything_with_fewer_cores_than_static_peak() {
     );
     assert!(fw.console.contains("net: host stopped"), "{}", fw.console);
     let x = &run.result;
+    assert_eq!(x.transport, transport.name());
+    assert_eq!(x.malformed, 0);
     assert!(x.sent > 100, "{x:?}");
     assert_eq!(x.answered, x.sent, "every request answered");
     assert!(

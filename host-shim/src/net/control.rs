@@ -147,6 +147,10 @@ pub struct NetRunResult {
     pub mode: String,
     /// `ebpf` or why not.
     pub steering: String,
+    /// `udp` or `tcp`.
+    pub transport: &'static str,
+    /// Requests the server refused as malformed.
+    pub malformed: u64,
     /// Requests sent / answered.
     pub sent: u64,
     /// See [`NetRunResult::sent`].
@@ -235,6 +239,7 @@ fn run_with<L: Link>(
         cpu_permille: cfg.cpu_permille,
         steering: cfg.steering && mode != NetMode::StaticAll,
         initial_active: initial,
+        transport: cfg.load.transport,
     })?;
     let stop = AtomicBool::new(false);
     let ready = AtomicBool::new(link.is_none());
@@ -275,6 +280,8 @@ fn run_with<L: Link>(
         SteerMode::Hash(why) => format!("hash ({why})"),
     };
     r.mech = server.snapshot().1;
+    r.transport = server.transport().name();
+    r.malformed = server.malformed();
     r.decisions = rep.decisions;
     r.bad_decisions = rep.bad;
     r.intervals_skipped = rep.skipped;

@@ -1,11 +1,21 @@
 //! The open-loop load generator: Poisson arrivals from many client sockets (one flow each, so
 //! the kernel's flow hash spreads them over the table), a load step (low → peak → low) and a
 //! bursty phase, a service-time mix carried in each request, and latency from send to reply.
+//!
+//! Under TCP ([`run_tcp`]) each flow is a connection that carries `conn_requests` requests
+//! (pipelined, open loop) and is then half-closed, while the flow opens a new one: steering at
+//! SYN reaches every flow within that many of its requests. A half-closed connection is read
+//! until the server closes it after its last reply.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
 
-use super::server::REQ_LEN;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::{mpsc, Arc};
+
+use super::server::{Transport, REQ_LEN};
 use super::sock;
 
 /// Load settings.
@@ -33,6 +43,10 @@ pub struct LoadConfig {
     pub drain: Duration,
     /// Only the peak load, for one phase (the search for the static minimum).
     pub peak_only: bool,
+    /// UDP datagrams or TCP connections (the server runs the same transport).
+    pub transport: Transport,
+    /// TCP: requests per connection before the flow reconnects.
+    pub conn_requests: u32,
 }
 
 impl Default for LoadConfig {
@@ -49,6 +63,8 @@ impl Default for LoadConfig {
             seed: 42,
             drain: Duration::from_secs(30),
             peak_only: false,
+            transport: Transport::Udp,
+            conn_requests: 8,
         }
     }
 }
@@ -136,8 +152,12 @@ impl Rng {
     }
 }
 
-/// Runs the load against `port` for 4 phases; `origin` is the run's clock.
+/// Runs the load against `port` for 4 phases (UDP or TCP, `cfg.transport`); `origin` is the
+/// run's clock.
 pub fn run(port: u16, cfg: &LoadConfig, origin: Instant) -> Result<LoadResult, String> {
+    if cfg.transport == Transport::Tcp {
+        return run_tcp(port, cfg, origin);
+    }
     let clients: Vec<std::net::UdpSocket> = (0..cfg.clients.max(1))
         .map(|_| sock::client())
         .collect::<Result<_, _>>()?;
@@ -163,16 +183,17 @@ pub fn run(port: u16, cfg: &LoadConfig, origin: Instant) -> Result<LoadResult, S
     })
 }
 
-fn send(
-    clients: &[std::net::UdpSocket],
-    port: u16,
+/// The open-loop schedule: calls `emit(flow, request)` at each Poisson arrival until
+/// `total_ns`; returns the requests emitted.
+fn schedule(
     cfg: &LoadConfig,
+    flows: usize,
     origin: Instant,
     total_ns: u64,
+    mut emit: impl FnMut(usize, &[u8; REQ_LEN]),
 ) -> u64 {
     super::fine_timer_slack();
     super::latency_priority();
-    let to = sock::server_addr(port);
     let mut rng = Rng::new(cfg.seed);
     let mut next = 0f64;
     let mut seq = 0u64;
@@ -190,13 +211,25 @@ fn send(
         let now = origin.elapsed().as_nanos() as u64;
         req[8..16].copy_from_slice(&now.to_le_bytes());
         req[16..24].copy_from_slice(&service_ns.to_le_bytes());
-        let c = &clients[(rng.unit() * clients.len() as f64) as usize % clients.len()];
-        // A full socket buffer is retried (never silently dropped on our side).
-        while c.send_to(&req, to).is_err() {
-            std::thread::sleep(Duration::from_micros(50));
-        }
+        emit((rng.unit() * flows as f64) as usize % flows, &req);
         seq += 1;
     }
+}
+
+fn send(
+    clients: &[std::net::UdpSocket],
+    port: u16,
+    cfg: &LoadConfig,
+    origin: Instant,
+    total_ns: u64,
+) -> u64 {
+    let to = sock::server_addr(port);
+    schedule(cfg, clients.len(), origin, total_ns, |f, req| {
+        // A full socket buffer is retried (never silently dropped on our side).
+        while clients[f].send_to(req, to).is_err() {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    })
 }
 
 fn wait_until(origin: Instant, t_ns: u64) {
@@ -225,41 +258,215 @@ fn receive(
     drain: Duration,
 ) -> (Vec<Record>, u64) {
     super::latency_priority();
-    let mut seen: Vec<bool> = Vec::new();
-    let mut records = Vec::new();
+    let mut tally = Tally::default();
     let all: Vec<usize> = (0..clients.len()).collect();
     let mut buf = [0u8; 64];
     let mut drained_since: Option<Instant> = None;
     loop {
         if done.load(Acquire) {
             let since = *drained_since.get_or_insert_with(Instant::now);
-            if records.len() as u64 >= sent.load(Acquire) || since.elapsed() > drain {
+            if tally.records.len() as u64 >= sent.load(Acquire) || since.elapsed() > drain {
                 break;
             }
         }
         for i in sock::poll_readable(clients, &all, 5) {
             while let Ok(n) = clients[i].recv(&mut buf) {
-                let now = origin.elapsed().as_nanos() as u64;
-                if n != REQ_LEN {
-                    continue;
-                }
-                let seq = u64::from_le_bytes(buf[..8].try_into().unwrap_or([0; 8])) as usize;
-                let t = u64::from_le_bytes(buf[8..16].try_into().unwrap_or([0; 8]));
-                if seq >= MAX_REQUESTS {
-                    continue; // not a request we could have sent
-                }
-                if seq >= seen.len() {
-                    seen.resize(seq + 1, false);
-                }
-                if !std::mem::replace(&mut seen[seq], true) {
-                    records.push(Record {
-                        send_ns: t,
-                        latency_ns: now.saturating_sub(t),
-                    });
+                if n == REQ_LEN {
+                    tally.reply(&buf[..REQ_LEN], origin);
                 }
             }
         }
     }
-    let n = records.len() as u64;
-    (records, n)
+    let n = tally.records.len() as u64;
+    (tally.records, n)
+}
+
+/// The replies seen so far: each request counted once.
+#[derive(Default)]
+struct Tally {
+    seen: Vec<bool>,
+    records: Vec<Record>,
+}
+
+impl Tally {
+    fn reply(&mut self, buf: &[u8], origin: Instant) {
+        let now = origin.elapsed().as_nanos() as u64;
+        let word = |i: usize| {
+            u64::from_le_bytes(
+                buf.get(i..i + 8)
+                    .and_then(|b| b.try_into().ok())
+                    .unwrap_or([0; 8]),
+            )
+        };
+        let (seq, t) = (word(0) as usize, word(8));
+        if seq >= MAX_REQUESTS {
+            return; // not a request we could have sent
+        }
+        if seq >= self.seen.len() {
+            self.seen.resize(seq + 1, false);
+        }
+        if !std::mem::replace(&mut self.seen[seq], true) {
+            self.records.push(Record {
+                send_ns: t,
+                latency_ns: now.saturating_sub(t),
+            });
+        }
+    }
+}
+
+/// The TCP load: the same schedule, each flow a connection renewed every `conn_requests`
+/// requests. A request whose connection failed is counted as sent and never answered (lost).
+pub fn run_tcp(port: u16, cfg: &LoadConfig, origin: Instant) -> Result<LoadResult, String> {
+    let phases = if cfg.peak_only { 1 } else { PHASES.len() };
+    let total_ns = (cfg.phase_s * phases as f64 * 1e9) as u64;
+    let sent = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    let (conns_tx, conns_rx) = mpsc::channel::<Arc<TcpStream>>();
+    std::thread::scope(|s| {
+        let rx = s.spawn(|| receive_tcp(conns_rx, origin, &sent, &done, cfg.drain));
+        let tx = s.spawn(move || send_tcp(port, cfg, origin, total_ns, conns_tx));
+        let n = tx.join().map_err(|_| "sender panicked")?;
+        sent.store(n, Release);
+        done.store(true, Release);
+        let (records, answered) = rx.join().map_err(|_| "receiver panicked")?;
+        Ok(LoadResult {
+            sent: n,
+            answered,
+            records,
+            duration_ns: total_ns,
+        })
+    })
+}
+
+/// A flow's current connection and the requests it carried.
+type Flow = Option<(Arc<TcpStream>, u32)>;
+
+fn send_tcp(
+    port: u16,
+    cfg: &LoadConfig,
+    origin: Instant,
+    total_ns: u64,
+    conns: mpsc::Sender<Arc<TcpStream>>,
+) -> u64 {
+    let mut flows: Vec<Flow> = vec![None; cfg.clients.max(1)];
+    let per_conn = cfg.conn_requests.max(1);
+    let n = schedule(cfg, flows.len(), origin, total_ns, |f, req| {
+        let flow = &mut flows[f];
+        if flow.as_ref().is_none_or(|(_, k)| *k >= per_conn) {
+            if let Some((old, _)) = flow.take() {
+                let _ = old.shutdown(Shutdown::Write);
+            }
+            *flow = sock::connect(port).ok().map(|c| (Arc::new(c), 0));
+            if let Some((c, _)) = flow {
+                let _ = conns.send(c.clone());
+            }
+        }
+        if let Some((c, k)) = flow {
+            *k = if write_record(c, req) {
+                *k + 1
+            } else {
+                per_conn
+            };
+        }
+    });
+    for (c, _) in flows.into_iter().flatten() {
+        let _ = c.shutdown(Shutdown::Write);
+    }
+    n
+}
+
+/// Writes one whole record (retrying partial writes and a full send buffer); false if the
+/// connection failed.
+fn write_record(c: &TcpStream, req: &[u8; REQ_LEN]) -> bool {
+    let mut off = 0;
+    let mut tries = 0u32;
+    while off < REQ_LEN {
+        match (&*c).write(&req[off..]) {
+            Ok(0) => return false,
+            Ok(n) => off += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock && tries < 200_000 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// A connection the receiver reads: its partial reply.
+struct RxConn {
+    s: Arc<TcpStream>,
+    buf: [u8; REQ_LEN],
+    have: usize,
+}
+
+impl RxConn {
+    /// Reads every reply available; false once the connection ended or failed.
+    fn read(&mut self, tally: &mut Tally, origin: Instant) -> bool {
+        loop {
+            match (&*self.s).read(&mut self.buf[self.have..]) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.have += n;
+                    if self.have == REQ_LEN {
+                        self.have = 0;
+                        tally.reply(&self.buf, origin);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+fn receive_tcp(
+    new: mpsc::Receiver<Arc<TcpStream>>,
+    origin: Instant,
+    sent: &AtomicU64,
+    done: &AtomicBool,
+    drain: Duration,
+) -> (Vec<Record>, u64) {
+    super::latency_priority();
+    let mut tally = Tally::default();
+    let mut conns: Vec<RxConn> = Vec::new();
+    let mut drained_since: Option<Instant> = None;
+    loop {
+        conns.extend(new.try_iter().map(|s| RxConn {
+            s,
+            buf: [0; REQ_LEN],
+            have: 0,
+        }));
+        if done.load(Acquire) {
+            let since = *drained_since.get_or_insert_with(Instant::now);
+            if tally.records.len() as u64 >= sent.load(Acquire) || since.elapsed() > drain {
+                break;
+            }
+        }
+        let mut fds: Vec<libc::pollfd> = conns
+            .iter()
+            .map(|c| libc::pollfd {
+                fd: c.s.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `fds` is a live array of `fds.len()` pollfd structs.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 5) };
+        let mut i = 0;
+        while i < conns.len() {
+            let ready = fds.get(i).is_some_and(|p| p.revents != 0);
+            if ready && !conns[i].read(&mut tally, origin) {
+                conns.swap_remove(i);
+                fds.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+    let n = tally.records.len() as u64;
+    (tally.records, n)
 }

@@ -1,5 +1,5 @@
-//! The network/RPC control plane's host side (issue 11, `docs/network.md`): a loopback UDP RPC
-//! server with W pinned workers ([`server`]), kernel steering through an eBPF `SK_REUSEPORT`
+//! The network/RPC control plane's host side (issue 11, `docs/network.md`): a loopback RPC
+//! server with W pinned workers over UDP or TCP ([`server`]), kernel steering through an eBPF `SK_REUSEPORT`
 //! program and an mmapped 128-entry table ([`steer`]), the mechanism that applies the
 //! control plane's decisions as epoch-checked transactions ([`server::Server::apply`]), the
 //! control loop that posts telemetry and takes decisions over the link ([`control`]), and an

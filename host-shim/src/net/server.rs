@@ -1,11 +1,15 @@
 //! The loopback RPC server and its mechanism: W pinned workers, each owning one
-//! `SO_REUSEPORT` UDP socket on one port; a batch job that runs on the slots of parked
+//! `SO_REUSEPORT` UDP socket (or, with [`Transport::Tcp`], one TCP listener and the
+//! connections it accepted, [`tcp`]) on one port; a batch job that runs on the slots of parked
 //! workers; the steering state (active set, weights, 128-entry table, epoch) and the
 //! transactions that change it.
 //!
 //! A parked worker's socket is adopted by an active worker, so a datagram that reached it
 //! (in flight while its table entries moved, or by the kernel's hash without steering) is
-//! still served: nothing is dropped while the table or the active set changes.
+//! still served: nothing is dropped while the table or the active set changes. Under TCP the
+//! adopter takes the listener and every connection of the slot.
+
+mod tcp;
 
 use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, RawFd};
@@ -23,9 +27,35 @@ use super::steer::Steering;
 /// time (ns).
 pub const REQ_LEN: usize = 24;
 
+/// Longest service time a request may ask for (UDP clamps to it; TCP closes the
+/// connection of a request over it as malformed).
+pub const MAX_SERVICE_NS: u64 = 1_000_000_000;
+
+/// How requests reach the server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// One datagram per request; steered per datagram.
+    #[default]
+    Udp,
+    /// Fixed-size records on connections; steered per connection, at SYN.
+    Tcp,
+}
+
+impl Transport {
+    /// `udp` or `tcp`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
 /// Server settings.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
+    /// UDP sockets or TCP listeners.
+    pub transport: Transport,
     /// Workers (1..=64, `MAX_WORKERS`).
     pub workers: usize,
     /// Share of each request's service time spent computing, ‰; the rest is a timed wait
@@ -56,7 +86,7 @@ pub struct WorkerState {
     busy_start: AtomicU64,
     idle_ns: AtomicU64,
     completions: AtomicU64,
-    /// Datagrams taken off this worker's socket (by it or by an adopter).
+    /// Requests taken off this worker's socket or connections (by it or by an adopter).
     received: AtomicU64,
     batch_units: AtomicU64,
     park_lock: Mutex<()>,
@@ -95,6 +125,7 @@ pub struct MechStats {
 pub struct Server {
     cfg: ServerConfig,
     sockets: Vec<UdpSocket>,
+    tcp: Vec<tcp::Slot>,
     port: u16,
     workers: Vec<WorkerState>,
     steering: Option<Steering>,
@@ -105,6 +136,9 @@ pub struct Server {
     origin: Instant,
     last: Mutex<Vec<(u64, u64, u64)>>,
     last_at: AtomicU64,
+    /// Requests refused as malformed (wrong size, service time over the limit, a connection
+    /// ending inside a record).
+    malformed: AtomicU64,
 }
 
 impl Server {
@@ -118,11 +152,28 @@ impl Server {
                 cfg.workers
             ));
         }
-        let (sockets, port) = sock::reuseport_group(cfg.workers)?;
+        let (sockets, tcp, port) = match cfg.transport {
+            Transport::Udp => {
+                let (s, port) = sock::reuseport_group(cfg.workers)?;
+                (s, Vec::new(), port)
+            }
+            Transport::Tcp => {
+                let (l, port) = sock::reuseport_listeners(cfg.workers)?;
+                (
+                    Vec::new(),
+                    l.into_iter().map(tcp::Slot::new).collect(),
+                    port,
+                )
+            }
+        };
         let active = low_bits(cfg.initial_active.clamp(1, cfg.workers));
         let weights = equal_weights(active);
         let table = build_table(&weights).ok_or("no active worker")?;
-        let fds: Vec<RawFd> = sockets.iter().map(|s| s.as_raw_fd()).collect();
+        let fds: Vec<RawFd> = sockets
+            .iter()
+            .map(|s| s.as_raw_fd())
+            .chain(tcp.iter().map(tcp::Slot::fd))
+            .collect();
         let (steering, mode) = if cfg.steering {
             match Steering::load(&fds, &table) {
                 Ok(s) => (Some(s), SteerMode::Ebpf),
@@ -136,6 +187,7 @@ impl Server {
             truesize: sock::datagram_truesize(REQ_LEN),
             cfg: cfg.clone(),
             sockets,
+            tcp,
             port,
             workers,
             steering,
@@ -153,6 +205,7 @@ impl Server {
             origin: Instant::now(),
             last: Mutex::new(vec![(0, 0, 0); cfg.workers]),
             last_at: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
         });
         server.set_owners(active);
         let mut threads = Vec::new();
@@ -173,6 +226,16 @@ impl Server {
     /// How the group is steered.
     pub fn mode(&self) -> &SteerMode {
         &self.mode
+    }
+
+    /// UDP or TCP.
+    pub fn transport(&self) -> Transport {
+        self.cfg.transport
+    }
+
+    /// Requests refused as malformed so far (each closed its connection under TCP).
+    pub fn malformed(&self) -> u64 {
+        self.malformed.load(Relaxed)
     }
 
     /// Workers.
@@ -206,7 +269,7 @@ impl Server {
             .sum()
     }
 
-    /// Per worker: (requests it completed, datagrams taken off its socket).
+    /// Per worker: (requests it completed, requests taken off its socket or connections).
     pub fn per_worker(&self) -> Vec<(u64, u64)> {
         self.workers
             .iter()
@@ -377,7 +440,7 @@ impl Server {
         let t = self.now_ns();
         let elapsed = t.saturating_sub(self.last_at.swap(t, Relaxed));
         for (w, ws) in self.workers.iter().enumerate() {
-            let fd = self.sockets[w].as_raw_fd();
+            let (queued, oldest) = self.queue_signals(w, realtime);
             // Busy time includes the request in service so far, so a long request spreads
             // over the intervals it spans.
             let start = ws.busy_start.load(Relaxed);
@@ -396,9 +459,8 @@ impl Server {
             out.push(WorkerSample {
                 worker: w as u8,
                 active: st.active & (1 << w) != 0,
-                queued: sock::rmem(fd) / self.truesize.max(1),
-                oldest_age_us: sock::oldest_age_ns(fd, realtime)
-                    .map_or(0, |a| (a / 1000).min(u32::MAX as u64) as u32),
+                queued,
+                oldest_age_us: oldest.map_or(0, |a| (a / 1000).min(u32::MAX as u64) as u32),
                 busy_ns: now.0.saturating_sub(prev.0).min(elapsed),
                 idle_ns: now.1.saturating_sub(prev.1),
                 completions: now.2.saturating_sub(prev.2),
@@ -410,6 +472,37 @@ impl Server {
             });
         }
         (out, st.epoch)
+    }
+
+    /// Queue depth and age of the oldest waiting request of worker w's socket (UDP), or of
+    /// its listener and connections (TCP, [`tcp`]).
+    fn queue_signals(&self, w: usize, realtime: u64) -> (u32, Option<u64>) {
+        if let Some(slot) = self.tcp.get(w) {
+            return slot.queue_signals(realtime);
+        }
+        let fd = self.sockets[w].as_raw_fd();
+        (
+            sock::rmem(fd) / self.truesize.max(1),
+            sock::oldest_age_ns(fd, realtime),
+        )
+    }
+
+    /// The slots worker w serves now (its own when active, adopted ones).
+    fn owned(&self, w: usize) -> Vec<usize> {
+        (0..self.cfg.workers)
+            .filter(|s| self.workers[*s].owner.load(Acquire) as usize == w)
+            .collect()
+    }
+
+    /// Worker w serves one request of `service_ns` (busy time and completion counted).
+    fn serve_one(&self, w: usize, service_ns: u64) {
+        let me = &self.workers[w];
+        let t0 = self.now_ns().max(1);
+        me.busy_start.store(t0, Relaxed);
+        serve(service_ns.min(MAX_SERVICE_NS), self.cfg.cpu_permille);
+        me.completions.fetch_add(1, Relaxed);
+        me.busy_ns.fetch_add(self.now_ns() - t0, Relaxed);
+        me.busy_start.store(0, Relaxed);
     }
 
     /// Worker w: serve the sockets it owns until stopped; wait while parked.
@@ -427,9 +520,11 @@ impl Server {
                 }
                 continue;
             }
-            let owned: Vec<usize> = (0..self.cfg.workers)
-                .filter(|s| self.workers[*s].owner.load(Acquire) as usize == w)
-                .collect();
+            if !self.tcp.is_empty() {
+                self.tcp_pass(w);
+                continue;
+            }
+            let owned = self.owned(w);
             let t0 = self.now_ns();
             let ready = sock::poll_readable(&self.sockets, &owned, 2);
             me.idle_ns.fetch_add(self.now_ns() - t0, Relaxed);
@@ -451,9 +546,11 @@ impl Server {
             me.busy_start.store(t0, Relaxed);
             if n == REQ_LEN {
                 let service = u64::from_le_bytes(buf[16..24].try_into().unwrap_or([0; 8]));
-                serve(service.min(1_000_000_000), self.cfg.cpu_permille);
+                serve(service.min(MAX_SERVICE_NS), self.cfg.cpu_permille);
                 reply(&self.sockets[s], &buf[..REQ_LEN], from);
                 me.completions.fetch_add(1, Relaxed);
+            } else {
+                self.malformed.fetch_add(1, Relaxed);
             }
             me.busy_ns.fetch_add(self.now_ns() - t0, Relaxed);
             me.busy_start.store(0, Relaxed);

@@ -1,8 +1,10 @@
-//! Socket helpers for the RPC server: the `SO_REUSEPORT` group, kernel receive timestamps
-//! (`SO_TIMESTAMPNS`) of the oldest waiting datagram (peeked, not taken), the receive queue's
-//! memory (`SO_MEMINFO`), and a `poll` over a subset of the group.
+//! Socket helpers for the RPC server: the `SO_REUSEPORT` group (UDP sockets or TCP
+//! listeners), kernel receive timestamps (`SO_TIMESTAMPNS`) of the oldest waiting datagram or
+//! segment (peeked, not taken), the receive queue's memory (`SO_MEMINFO`), the unread bytes of
+//! a connection (`FIONREAD`) and a listener's accept queue (`TCP_INFO`), and a `poll` over a
+//! subset of the group.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 
 use nix::sys::socket::{
@@ -41,6 +43,81 @@ pub fn reuseport_group(n: usize) -> Result<(Vec<UdpSocket>, u16), String> {
         v.push(udp_socket(port)?);
     }
     Ok((v, port))
+}
+
+fn tcp_listener(port: u16) -> Result<TcpListener, String> {
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(|e| format!("socket: {e}"))?;
+    setsockopt(&fd, sockopt::ReusePort, &true).map_err(|e| format!("SO_REUSEPORT: {e}"))?;
+    setsockopt(&fd, sockopt::ReceiveTimestampns, &true)
+        .map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
+    bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, port))
+        .map_err(|e| format!("bind 127.0.0.1:{port}: {e}"))?;
+    nix::sys::socket::listen(&fd, nix::sys::socket::Backlog::MAXCONN)
+        .map_err(|e| format!("listen on 127.0.0.1:{port}: {e}"))?;
+    Ok(TcpListener::from(fd))
+}
+
+/// `n` non-blocking TCP listeners on one loopback port with `SO_REUSEPORT` (listening, so
+/// they are in the kernel's reuseport group and may join a socket array) and receive
+/// timestamps (inherited by the connections they accept).
+pub fn reuseport_listeners(n: usize) -> Result<(Vec<TcpListener>, u16), String> {
+    let first = tcp_listener(0)?;
+    let port = first.local_addr().map_err(|e| e.to_string())?.port();
+    let mut v = vec![first];
+    for _ in 1..n {
+        v.push(tcp_listener(port)?);
+    }
+    Ok((v, port))
+}
+
+/// Connections waiting in a listener's accept queue (`TCP_INFO`'s `tcpi_unacked` is the
+/// accept backlog for a listening socket).
+pub fn accept_backlog(fd: RawFd) -> u32 {
+    // SAFETY: tcp_info is plain old data; all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info` and updates `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if r == 0 {
+        info.tcpi_unacked
+    } else {
+        0
+    }
+}
+
+/// Unread bytes in a connection's receive queue (`FIONREAD`, i.e. `SIOCINQ`).
+pub fn unread_bytes(fd: RawFd) -> u32 {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer.
+    let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    if r == 0 {
+        n.max(0) as u32
+    } else {
+        0
+    }
+}
+
+/// A client connection to the server (blocking connect on loopback, then non-blocking, no
+/// Nagle: requests and replies are small and pipelined).
+pub fn connect(port: u16) -> Result<TcpStream, String> {
+    let s = TcpStream::connect(server_addr(port)).map_err(|e| format!("connect: {e}"))?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(s)
 }
 
 /// Receive-queue memory of `fd` (bytes charged, `SK_MEMINFO_RMEM_ALLOC`).
@@ -92,8 +169,20 @@ pub fn realtime_ns() -> u64 {
 
 /// Age of the oldest datagram waiting on `fd` (its kernel receive timestamp, peeked), if any.
 pub fn oldest_age_ns(fd: RawFd, realtime_now: u64) -> Option<u64> {
+    peek_age_ns(fd, realtime_now, 64)
+}
+
+/// Age of the oldest unread data on a TCP connection: the kernel receive timestamp of the
+/// first unread segment (one byte peeked, so only that segment is looked at). Loopback may
+/// coalesce segments, and a coalesced segment carries the newest timestamp: a lower bound.
+pub fn oldest_segment_age_ns(fd: RawFd, realtime_now: u64) -> Option<u64> {
+    peek_age_ns(fd, realtime_now, 1)
+}
+
+fn peek_age_ns(fd: RawFd, realtime_now: u64, len: usize) -> Option<u64> {
     let mut buf = [0u8; 64];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let buf = &mut buf[..len.min(64)];
+    let mut iov = [std::io::IoSliceMut::new(buf)];
     let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
     let msg = recvmsg::<SockaddrIn>(
         fd,

@@ -56,6 +56,16 @@ pub enum Agent {
     Linux,
 }
 
+/// How the net demo's requests reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetTransport {
+    /// One datagram per request, steered per datagram.
+    Udp,
+    /// Connections carrying fixed-size records, steered per connection at SYN; each flow
+    /// reconnects every --conn-requests requests.
+    Tcp,
+}
+
 /// Which subsystem `demo` shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Subsystem {
@@ -139,6 +149,14 @@ pub struct DemoArgs {
     /// (net) p99 latency objective in milliseconds.
     #[arg(long, default_value_t = 30.0, value_name = "MS")]
     pub slo_ms: f64,
+    /// (net) Transport of the RPC server and the load generator.
+    #[arg(long, value_enum, default_value_t = NetTransport::Udp)]
+    pub transport: NetTransport,
+    /// (net, tcp) Requests each flow sends on a connection before it reconnects (steering at
+    /// SYN reaches a flow within this many of its requests).
+    #[arg(long, default_value_t = 8, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub conn_requests: u32,
     #[command(flatten)]
     pub mem: MemDemoArgs,
     /// Agents to run, in order (comma-separated).
@@ -324,6 +342,23 @@ mod tests {
         };
         assert_eq!((d.subsystem, d.stats), (Subsystem::All, true));
         assert!(Cli::try_parse_from(["cargo-wave", "demo", "--subsystem", "disk"]).is_err());
+        assert_eq!(d.transport, NetTransport::Udp);
+        let Cmd::Demo(d) = Cli::parse_from([
+            "cargo-wave",
+            "demo",
+            "--subsystem",
+            "net",
+            "--transport",
+            "tcp",
+            "--conn-requests",
+            "4",
+        ])
+        .cmd
+        else {
+            panic!()
+        };
+        assert_eq!((d.transport, d.conn_requests), (NetTransport::Tcp, 4));
+        assert!(Cli::try_parse_from(["cargo-wave", "demo", "--transport", "sctp"]).is_err());
         let Cmd::Ipu(i) = Cli::parse_from(["cargo-wave", "ipu"]).cmd else {
             panic!()
         };

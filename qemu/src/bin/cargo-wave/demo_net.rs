@@ -6,7 +6,9 @@ use std::time::Duration;
 use wave_qemu::demo_net::{self, NetDemoOptions};
 use wave_qemu::ExitCode;
 
-use crate::cli::{Agent, DemoArgs};
+use wave_host_shim::net::server::Transport;
+
+use crate::cli::{Agent, DemoArgs, NetTransport};
 
 pub fn options(args: &DemoArgs) -> anyhow::Result<NetDemoOptions> {
     if !(args.phase_secs >= 0.1 && args.phase_secs <= 600.0) {
@@ -31,6 +33,11 @@ pub fn options(args: &DemoArgs) -> anyhow::Result<NetDemoOptions> {
     r.load.phase_s = args.phase_secs;
     r.load.peak = args.peak_load;
     r.load.capacity_rps = r.load.capacity_of(r.workers);
+    r.load.transport = match args.transport {
+        NetTransport::Udp => Transport::Udp,
+        NetTransport::Tcp => Transport::Tcp,
+    };
+    r.load.conn_requests = args.conn_requests;
     r.slo_us = (args.slo_ms * 1000.0) as u64;
     r.link_up_timeout = Duration::from_secs(60);
     Ok(o)
@@ -50,7 +57,15 @@ pub fn demo_net(args: DemoArgs) -> anyhow::Result<ExitCode> {
     print!("{}", demo_net::table(&demo, opts.run.slo_us));
     let c = &opts.run;
     println!(
-        "work: {} workers, {} us short / {} us long ({}‰ long), {}‰ of it computed, the rest a timed wait; control interval {} us; grant at {} us queueing delay",
+        "work: {} flows ({}), {} workers, {} us short / {} us long ({}‰ long), {}‰ of it computed, the rest a timed wait; control interval {} us; grant at {} us queueing delay",
+        c.load.clients,
+        match c.load.transport {
+            Transport::Udp => "UDP, one datagram per request".to_string(),
+            Transport::Tcp => format!(
+                "TCP, a new connection every {} requests per flow",
+                c.load.conn_requests
+            ),
+        },
         c.workers,
         c.load.short_us,
         c.load.long_us,
