@@ -17,10 +17,12 @@ const SO_MEMINFO: libc::c_int = 55;
 /// Entries of the `SO_MEMINFO` answer.
 const SK_MEMINFO_VARS: usize = 9;
 
-fn udp_socket(port: u16) -> Result<UdpSocket, String> {
+/// A non-blocking loopback socket of type `ty` bound to `port` (0: any) with `SO_REUSEPORT`
+/// and receive timestamps (inherited by the connections a listener accepts).
+fn reuseport_socket(ty: SockType, port: u16) -> Result<std::os::fd::OwnedFd, String> {
     let fd = socket(
         AddressFamily::Inet,
-        SockType::Datagram,
+        ty,
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         None,
     )
@@ -28,52 +30,50 @@ fn udp_socket(port: u16) -> Result<UdpSocket, String> {
     setsockopt(&fd, sockopt::ReusePort, &true).map_err(|e| format!("SO_REUSEPORT: {e}"))?;
     setsockopt(&fd, sockopt::ReceiveTimestampns, &true)
         .map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
-    let _ = setsockopt(&fd, sockopt::RcvBuf, &(4 << 20));
+    if ty == SockType::Datagram {
+        let _ = setsockopt(&fd, sockopt::RcvBuf, &(4 << 20));
+    }
     bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, port))
         .map_err(|e| format!("bind 127.0.0.1:{port}: {e}"))?;
-    Ok(UdpSocket::from(fd))
+    Ok(fd)
 }
 
-/// `n` UDP sockets bound to one loopback port with `SO_REUSEPORT` and receive timestamps.
-pub fn reuseport_group(n: usize) -> Result<(Vec<UdpSocket>, u16), String> {
-    let first = udp_socket(0)?;
-    let port = first.local_addr().map_err(|e| e.to_string())?.port();
+fn udp_socket(port: u16) -> Result<UdpSocket, String> {
+    reuseport_socket(SockType::Datagram, port).map(UdpSocket::from)
+}
+
+fn tcp_listener(port: u16) -> Result<TcpListener, String> {
+    let fd = reuseport_socket(SockType::Stream, port)?;
+    nix::sys::socket::listen(&fd, nix::sys::socket::Backlog::MAXCONN)
+        .map_err(|e| format!("listen on 127.0.0.1:{port}: {e}"))?;
+    Ok(TcpListener::from(fd))
+}
+
+/// `n` sockets made by `make`, the first on a free loopback port and the rest on the same one.
+fn group<T>(
+    n: usize,
+    make: fn(u16) -> Result<T, String>,
+    port_of: fn(&T) -> std::io::Result<SocketAddr>,
+) -> Result<(Vec<T>, u16), String> {
+    let first = make(0)?;
+    let port = port_of(&first).map_err(|e| e.to_string())?.port();
     let mut v = vec![first];
     for _ in 1..n {
-        v.push(udp_socket(port)?);
+        v.push(make(port)?);
     }
     Ok((v, port))
 }
 
-fn tcp_listener(port: u16) -> Result<TcpListener, String> {
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )
-    .map_err(|e| format!("socket: {e}"))?;
-    setsockopt(&fd, sockopt::ReusePort, &true).map_err(|e| format!("SO_REUSEPORT: {e}"))?;
-    setsockopt(&fd, sockopt::ReceiveTimestampns, &true)
-        .map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
-    bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, port))
-        .map_err(|e| format!("bind 127.0.0.1:{port}: {e}"))?;
-    nix::sys::socket::listen(&fd, nix::sys::socket::Backlog::MAXCONN)
-        .map_err(|e| format!("listen on 127.0.0.1:{port}: {e}"))?;
-    Ok(TcpListener::from(fd))
+/// `n` UDP sockets bound to one loopback port with `SO_REUSEPORT` and receive timestamps.
+pub fn reuseport_group(n: usize) -> Result<(Vec<UdpSocket>, u16), String> {
+    group(n, udp_socket, UdpSocket::local_addr)
 }
 
 /// `n` non-blocking TCP listeners on one loopback port with `SO_REUSEPORT` (listening, so
 /// they are in the kernel's reuseport group and may join a socket array) and receive
 /// timestamps (inherited by the connections they accept).
 pub fn reuseport_listeners(n: usize) -> Result<(Vec<TcpListener>, u16), String> {
-    let first = tcp_listener(0)?;
-    let port = first.local_addr().map_err(|e| e.to_string())?.port();
-    let mut v = vec![first];
-    for _ in 1..n {
-        v.push(tcp_listener(port)?);
-    }
-    Ok((v, port))
+    group(n, tcp_listener, TcpListener::local_addr)
 }
 
 /// Connections waiting in a listener's accept queue (`TCP_INFO`'s `tcpi_unacked` is the
