@@ -161,15 +161,29 @@ pub fn run(port: u16, cfg: &LoadConfig, origin: Instant) -> Result<LoadResult, S
     let clients: Vec<std::net::UdpSocket> = (0..cfg.clients.max(1))
         .map(|_| sock::client())
         .collect::<Result<_, _>>()?;
+    // The sender is a thread of its own: it raises its priority, and the caller's (which may
+    // start QEMU next, a child inheriting it) stays as it was.
+    drive(
+        cfg,
+        |total_ns| send(&clients, port, cfg, origin, total_ns),
+        |sent, done| receive(&clients, origin, sent, done, cfg.drain),
+    )
+}
+
+/// Runs `send` (given the load's length, returns the requests sent) and `receive` (until
+/// `done` and every one of `sent` is answered or the drain ends) on two threads.
+fn drive<S, R>(cfg: &LoadConfig, send: S, receive: R) -> Result<LoadResult, String>
+where
+    S: FnOnce(u64) -> u64 + Send,
+    R: FnOnce(&AtomicU64, &AtomicBool) -> (Vec<Record>, u64) + Send,
+{
     let phases = if cfg.peak_only { 1 } else { PHASES.len() };
     let total_ns = (cfg.phase_s * phases as f64 * 1e9) as u64;
     let sent = AtomicU64::new(0);
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let rx = s.spawn(|| receive(&clients, origin, &sent, &done, cfg.drain));
-        // The sender is a thread of its own: it raises its priority, and the caller's (which
-        // may start QEMU next, a child inheriting it) stays as it was.
-        let tx = s.spawn(|| send(&clients, port, cfg, origin, total_ns));
+        let rx = s.spawn(|| receive(&sent, &done));
+        let tx = s.spawn(|| send(total_ns));
         let n = tx.join().map_err(|_| "sender panicked")?;
         sent.store(n, Release);
         done.store(true, Release);
@@ -317,25 +331,12 @@ impl Tally {
 /// The TCP load: the same schedule, each flow a connection renewed every `conn_requests`
 /// requests. A request whose connection failed is counted as sent and never answered (lost).
 pub fn run_tcp(port: u16, cfg: &LoadConfig, origin: Instant) -> Result<LoadResult, String> {
-    let phases = if cfg.peak_only { 1 } else { PHASES.len() };
-    let total_ns = (cfg.phase_s * phases as f64 * 1e9) as u64;
-    let sent = AtomicU64::new(0);
-    let done = AtomicBool::new(false);
     let (conns_tx, conns_rx) = mpsc::channel::<Arc<TcpStream>>();
-    std::thread::scope(|s| {
-        let rx = s.spawn(|| receive_tcp(conns_rx, origin, &sent, &done, cfg.drain));
-        let tx = s.spawn(move || send_tcp(port, cfg, origin, total_ns, conns_tx));
-        let n = tx.join().map_err(|_| "sender panicked")?;
-        sent.store(n, Release);
-        done.store(true, Release);
-        let (records, answered) = rx.join().map_err(|_| "receiver panicked")?;
-        Ok(LoadResult {
-            sent: n,
-            answered,
-            records,
-            duration_ns: total_ns,
-        })
-    })
+    drive(
+        cfg,
+        move |total_ns| send_tcp(port, cfg, origin, total_ns, conns_tx),
+        move |sent, done| receive_tcp(conns_rx, origin, sent, done, cfg.drain),
+    )
 }
 
 /// A flow's current connection and the requests it carried.
