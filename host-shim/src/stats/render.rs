@@ -4,7 +4,37 @@
 
 use std::fmt::Write as _;
 
-use super::{LiveCounts, Stats, SubsystemStats};
+use super::{LaneRun, LiveCounts, Stats, SubsystemStats};
+
+/// A memory or network workload as JSON (`null` without one); its names are this build's.
+fn lane_json(l: Option<&LaneRun>) -> String {
+    let Some(l) = l else {
+        return "null".into();
+    };
+    let mut o = format!(
+        "{{\"running\":{},\"finished\":{},\"failed\":{}",
+        l.running, l.finished, l.failed
+    );
+    for (k, v) in &l.summary {
+        let _ = write!(o, ",\"{k}\":{v}");
+    }
+    o.push('}');
+    o
+}
+
+/// A memory or network workload's line of the terminal view.
+fn lane_line(name: &str, l: &LaneRun) -> String {
+    let state = match (l.running, l.finished, l.failed) {
+        (true, _, _) => "running",
+        (_, true, true) => "failed",
+        (_, true, false) => "finished",
+        _ => "waiting for the IPU",
+    };
+    let counts: Vec<String> = l.summary.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    format!("{name} workload: {state} {}", counts.join(", "))
+        .trim_end()
+        .to_string()
+}
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or("null".to_string(), |v| v.to_string())
@@ -105,7 +135,8 @@ pub fn json(s: &Stats) -> String {
          \"doorbells_to_ipu\":{},\"doorbells_to_host\":{},\"fallback\":\"{}\",\
          \"malformed\":{{\"host_bad_stamps\":{},\"host_invalid\":{},\"ipu_bad_stamps\":{},\
          \"ipu_invalid\":{},\"host_full_or_bad_credit\":{},\"ipu_full_or_bad_credit\":{}}},\
-         \"probe\":{},\"sched_workload\":{},\"subsystems\":[{}]}}",
+         \"probe\":{},\"sched_workload\":{},\"mem_workload\":{},\"net_workload\":{},\
+         \"subsystems\":[{}]}}",
         s.uptime_s,
         s.host_state,
         s.ipu_state,
@@ -128,6 +159,8 @@ pub fn json(s: &Stats) -> String {
             p.sent, p.answered, p.lost, p.last_rtt_us
         )),
         workload_json(s.sched_workload.as_ref()),
+        lane_json(s.mem_workload.as_ref()),
+        lane_json(s.net_workload.as_ref()),
         subs.join(",")
     )
 }
@@ -163,6 +196,11 @@ pub fn table(s: &Stats) -> String {
     }
     if let Some(w) = &s.sched_workload {
         let _ = writeln!(o, "{}", workload_line(w));
+    }
+    for (name, l) in [("mem", &s.mem_workload), ("net", &s.net_workload)] {
+        if let Some(l) = l {
+            let _ = writeln!(o, "{}", lane_line(name, l));
+        }
     }
     let _ = writeln!(
         o,
