@@ -642,7 +642,7 @@ mod tests {
         let region = host.region();
         let layout = wave_abi::Layout::read(&region).unwrap();
         assert!(wave_abi::mem::MemSessionConfig::read(&region, &layout).is_err());
-        publish_mem_config(&region, &opts().mem).unwrap();
+        mem_run::publish_config(&region, &opts().mem).unwrap();
         let (generation, c) = wave_abi::mem::MemSessionConfig::read(&region, &layout).unwrap();
         assert_eq!(
             (generation, c.n_regions),
