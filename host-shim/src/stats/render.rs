@@ -31,9 +31,10 @@ fn lane_line(name: &str, l: &LaneRun) -> String {
         _ => "waiting for the IPU",
     };
     let counts: Vec<String> = l.summary.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    format!("{name} workload: {state} {}", counts.join(", "))
-        .trim_end()
-        .to_string()
+    match counts.is_empty() {
+        true => format!("{name} workload: {state}"),
+        false => format!("{name} workload: {state}: {}", counts.join(", ")),
+    }
 }
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
@@ -256,6 +257,7 @@ pub fn prometheus(s: &Stats) -> String {
     subsystem_metrics(&mut o, s);
     probe_metrics(&mut o, s);
     workload_metrics(&mut o, s);
+    lane_metrics(&mut o, s);
     o
 }
 
@@ -432,6 +434,53 @@ fn probe_metrics(o: &mut String, s: &Stats) {
             &one(format!("{:.9}", p.last_rtt_us / 1e6)),
         );
     }
+}
+
+/// The memory and network workloads, when the service runs them: state, and the final counts.
+fn lane_metrics(o: &mut String, s: &Stats) {
+    let lanes = [("mem", &s.mem_workload), ("net", &s.net_workload)];
+    let lanes: Vec<(&str, &LaneRun)> = lanes
+        .into_iter()
+        .filter_map(|(n, l)| l.as_ref().map(|l| (n, l)))
+        .collect();
+    if lanes.is_empty() {
+        return;
+    }
+    let rows = |f: fn(&LaneRun) -> bool| -> Vec<(String, String)> {
+        lanes
+            .iter()
+            .map(|(n, l)| (format!("subsystem=\"{n}\""), u8::from(f(l)).to_string()))
+            .collect()
+    };
+    metric(
+        o,
+        "lane_workload_running",
+        "gauge",
+        "1 while the memory or network workload runs.",
+        &rows(|l| l.running),
+    );
+    metric(
+        o,
+        "lane_workload_finished",
+        "gauge",
+        "1 once the memory or network workload ended.",
+        &rows(|l| l.finished),
+    );
+    let counts: Vec<(String, String)> = lanes
+        .iter()
+        .flat_map(|(n, l)| {
+            l.summary
+                .iter()
+                .map(move |(k, v)| (format!("subsystem=\"{n}\",count=\"{k}\""), v.to_string()))
+        })
+        .collect();
+    metric(
+        o,
+        "lane_workload_result",
+        "gauge",
+        "Final counts of the memory or network workload (see docs/operations.md).",
+        &counts,
+    );
 }
 
 /// The scheduling workload, when the service runs one.
