@@ -212,27 +212,7 @@ fn mem_config(o: &AllOptions, lane: bool) -> MemRunConfig {
 /// bring about before the memory driver has built its table; the driver publishes the same
 /// values again later.
 fn mem_prepare(server: &IvshmemServer, o: &AllOptions) -> std::result::Result<(), String> {
-    publish_mem_config(&server.region(), &o.mem)
-}
-
-/// The memory policy's configuration for a table of `cfg` (as the driver will compute it from
-/// its managed area), published in `region`'s memory config block.
-fn publish_mem_config(
-    region: &wave_abi::SharedRegion<'_>,
-    cfg: &MemRunConfig,
-) -> std::result::Result<(), String> {
-    use wave_host_shim::mem::{AreaConfig, PAGE};
-    let layout = wave_abi::Layout::read(region).map_err(|e| e.to_string())?;
-    let region_bytes = AreaConfig::default().region_bytes;
-    let policy = wave_policy::mem::MemConfig {
-        n_regions: u32::try_from(cfg.table_bytes.div_ceil(region_bytes))
-            .map_err(|_| "the memory table is too large".to_string())?,
-        region_pages: (region_bytes / PAGE) as u32,
-        ..cfg.policy
-    };
-    wave_policy::mem_service::wire_config(&policy)
-        .publish(region, &layout, 1)
-        .map_err(|e| e.to_string())
+    mem_run::publish_config(&server.region(), &o.mem)
 }
 
 fn mem_run(
@@ -662,7 +642,7 @@ mod tests {
         let region = host.region();
         let layout = wave_abi::Layout::read(&region).unwrap();
         assert!(wave_abi::mem::MemSessionConfig::read(&region, &layout).is_err());
-        publish_mem_config(&region, &opts().mem).unwrap();
+        mem_run::publish_config(&region, &opts().mem).unwrap();
         let (generation, c) = wave_abi::mem::MemSessionConfig::read(&region, &layout).unwrap();
         assert_eq!(
             (generation, c.n_regions),

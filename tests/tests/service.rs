@@ -415,3 +415,51 @@ fn sigterm_drains_an_open_ended_workload_then_stops() {
     let stopped = log.find("published STOPPED").expect("STOPPED published");
     assert!(drained < stopped, "drain, then STOPPED:\n{log}");
 }
+
+/// The flat JSON object `key` of a stats snapshot (`""` if absent or `null`).
+fn object<'a>(json: &'a str, key: &str) -> &'a str {
+    let Some(at) = json.find(&format!("\"{key}\":{{")) else {
+        return "";
+    };
+    json[at..].split('}').next().unwrap_or("")
+}
+
+/// With `mem` and `net` enabled and their workloads configured, the service runs both host
+/// sides as lanes of its link keeper (sched enabled, no scheduling workload) once the IPU
+/// connects; each ends by itself with its checks held, the stats show them finished, and
+/// SIGTERM then stops everything cleanly.
+#[test]
+fn mem_and_net_workloads_run_as_lanes_then_the_service_stops_cleanly() {
+    let mut u = Units::start(
+        "lanes",
+        "workload_rate = 0\n[subsystems]\nenabled = [\"sched\", \"mem\", \"net\"]\n\
+         [mem]\nworkload_table_mib = 64\nworkload_rate = 3000\nworkload_duration_s = 4\n\
+         [net]\nworkload_workers = 2\nworkload_duration_s = 4",
+    );
+    // The runs end by themselves; timing gates nothing: poll until both finished.
+    let end = u.poll_until("both workloads finished", |j| {
+        field(object(j, "mem_workload"), "finished") == "true"
+            && field(object(j, "net_workload"), "finished") == "true"
+    });
+    eprintln!("wave-host stats --json after the workloads:\n{end}");
+    let (mem, net) = (object(&end, "mem_workload"), object(&end, "net_workload"));
+    assert_eq!(field(mem, "failed"), "false", "{end}");
+    assert!(num(mem, "ops") > 0, "{end}");
+    assert_eq!(field(mem, "checksum_failures"), "0", "{end}");
+    assert_eq!(field(mem, "invariant_violations"), "0", "{end}");
+    assert_eq!(field(net, "failed"), "false", "{end}");
+    assert!(num(net, "sent") > 0, "{end}");
+    assert_eq!(num(net, "answered"), num(net, "sent"), "{end}");
+    let zram = field(mem, "far_tier_zram") == "1";
+    let (log, console) = u.terminate();
+    assert!(log.contains("the mem workload ended"), "{log}");
+    assert!(log.contains("the net workload ended"), "{log}");
+    assert!(
+        console.contains("core 2 runs mem") && console.contains("core 3 runs net"),
+        "{console}"
+    );
+    if zram {
+        let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+        assert!(!swaps.contains("zram0"), "zram swap left behind:\n{swaps}");
+    }
+}

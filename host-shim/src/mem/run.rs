@@ -541,6 +541,28 @@ fn link_up(link: &dyn Link, ep: &mut Endpoint<'_>, timeout: Duration) -> Result<
     }
 }
 
+/// Publishes the memory policy's configuration for a table of `cfg` (as [`run_managed`] will
+/// compute it from its managed area) in `region`'s memory config block, under generation 1.
+/// For a memory lane whose primary runs in another thread: the IPU's memory lane reads the
+/// configuration when the primary brings its session up, which may be before the run has
+/// built its table (the run publishes the same values again under its own epoch).
+pub fn publish_config(
+    region: &wave_abi::SharedRegion<'_>,
+    cfg: &MemRunConfig,
+) -> Result<(), String> {
+    let layout = Layout::read(region).map_err(|e| e.to_string())?;
+    let region_bytes = AreaConfig::default().region_bytes;
+    let policy = MemConfig {
+        n_regions: u32::try_from(cfg.table_bytes.div_ceil(region_bytes))
+            .map_err(|_| "the memory table is too large".to_string())?,
+        region_pages: (region_bytes / super::PAGE) as u32,
+        ..cfg.policy
+    };
+    wire_config(&policy)
+        .publish(region, &layout, 1)
+        .map_err(|e| e.to_string())
+}
+
 /// A managed run (`host` or `ipu`) over `link`, whose peer runs the memory service.
 pub fn run_managed<L: Link>(
     link: &L,

@@ -20,6 +20,10 @@ pub const DEFAULT_PATH: &str = "/etc/wave/wave.toml";
 /// Longest bounded scheduling workload (s); 0 runs until the service stops.
 pub const MAX_WORKLOAD_S: u64 = 86_400;
 
+/// Longest memory or network workload (s): a SIGTERM waits for a run in progress (neither
+/// run can be cut short), and the unit's `TimeoutStopSec` is 45 s.
+pub const MAX_LANE_RUN_S: u64 = 30;
+
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -47,6 +51,16 @@ pub struct Config {
     pub workload_duration_s: u64,
     /// `[sched] workload_handlers` (handler threads of the workload).
     pub workload_handlers: u32,
+    /// `[mem] workload_table_mib` (0: no memory workload).
+    pub mem_table_mib: u64,
+    /// `[mem] workload_rate` (key-value operations per second).
+    pub mem_rate: u32,
+    /// `[mem] workload_duration_s`.
+    pub mem_duration_s: u64,
+    /// `[net] workload_workers` (0: no network workload).
+    pub net_workers: u32,
+    /// `[net] workload_duration_s` (its four load phases, a quarter each).
+    pub net_duration_s: u64,
     /// `[echo] probe_interval_ms` (0: no probe).
     pub probe_interval_ms: u64,
     /// `[thresholds] heartbeat_stale_ms`.
@@ -78,6 +92,11 @@ impl Default for Config {
             workload_rate: 0,
             workload_duration_s: 0,
             workload_handlers: 64,
+            mem_table_mib: 0,
+            mem_rate: 20_000,
+            mem_duration_s: 20,
+            net_workers: 0,
+            net_duration_s: 20,
             probe_interval_ms: 1000,
             heartbeat_stale_ms: 1000,
             stats_interval_ms: 1000,
@@ -191,6 +210,15 @@ impl Config {
             ("sched", "workload_handlers") => {
                 self.workload_handlers = want_int(e, 1, wave_policy::MAX_THREADS as i64)? as u32
             }
+            ("mem", "workload_table_mib") => self.mem_table_mib = want_int(e, 0, 2048)? as u64,
+            ("mem", "workload_rate") => self.mem_rate = want_int(e, 1, 10_000_000)? as u32,
+            ("mem", "workload_duration_s") => {
+                self.mem_duration_s = want_int(e, 1, MAX_LANE_RUN_S as i64)? as u64
+            }
+            ("net", "workload_workers") => self.net_workers = want_int(e, 0, 64)? as u32,
+            ("net", "workload_duration_s") => {
+                self.net_duration_s = want_int(e, 1, MAX_LANE_RUN_S as i64)? as u64
+            }
             ("echo", "probe_interval_ms") => {
                 self.probe_interval_ms = want_int(e, 0, 3_600_000)? as u64
             }
@@ -238,6 +266,7 @@ impl Config {
         )
         .map_err(|e| format!("[sched]: {e}"))?;
         self.validate_workload(policy)?;
+        self.validate_lanes()?;
         let min = Layout::min_size(self.ring_entries);
         if self.shm_size < min {
             return Err(format!(
@@ -274,6 +303,76 @@ impl Config {
         self.engine_config(policy)
             .validate()
             .map_err(|e| format!("[sched] workload: {e}"))
+    }
+
+    /// The memory and network workloads' checks: only with their subsystem enabled, and a
+    /// load the run code accepts.
+    fn validate_lanes(&self) -> Result<(), String> {
+        let enabled = |n: &str| self.subsystems.iter().any(|s| s == n);
+        if self.mem_table_mib > 0 {
+            if !enabled("mem") {
+                return Err(format!(
+                    "[mem] workload_table_mib = {} needs the mem subsystem: add \"mem\" to \
+                     [subsystems] enabled, or set workload_table_mib = 0",
+                    self.mem_table_mib
+                ));
+            }
+            crate::mem::run::check_load(
+                self.mem_table_mib,
+                f64::from(self.mem_rate),
+                self.mem_duration_s as f64,
+            )
+            .map_err(|e| format!("[mem] workload: {e}"))?;
+        }
+        if self.net_workers > 0 && !enabled("net") {
+            return Err(format!(
+                "[net] workload_workers = {} needs the net subsystem: add \"net\" to \
+                 [subsystems] enabled, or set workload_workers = 0",
+                self.net_workers
+            ));
+        }
+        Ok(())
+    }
+
+    /// The memory workload's run settings (a lane), or `None` when none is configured.
+    pub fn mem_workload(&self) -> Option<crate::mem::run::MemRunConfig> {
+        if self.mem_table_mib == 0 || !self.subsystems.iter().any(|s| s == "mem") {
+            return None;
+        }
+        let d = crate::mem::run::MemRunConfig::default();
+        Some(crate::mem::run::MemRunConfig {
+            table_bytes: (self.mem_table_mib as usize) << 20,
+            duration: Duration::from_secs(self.mem_duration_s),
+            load: crate::mem::kv::KvLoadConfig {
+                rate_per_s: f64::from(self.mem_rate),
+                ..d.load
+            },
+            lane: true,
+            pin: false,
+            progress: false,
+            ..d
+        })
+    }
+
+    /// The network workload's run settings (a lane), or `None` when none is configured.
+    pub fn net_workload(&self) -> Option<crate::net::control::NetRunConfig> {
+        if self.net_workers == 0 || !self.subsystems.iter().any(|s| s == "net") {
+            return None;
+        }
+        let d = crate::net::control::NetRunConfig::default();
+        let workers = self.net_workers as usize;
+        let phases = crate::net::load::PHASES.len() as f64;
+        Some(crate::net::control::NetRunConfig {
+            workers,
+            load: crate::net::load::LoadConfig {
+                capacity_rps: d.load.capacity_of(workers),
+                phase_s: self.net_duration_s as f64 / phases,
+                ..d.load
+            },
+            lane: true,
+            progress: false,
+            ..d
+        })
     }
 
     /// The scheduling engine's settings for the workload (see [`Self::validate_workload`]),
@@ -406,6 +505,28 @@ mod tests {
     }
 
     #[test]
+    fn mem_and_net_workloads_become_lane_settings() {
+        let d = Config::default();
+        assert!(d.mem_workload().is_none() && d.net_workload().is_none());
+        let c = Config::parse(
+            "[subsystems]\nenabled = [\"sched\", \"mem\", \"net\"]\n[mem]\n\
+             workload_table_mib = 64\nworkload_rate = 3000\nworkload_duration_s = 4\n\
+             [net]\nworkload_workers = 2\nworkload_duration_s = 4\n",
+        )
+        .unwrap();
+        let m = c.mem_workload().unwrap();
+        assert_eq!(
+            (m.table_bytes, m.duration),
+            (64 << 20, Duration::from_secs(4))
+        );
+        assert_eq!(m.load.rate_per_s, 3000.0);
+        assert!(m.lane && !m.pin && !m.progress);
+        let n = c.net_workload().unwrap();
+        assert_eq!((n.workers, n.load.phase_s), (2, 1.0));
+        assert!(n.lane && !n.progress && n.load.capacity_rps > 0.0);
+    }
+
+    #[test]
     fn bad_files_are_refused_with_what_to_do() {
         for (text, says) in [
             ("[link]\nsockett = \"x\"\n", "unknown key [link] sockett"),
@@ -438,6 +559,22 @@ mod tests {
                 "[sched]\nworkload_rate = 10\nhost_cpus = 40\n",
                 "[sched] workload: configuration: cpus must be",
             ),
+            (
+                "[mem]\nworkload_table_mib = 16\n",
+                "needs the mem subsystem",
+            ),
+            ("[net]\nworkload_workers = 2\n", "needs the net subsystem"),
+            (
+                "[subsystems]\nenabled = [\"mem\"]\n[mem]\nworkload_table_mib = 4\n",
+                "[mem] workload: table size 4 MiB",
+            ),
+            ("[mem]\nworkload_table_mib = 4096\n", "out of range"),
+            (
+                "[mem]\nworkload_duration_s = 31\n",
+                "out of range; use 1..=30",
+            ),
+            ("[net]\nworkload_duration_s = 0\n", "out of range"),
+            ("[net]\nworkload_workers = 65\n", "out of range"),
             (
                 "[thresholds]\nheartbeat_stale_ms = true\n",
                 "must be an integer",

@@ -12,16 +12,18 @@
 //! - [`toml`]: the small TOML subset parser it uses.
 //! - [`install`]: `wave-host install` (binaries, units, default configuration).
 //! - [`workload`]: the scheduling workload and its policy hot-swaps.
+//! - [`lanes`]: the memory and network workloads, lanes of the primary endpoint.
 
 pub mod commands;
 pub mod config;
 pub mod install;
+pub mod lanes;
 pub mod probe;
 pub mod toml;
 pub mod workload;
 
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -83,8 +85,20 @@ pub fn run(cfg: &Config) -> Result<(), String> {
     ));
     log(format_args!("QEMU connects with: {}", server.qemu_args()));
     let workload = Workload::new(cfg);
+    let (mem, net) = lanes::configured(cfg);
+    let lane_list: Vec<&lanes::LaneWork> = mem.iter().chain(net.iter()).collect();
     notify_ready();
-    let stop = AtomicBool::new(false);
+    // `stop`: a shutdown signal came; `primary_stop`: the primary endpoint stops, once no
+    // lane runs any more (the lanes' runs are bounded by their durations).
+    let (stop, primary_stop) = (AtomicBool::new(false), AtomicBool::new(false));
+    let lanes_left = AtomicUsize::new(lane_list.len());
+    let prepared = AtomicU64::new(0);
+    let prepare = || {
+        let g = server.generation();
+        if prepared.swap(g, Ordering::AcqRel) != g {
+            lane_list.iter().for_each(|l| l.prepare(&server));
+        }
+    };
     let probe = ProbeCounters::default();
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -94,15 +108,32 @@ pub fn run(cfg: &Config) -> Result<(), String> {
                 stop: &stop,
                 probe,
                 workload: workload.as_ref(),
+                lanes: (mem.as_ref(), net.as_ref()),
             };
             supervise(cfg, &ctx, &mut control, &signals);
         });
-        let used = workload.as_ref().and_then(|w| w.run(&server, &stop));
+        for l in &lane_list {
+            let (server, stop, left) = (&server, &stop, &lanes_left);
+            s.spawn(move || {
+                l.run(server, stop);
+                left.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
+        s.spawn(|| {
+            while !(stop.load(Ordering::Acquire) && lanes_left.load(Ordering::Acquire) == 0) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            primary_stop.store(true, Ordering::Release);
+        });
+        let used = workload
+            .as_ref()
+            .and_then(|w| w.run(&server, &primary_stop, &prepare));
         hold_link(
             &server,
-            &stop,
+            &primary_stop,
             cfg.probe_interval().map(|i| (i, &probe)),
             used,
+            &prepare,
         );
     });
     drop(control);
@@ -115,12 +146,14 @@ pub fn run(cfg: &Config) -> Result<(), String> {
 /// sleep on its vectors; with the echo subsystem's link probe as its one service when enabled)
 /// until `stop`; then publishes STOPPED and rings the IPU. `used`: a transport generation
 /// whose epoch another host endpoint (the scheduling workload) already used; on it this one
-/// starts under a new epoch, so the IPU sees a new session.
+/// starts under a new epoch, so the IPU sees a new session. `prepare` runs before each
+/// start (the lanes' state on a new connection).
 fn hold_link(
     server: &IvshmemServer,
     stop: &AtomicBool,
     probe: Option<(Duration, &ProbeCounters)>,
     mut used: Option<u64>,
+    prepare: &dyn Fn(),
 ) {
     let mut probe = probe.map(|(i, c)| LinkProbe::new(i.as_nanos() as u64, c));
     let layout: Layout = *server.layout();
@@ -141,6 +174,7 @@ fn hold_link(
             server.epoch()
         };
         used = Some(generation);
+        prepare();
         let Ok(mut ep) = Endpoint::new(server.region(), &layout, Side::Host, epoch) else {
             log(format_args!(
                 "the region's layout is unusable; waiting for a new IPU"
@@ -169,6 +203,7 @@ struct Supervised<'a> {
     stop: &'a AtomicBool,
     probe: Option<&'a ProbeCounters>,
     workload: Option<&'a Workload>,
+    lanes: (Option<&'a lanes::LaneWork>, Option<&'a lanes::LaneWork>),
 }
 
 /// The service's second thread: samples the stats, answers the control socket, logs a
@@ -207,6 +242,10 @@ fn supervise(cfg: &Config, x: &Supervised<'_>, control: &mut ControlServer, sign
             }
             if let Some(w) = x.workload {
                 sampler.set_workload(w.live());
+            }
+            let (m, n) = x.lanes;
+            if m.is_some() || n.is_some() {
+                sampler.set_lane_runs(m.map(|l| l.live()), n.map(|l| l.live()));
             }
             next_sample = Instant::now() + interval;
             sampler.update(&region);

@@ -55,8 +55,14 @@ impl Workload {
 
     /// Runs the engine against the IPU once one is connected, until the load ends or `stop`.
     /// Returns the transport generation the engine used (`None`: it never ran). On `stop`, the
-    /// host side is left STOPPED and the IPU rung.
-    pub fn run(&self, server: &IvshmemServer, stop: &AtomicBool) -> Option<u64> {
+    /// host side is left STOPPED and the IPU rung. `prepare` runs before each start (the
+    /// lanes' state on a new connection).
+    pub fn run(
+        &self,
+        server: &IvshmemServer,
+        stop: &AtomicBool,
+        prepare: &dyn Fn(),
+    ) -> Option<u64> {
         let mut cfg = self.engine.clone();
         let mut failed_gen = None;
         while !stop.load(Ordering::Acquire) {
@@ -71,6 +77,7 @@ impl Workload {
                 cfg.work = Some(w);
             }
             announce(&cfg);
+            prepare();
             match engine::run_ipu(server, &cfg) {
                 Ok(r) => {
                     log(format_args!(

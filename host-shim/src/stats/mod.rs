@@ -98,8 +98,25 @@ pub struct Stats {
     pub probe: Option<Probe>,
     /// The scheduling workload, when the service runs one (the engine's live counters).
     pub sched_workload: Option<LiveCounts>,
+    /// The memory workload, when the service runs one (a lane).
+    pub mem_workload: Option<LaneRun>,
+    /// The network workload, when the service runs one (a lane).
+    pub net_workload: Option<LaneRun>,
     /// Per subsystem.
     pub subsystems: Vec<SubsystemStats>,
+}
+
+/// A memory or network workload the service runs as a lane of its primary endpoint.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LaneRun {
+    /// Set up or serving its load.
+    pub running: bool,
+    /// Its run has ended (`failed` says whether it could run at all).
+    pub finished: bool,
+    /// It ended with an error before any result (the journal has why).
+    pub failed: bool,
+    /// Its final counts, by name (empty until it finished).
+    pub summary: Vec<(&'static str, i64)>,
 }
 
 /// The service's link probe (the echo subsystem's host side).
@@ -155,6 +172,7 @@ pub struct Sampler {
     transport_doorbells: Option<(u64, u64)>,
     probe: Option<Probe>,
     workload: Option<LiveCounts>,
+    lanes: (Option<LaneRun>, Option<LaneRun>),
     txns_from_host_status: bool,
 }
 
@@ -192,6 +210,7 @@ impl Sampler {
             transport_doorbells: None,
             probe: None,
             workload: None,
+            lanes: (None, None),
             txns_from_host_status: false,
         }
     }
@@ -217,6 +236,11 @@ impl Sampler {
             aborted: Some(w.aborted),
         });
         self.workload = Some(w);
+    }
+
+    /// Sets the memory and network workloads' states.
+    pub fn set_lane_runs(&mut self, mem: Option<LaneRun>, net: Option<LaneRun>) {
+        self.lanes = (mem, net);
     }
 
     /// Sets the link probe's counters.
@@ -310,6 +334,8 @@ impl Sampler {
             },
             probe: self.probe,
             sched_workload: self.workload.clone(),
+            mem_workload: self.lanes.0.clone(),
+            net_workload: self.lanes.1.clone(),
             subsystems,
         };
         self.last = Some(now);

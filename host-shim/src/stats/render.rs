@@ -4,7 +4,38 @@
 
 use std::fmt::Write as _;
 
-use super::{LiveCounts, Stats, SubsystemStats};
+use super::{LaneRun, LiveCounts, Stats, SubsystemStats};
+
+/// A memory or network workload as JSON (`null` without one); its names are this build's.
+fn lane_json(l: Option<&LaneRun>) -> String {
+    let Some(l) = l else {
+        return "null".into();
+    };
+    let mut o = format!(
+        "{{\"running\":{},\"finished\":{},\"failed\":{}",
+        l.running, l.finished, l.failed
+    );
+    for (k, v) in &l.summary {
+        let _ = write!(o, ",\"{k}\":{v}");
+    }
+    o.push('}');
+    o
+}
+
+/// A memory or network workload's line of the terminal view.
+fn lane_line(name: &str, l: &LaneRun) -> String {
+    let state = match (l.running, l.finished, l.failed) {
+        (true, _, _) => "running",
+        (_, true, true) => "failed",
+        (_, true, false) => "finished",
+        _ => "waiting for the IPU",
+    };
+    let counts: Vec<String> = l.summary.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    match counts.is_empty() {
+        true => format!("{name} workload: {state}"),
+        false => format!("{name} workload: {state}: {}", counts.join(", ")),
+    }
+}
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or("null".to_string(), |v| v.to_string())
@@ -105,7 +136,8 @@ pub fn json(s: &Stats) -> String {
          \"doorbells_to_ipu\":{},\"doorbells_to_host\":{},\"fallback\":\"{}\",\
          \"malformed\":{{\"host_bad_stamps\":{},\"host_invalid\":{},\"ipu_bad_stamps\":{},\
          \"ipu_invalid\":{},\"host_full_or_bad_credit\":{},\"ipu_full_or_bad_credit\":{}}},\
-         \"probe\":{},\"sched_workload\":{},\"subsystems\":[{}]}}",
+         \"probe\":{},\"sched_workload\":{},\"mem_workload\":{},\"net_workload\":{},\
+         \"subsystems\":[{}]}}",
         s.uptime_s,
         s.host_state,
         s.ipu_state,
@@ -128,6 +160,8 @@ pub fn json(s: &Stats) -> String {
             p.sent, p.answered, p.lost, p.last_rtt_us
         )),
         workload_json(s.sched_workload.as_ref()),
+        lane_json(s.mem_workload.as_ref()),
+        lane_json(s.net_workload.as_ref()),
         subs.join(",")
     )
 }
@@ -163,6 +197,11 @@ pub fn table(s: &Stats) -> String {
     }
     if let Some(w) = &s.sched_workload {
         let _ = writeln!(o, "{}", workload_line(w));
+    }
+    for (name, l) in [("mem", &s.mem_workload), ("net", &s.net_workload)] {
+        if let Some(l) = l {
+            let _ = writeln!(o, "{}", lane_line(name, l));
+        }
     }
     let _ = writeln!(
         o,
@@ -218,6 +257,7 @@ pub fn prometheus(s: &Stats) -> String {
     subsystem_metrics(&mut o, s);
     probe_metrics(&mut o, s);
     workload_metrics(&mut o, s);
+    lane_metrics(&mut o, s);
     o
 }
 
@@ -394,6 +434,53 @@ fn probe_metrics(o: &mut String, s: &Stats) {
             &one(format!("{:.9}", p.last_rtt_us / 1e6)),
         );
     }
+}
+
+/// The memory and network workloads, when the service runs them: state, and the final counts.
+fn lane_metrics(o: &mut String, s: &Stats) {
+    let lanes = [("mem", &s.mem_workload), ("net", &s.net_workload)];
+    let lanes: Vec<(&str, &LaneRun)> = lanes
+        .into_iter()
+        .filter_map(|(n, l)| l.as_ref().map(|l| (n, l)))
+        .collect();
+    if lanes.is_empty() {
+        return;
+    }
+    let rows = |f: fn(&LaneRun) -> bool| -> Vec<(String, String)> {
+        lanes
+            .iter()
+            .map(|(n, l)| (format!("subsystem=\"{n}\""), u8::from(f(l)).to_string()))
+            .collect()
+    };
+    metric(
+        o,
+        "lane_workload_running",
+        "gauge",
+        "1 while the memory or network workload runs.",
+        &rows(|l| l.running),
+    );
+    metric(
+        o,
+        "lane_workload_finished",
+        "gauge",
+        "1 once the memory or network workload ended.",
+        &rows(|l| l.finished),
+    );
+    let counts: Vec<(String, String)> = lanes
+        .iter()
+        .flat_map(|(n, l)| {
+            l.summary
+                .iter()
+                .map(move |(k, v)| (format!("subsystem=\"{n}\",count=\"{k}\""), v.to_string()))
+        })
+        .collect();
+    metric(
+        o,
+        "lane_workload_result",
+        "gauge",
+        "Final counts of the memory or network workload (see docs/operations.md).",
+        &counts,
+    );
 }
 
 /// The scheduling workload, when the service runs one.

@@ -259,3 +259,44 @@ fn an_overlong_policy_request_is_refused_and_counted() {
     assert!(out.starts_with("error: request longer than"), "{out}");
     assert_eq!(server.counters.served, 0);
 }
+
+#[test]
+fn lane_workloads_render_in_every_format() {
+    let stats = Stats {
+        mem_workload: Some(super::LaneRun {
+            finished: true,
+            summary: vec![("checksum_failures", 0), ("saved_bytes", -4096)],
+            ..Default::default()
+        }),
+        net_workload: Some(super::LaneRun {
+            running: true,
+            ..Default::default()
+        }),
+        ..Stats::default()
+    };
+    let j = super::render::json(&stats);
+    assert!(
+        j.contains(
+            "\"mem_workload\":{\"running\":false,\"finished\":true,\"failed\":false,\
+             \"checksum_failures\":0,\"saved_bytes\":-4096}"
+        ),
+        "{j}"
+    );
+    assert!(j.contains("\"net_workload\":{\"running\":true,"), "{j}");
+    let t = super::render::table(&stats);
+    assert!(
+        t.contains("mem workload: finished: checksum_failures 0, saved_bytes -4096"),
+        "{t}"
+    );
+    assert!(t.contains("net workload: running\n"), "{t}");
+    let p = super::render::prometheus(&stats);
+    assert!(
+        p.contains("wave_lane_workload_running{subsystem=\"net\"} 1"),
+        "{p}"
+    );
+    assert!(
+        p.contains("wave_lane_workload_result{subsystem=\"mem\",count=\"saved_bytes\"} -4096"),
+        "{p}"
+    );
+    assert!(!super::render::json(&Stats::default()).contains("\"mem_workload\":{"));
+}
