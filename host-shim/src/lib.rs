@@ -36,6 +36,8 @@ pub mod mem;
 #[cfg(feature = "std")]
 pub mod net;
 #[cfg(feature = "std")]
+pub mod report;
+#[cfg(feature = "std")]
 pub mod service;
 #[cfg(feature = "std")]
 pub mod shm;

@@ -430,31 +430,8 @@ pub fn table(runs: &[DemoRun]) -> String {
             })
             .collect(),
     ));
-    let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(6);
-    let widths: Vec<usize> = (0..runs.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r.1[i].chars().count())
-                .chain([runs[i].results.mode.len()])
-                .max()
-                .unwrap_or(4)
-                .max(8)
-        })
-        .collect();
-    let mut out = String::new();
-    let _ = write!(out, "{:w0$}", "agent");
-    for (i, r) in runs.iter().enumerate() {
-        let _ = write!(out, "  {:>w$}", r.results.mode, w = widths[i]);
-    }
-    out.push('\n');
-    for (name, cells) in &rows {
-        let _ = write!(out, "{name:w0$}");
-        for (i, c) in cells.iter().enumerate() {
-            let _ = write!(out, "  {c:>w$}", w = widths[i]);
-        }
-        out.push('\n');
-    }
-    out
+    let heads: Vec<&str> = runs.iter().map(|r| r.results.mode.as_str()).collect();
+    wave_host_shim::report::columns("agent", &heads, &rows, 8)
 }
 
 /// All runs as one JSON document.

@@ -352,30 +352,7 @@ fn rows(demo: &NetDemo, slo_us: u64) -> Vec<(String, Vec<String>)> {
 pub fn table(demo: &NetDemo, slo_us: u64) -> String {
     let rows = rows(demo, slo_us);
     let names: Vec<&str> = demo.runs.iter().map(|r| r.result.mode.as_str()).collect();
-    let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..names.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r.1[i].chars().count())
-                .chain([names[i].len()])
-                .max()
-                .unwrap_or(8)
-        })
-        .collect();
-    let mut out = String::new();
-    let _ = write!(out, "{:w0$}", "configuration");
-    for (i, n) in names.iter().enumerate() {
-        let _ = write!(out, "  {n:>w$}", w = widths[i]);
-    }
-    out.push('\n');
-    for (name, cells) in &rows {
-        let _ = write!(out, "{name:w0$}");
-        for (i, c) in cells.iter().enumerate() {
-            let _ = write!(out, "  {c:>w$}", w = widths[i]);
-        }
-        out.push('\n');
-    }
-    out
+    wave_host_shim::report::columns("configuration", &names, &rows, 0)
 }
 
 fn run_json(r: &NetDemoRun) -> String {

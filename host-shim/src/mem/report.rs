@@ -354,29 +354,8 @@ fn rows(runs: &[MemRunResults]) -> Vec<(String, Vec<String>)> {
 /// The side-by-side table.
 pub fn table(runs: &[MemRunResults]) -> String {
     let rows = rows(runs);
-    let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..runs.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r.1[i].chars().count())
-                .max()
-                .unwrap_or(4)
-                .max(8)
-        })
-        .collect();
-    let mut out = String::new();
-    let _ = write!(out, "{:w0$}", "mode");
-    for (i, r) in runs.iter().enumerate() {
-        let _ = write!(out, "  {:>w$}", r.mode, w = widths[i]);
-    }
-    out.push('\n');
-    for (name, cells) in &rows {
-        let _ = write!(out, "{name:w0$}");
-        for (i, c) in cells.iter().enumerate() {
-            let _ = write!(out, "  {c:>w$}", w = widths[i]);
-        }
-        out.push('\n');
-    }
+    let heads: Vec<&str> = runs.iter().map(|r| r.mode.as_str()).collect();
+    let mut out = crate::report::columns("mode", &heads, &rows, 8);
     if let Some(r) = runs.first() {
         let _ = writeln!(out, "placement: {}", r.placement);
     }
