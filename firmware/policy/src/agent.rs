@@ -280,8 +280,9 @@ impl<'a, const C: usize, const T: usize> SchedAgent<'a, C, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_link::up;
     use core::sync::atomic::AtomicU64;
-    use wave_abi::layout::{Side, DEFAULT_RING_ENTRIES};
+    use wave_abi::layout::DEFAULT_RING_ENTRIES;
     use wave_abi::sched::{EventKind, SchedEvent, SlotReader, CPU_VECTOR_BASE, PARAM_WORDS};
 
     const SIZE: usize = 0x80000;
@@ -307,17 +308,6 @@ mod tests {
             (c.decisions, c.decision_instructions, c.decision_cycles),
             (3, 700, 70)
         );
-    }
-
-    fn up<'a>(region: SharedRegion<'a>, layout: &Layout) -> (Endpoint<'a>, Endpoint<'a>) {
-        let mut host = Endpoint::new(region, layout, Side::Host, 2).unwrap();
-        let mut ipu = Endpoint::new(region, layout, Side::Ipu, 1).unwrap();
-        for _ in 0..8 {
-            host.poll_link();
-            ipu.poll_link();
-        }
-        assert!(host.is_up() && ipu.is_up());
-        (host, ipu)
     }
 
     #[test]

@@ -63,6 +63,28 @@ pub mod types;
 #[cfg(test)]
 mod tests;
 
+/// Helpers the unit tests share.
+#[cfg(test)]
+pub(crate) mod test_link {
+    use wave_abi::layout::{Layout, Side};
+    use wave_abi::{Endpoint, SharedRegion};
+
+    /// A host and an IPU endpoint on `region`, polled until the link is up.
+    pub(crate) fn up<'a>(
+        region: SharedRegion<'a>,
+        layout: &Layout,
+    ) -> (Endpoint<'a>, Endpoint<'a>) {
+        let mut host = Endpoint::new(region, layout, Side::Host, 2).unwrap();
+        let mut ipu = Endpoint::new(region, layout, Side::Ipu, 1).unwrap();
+        for _ in 0..8 {
+            host.poll_link();
+            ipu.poll_link();
+        }
+        assert!(host.is_up() && ipu.is_up());
+        (host, ipu)
+    }
+}
+
 pub use crate::discipline::{Discipline, Param, Params, Plugin};
 pub use crate::fair::{Fair, FairQueue};
 pub use crate::fifo::{CentralizedFifo, Fifo, FifoConfig};

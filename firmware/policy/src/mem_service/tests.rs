@@ -4,23 +4,13 @@
 
 use super::*;
 use crate::runtime::NoLog;
+use crate::test_link::up;
 use core::sync::atomic::AtomicU64;
-use wave_abi::layout::{Side, DEFAULT_RING_ENTRIES, MIN_VECTORS};
+use wave_abi::layout::{DEFAULT_RING_ENTRIES, MIN_VECTORS};
 use wave_abi::mem::{decode_to_host, encode_to_ipu};
 use wave_abi::sched::{Seq, TxnId};
 
 const SIZE: usize = 0x80000;
-
-fn up<'a>(region: SharedRegion<'a>, layout: &Layout) -> (Endpoint<'a>, Endpoint<'a>) {
-    let mut host = Endpoint::new(region, layout, Side::Host, 2).unwrap();
-    let mut ipu = Endpoint::new(region, layout, Side::Ipu, 1).unwrap();
-    for _ in 0..8 {
-        host.poll_link();
-        ipu.poll_link();
-    }
-    assert!(host.is_up() && ipu.is_up());
-    (host, ipu)
-}
 
 fn drain(host: &mut Endpoint<'_>) -> std::vec::Vec<ToHost> {
     let (rx, _) = host.channel(MEM_CHANNEL);
