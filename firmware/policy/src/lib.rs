@@ -60,9 +60,6 @@ pub mod sched_service;
 pub mod shinjuku;
 pub mod types;
 
-#[cfg(test)]
-mod tests;
-
 /// Helpers the unit tests share.
 #[cfg(test)]
 pub(crate) mod test_link {
@@ -120,3 +117,6 @@ pub trait Policy {
     /// Internal consistency check (O(cpus + threads)), for tests and debug builds.
     fn check_invariants(&self) -> Result<(), &'static str>;
 }
+
+#[cfg(test)]
+mod tests;
