@@ -293,7 +293,7 @@ impl<const N: usize> MemPolicy<N> {
         if promoted {
             self.stats.promotions += 1;
             self.stats.promoted_pages += pages as u64;
-            self.actual_cur += pages as u64;
+            self.actual_cur = self.actual_cur.saturating_add(pages as u64);
         }
     }
 
@@ -405,17 +405,19 @@ impl<const N: usize> MemPolicy<N> {
         // The average forgets slowly, so one costly minute (a whole region promoted) holds the
         // floor up for several minutes instead of one; a minute over budget raises the floor
         // only while the average is over budget too.
-        self.actual_avg = self.actual_avg - self.actual_avg / AVG_MINUTES + self.actual_prev;
+        self.actual_avg =
+            (self.actual_avg - self.actual_avg / AVG_MINUTES).saturating_add(self.actual_prev);
         let avg = self.actual_avg / AVG_MINUTES;
         self.floor_age += 1;
-        if self.actual_prev * PPM > budget && avg * PPM > budget {
+        // Saturating: the counts and the configuration words come from the host.
+        if self.actual_prev.saturating_mul(PPM) > budget && avg.saturating_mul(PPM) > budget {
             self.floor = (self.floor.saturating_mul(2)).min(max);
             self.stats.slo_backoffs += 1;
             self.floor_age = 0;
-        } else if avg * PPM * 2 <= budget
+        } else if avg.saturating_mul(PPM).saturating_mul(2) <= budget
             && self.floor > min
             && self.floor_age >= AVG_MINUTES
-            && self.predicted_ppm(self.floor / 2) * 2 <= budget
+            && self.predicted_ppm(self.floor / 2).saturating_mul(2) <= budget
         {
             // lower it step by step, each step held a few minutes to see its promotions, and
             // only where the promotion histogram predicts at most half the SLO at the new floor
@@ -449,16 +451,20 @@ impl<const N: usize> MemPolicy<N> {
         };
         let span = (prev_len + self.window_elapsed) as u64;
         let count = self.promo_prev.at_least(threshold) + self.promo_cur.at_least(threshold);
-        let recent = (count * PPM * self.cfg.intervals_per_minute as u64)
+        let recent = count
+            .saturating_mul(PPM)
+            .saturating_mul(self.cfg.intervals_per_minute as u64)
             .checked_div(span)
             .unwrap_or(0);
-        let long = self.promo_avg.at_least(threshold) * PPM / AVG_MINUTES;
-        recent.max(long) * self.pages_per_promotion()
+        let long = self.promo_avg.at_least(threshold).saturating_mul(PPM) / AVG_MINUTES;
+        recent.max(long).saturating_mul(self.pages_per_promotion())
     }
 
     /// The SLO in ppm-scaled pages per minute: `slo_ppm × working set (pages)`.
     fn budget(&self) -> u64 {
-        self.wss * self.cfg.region_pages as u64 * self.cfg.slo_ppm_per_minute as u64
+        self.wss
+            .saturating_mul(self.cfg.region_pages as u64)
+            .saturating_mul(self.cfg.slo_ppm_per_minute as u64)
     }
 
     /// The smallest power-of-two threshold whose predicted promotion rate meets the SLO, never

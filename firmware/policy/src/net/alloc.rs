@@ -218,7 +218,8 @@ impl CoreAllocator {
     /// utilisation, with the hysteresis margin, and queues are short (about one request per
     /// active worker at most).
     fn can_shrink(&self, s: &[WorkerSample], r: &IntervalReport, n_active: u32) -> bool {
-        let busy: u64 = s.iter().map(|w| w.busy_ns).sum();
+        // Saturating: each sample's busy time is only bounded by the host's interval.
+        let busy = s.iter().fold(0u64, |a, w| a.saturating_add(w.busy_ns));
         let busy_millicores = busy.saturating_mul(1000) / r.interval_ns;
         let room = (n_active as u64 - 1) * self.p.target_util_permille as u64;
         // Queues: at most about one waiting request per active worker.

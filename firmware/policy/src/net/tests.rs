@@ -286,6 +286,26 @@ fn hostile_telemetry_is_counted_and_ignored() {
 }
 
 #[test]
+fn a_huge_interval_with_huge_busy_times_does_not_overflow() {
+    // Busy time is bounded only by 4 × the host's interval: with an interval near u64::MAX the
+    // workers' sum must saturate, not overflow (debug builds would panic).
+    let mut a = CoreAllocator::new(2, NetParams::default()).unwrap();
+    for i in 1..=3 {
+        for w in 0..2 {
+            let mut s = WorkerSample::idle(w, true, u64::MAX / 2);
+            s.busy_ns = 1 << 63;
+            a.on_sample(s, i);
+        }
+        let _ = a.on_interval(IntervalReport {
+            interval: i,
+            table_epoch: 1,
+            interval_ns: u64::MAX / 2,
+        });
+    }
+    assert_eq!(a.stats().intervals, 3);
+}
+
+#[test]
 fn a_lost_outcome_is_given_up() {
     let p = NetParams {
         outcome_timeout: 3,
