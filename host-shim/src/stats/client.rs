@@ -2,7 +2,7 @@
 //! a refreshing terminal view (default), one JSON snapshot (`--json`), or an HTTP endpoint
 //! serving the Prometheus text format (`--listen ADDR`, loopback addresses only).
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
@@ -60,17 +60,14 @@ pub fn listen(socket: &Path, addr: &str) -> Result<(), String> {
 }
 
 fn serve_http(mut c: TcpStream, socket: &Path) -> std::io::Result<()> {
-    c.set_read_timeout(Some(Duration::from_secs(2)))?;
     c.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 512];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
-        let n = c.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
+    let head = super::control::read_by(
+        &mut c,
+        |c, t| c.set_read_timeout(Some(t)),
+        std::time::Instant::now() + Duration::from_secs(2),
+        MAX_HEAD,
+        |h| h.windows(4).any(|w| w == b"\r\n\r\n"),
+    )?;
     let line = String::from_utf8_lossy(&head);
     let first = line.lines().next().unwrap_or("");
     let (status, body) = if first.starts_with("GET /metrics ") || first.starts_with("GET / ") {

@@ -7,14 +7,45 @@
 //! line longer than [`MAX_REQUEST`], gets an `error: ...` line and is counted; an error
 //! answer always starts with `error: `.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest request line accepted.
 pub const MAX_REQUEST: usize = 256;
+/// Clients answered per [`ControlServer::serve_pending`] call.
+pub const CLIENTS_PER_CALL: usize = 8;
+/// How long a client has to send its whole request line.
+const REQUEST_TIME: Duration = Duration::from_millis(500);
+
+/// Reads from `s` until `done(bytes so far)`, end of stream, `max` bytes, or `deadline` (a
+/// total bound however slowly the peer sends: `set_timeout` is given what is left before each
+/// read). A peer that sends nothing, or trickles, costs at most the time left to `deadline`.
+pub(crate) fn read_by<S: Read>(
+    s: &mut S,
+    set_timeout: impl Fn(&S, Duration) -> std::io::Result<()>,
+    deadline: Instant,
+    max: usize,
+    done: impl Fn(&[u8]) -> bool,
+) -> std::io::Result<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !done(&got) && got.len() < max {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        set_timeout(s, left)?;
+        let n = s.read(&mut buf[..(max - got.len()).min(512)])?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    Ok(got)
+}
 /// Most `PARAM=VALUE` words in a `policy set` request.
 pub const MAX_PARAMS: usize = 8;
 /// Longest policy or parameter name.
@@ -231,9 +262,13 @@ impl ControlServer {
         &self.listener
     }
 
-    /// Answers every pending client with `answer(request)`.
+    /// Answers the pending clients with `answer(request)`, at most [`CLIENTS_PER_CALL`] per call
+    /// (the caller's loop, which also watches for shutdown, runs between batches).
     pub fn serve_pending(&mut self, answer: &mut dyn FnMut(Request) -> String) {
-        while let Ok((stream, _)) = self.listener.accept() {
+        for _ in 0..CLIENTS_PER_CALL {
+            let Ok((stream, _)) = self.listener.accept() else {
+                return;
+            };
             self.serve_one(stream, answer);
         }
     }
@@ -250,16 +285,21 @@ impl ControlServer {
             return;
         }
         let _ = stream.set_nonblocking(false);
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
         let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-        let mut line = String::new();
-        let read = BufReader::new((&stream).take(MAX_REQUEST as u64 + 1)).read_line(&mut line);
-        let req = match read {
-            Ok(_) if line.len() > MAX_REQUEST => {
+        let deadline = Instant::now() + REQUEST_TIME;
+        let read = read_by(
+            &mut stream,
+            |s, t| s.set_read_timeout(Some(t)),
+            deadline,
+            MAX_REQUEST + 1,
+            |b| b.contains(&b'\n'),
+        );
+        let req = match read.map(|b| String::from_utf8(b).map_err(|_| ())) {
+            Ok(Ok(line)) if line.trim_end_matches('\n').len() > MAX_REQUEST => {
                 Err(format!("request longer than {MAX_REQUEST} bytes"))
             }
-            Ok(_) => Request::parse(&line),
-            Err(_) => Err("unreadable request (send one line of text)".into()),
+            Ok(Ok(line)) => Request::parse(line.lines().next().unwrap_or("")),
+            _ => Err("unreadable request (send one line of text within 0.5 s)".into()),
         };
         let reply = match req {
             Ok(r) => {
