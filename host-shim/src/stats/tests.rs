@@ -300,3 +300,43 @@ fn lane_workloads_render_in_every_format() {
     );
     assert!(!super::render::json(&Stats::default()).contains("\"mem_workload\":{"));
 }
+
+#[test]
+fn a_client_that_trickles_its_request_is_cut_off_and_counted() {
+    let dir = temp_dir("trickle");
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("control.sock");
+    let mut server = ControlServer::bind(&path).unwrap();
+    let client = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            use std::io::{Read, Write};
+            let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+            // One byte every 50 ms, never a newline: each read alone is quick, the request
+            // never ends. The server's total deadline must cut it off (then the read sees the
+            // answer and the end of the stream).
+            s.set_nonblocking(true).unwrap();
+            let mut out = Vec::new();
+            for _ in 0..1200 {
+                let _ = s.write_all(b"j");
+                if s.read_to_end(&mut out).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        }
+    });
+    let t0 = Instant::now();
+    while server.counters.bad_requests < 1 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the trickling client held the server"
+        );
+        server.serve_pending(&mut |r| crate::service::answer(&Stats::default(), r));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = client.join().unwrap();
+    assert!(out.starts_with("error: unreadable request"), "{out}");
+    assert_eq!(server.counters.served, 0);
+}
