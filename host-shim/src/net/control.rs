@@ -23,6 +23,8 @@ use super::server::{MechStats, Server, ServerConfig, SteerMode};
 use crate::link::{HostPort, Link};
 use crate::local::LocalLink;
 
+/// Most outcomes waiting for room in the ring; decisions beyond stay in the IPU's ring.
+const MAX_PENDING_OUTCOMES: usize = 1024;
 /// Where the control loop's policy runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NetMode {
@@ -394,7 +396,12 @@ fn control_loop<L: Link>(
             next = pace(next, cfg.interval);
             continue;
         }
-        while let Some(b) = ep.rx(NET_CHANNEL).poll() {
+        // Decisions are taken only while their outcomes have room (a peer that decides and
+        // never reads its outcomes is held back by its own ring, not by host memory).
+        while outcomes.len() < MAX_PENDING_OUTCOMES {
+            let Some(b) = ep.rx(NET_CHANNEL).poll() else {
+                break;
+            };
             if let Ok(d) = dec.decision(&b) {
                 outcomes.push_back(encode_outcome(&server.apply(&d)));
             }
