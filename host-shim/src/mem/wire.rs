@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use wave_abi::mem::{encode_to_ipu, MemDecodeStats, ToHost, ToHostDecoder, ToIpu, MEM_CHANNEL};
 use wave_abi::ring::EntryBody;
 use wave_abi::{Channel, Endpoint};
-use wave_policy::mem::{MemAction, OutcomeKind, RegionRecord, Tier};
+use wave_policy::mem::{OutcomeKind, RegionRecord, Tier};
 use wave_policy::mem_service::{decision_from_wire, outcome_msg, record_msg};
 use wave_policy::runtime::{Log, Service, Step};
 
@@ -115,7 +115,6 @@ pub struct MemHostService<'m> {
     next_scan_ns: u64,
     ticks: VecDeque<(u64, u64)>,
     last_access: Vec<u64>,
-    faulted: Vec<u64>,
     mark: Option<u64>,
     threshold: u32,
     last_progress_ns: u64,
@@ -154,7 +153,6 @@ impl<'m> MemHostService<'m> {
             next_scan_ns: 0,
             ticks: VecDeque::new(),
             last_access: vec![0; n],
-            faulted: vec![0; n],
             mark: None,
             threshold: 0,
             last_progress_ns: 0,
@@ -223,7 +221,7 @@ impl<'m> MemHostService<'m> {
                 self.last_access[i] = interval;
                 if r.tier == Tier::Far {
                     self.counters.far_accesses += 1;
-                    self.promote_pages(i, r.faulted.max(1) as u64);
+                    self.promote_pages(r.faulted.max(1) as u64);
                 }
             }
             self.backlog.push_back(encode_to_ipu(&record_msg(r)));
@@ -319,13 +317,6 @@ impl<'m> MemHostService<'m> {
         self.counters.decisions[action.index()] += 1;
         let o = self.mech.apply(d);
         self.counters.outcomes[o.kind.index()] += 1;
-        let i = o.region.0 as usize;
-        match (action, o.kind) {
-            (MemAction::Reclaim, OutcomeKind::Committed) if i < self.faulted.len() => {
-                self.faulted[i] = 0;
-            }
-            _ => {}
-        }
         self.backlog.push_back(encode_to_ipu(&outcome_msg(&o)));
     }
 
@@ -348,8 +339,7 @@ impl<'m> MemHostService<'m> {
         self.backlog.push_back(encode_to_ipu(&outcome_msg(&o)));
     }
 
-    fn promote_pages(&mut self, i: usize, pages: u64) {
-        self.faulted[i] += pages;
+    fn promote_pages(&mut self, pages: u64) {
         let k = self.counters.intervals.saturating_sub(1) as usize;
         if self.promoted.len() <= k {
             self.promoted.resize(k + 1, 0);
