@@ -88,6 +88,7 @@ fn wait_exit(p: &mut Proc, limit: Duration) -> Option<std::process::ExitStatus> 
 
 #[test]
 fn host_unit_and_ipu_unit_serve_live_stats_and_stop_cleanly() {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let image = wave_qemu::image().expect("firmware image");
     let bin = wave_host_bin();
     let dir = std::env::temp_dir().join(format!("wave-units-{}", std::process::id()));
