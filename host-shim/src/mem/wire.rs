@@ -110,7 +110,9 @@ pub struct MemHostService<'m> {
     backlog: VecDeque<EntryBody>,
     /// Decisions received and not applied yet (applied within [`APPLY_BUDGET_NS`] per step),
     /// with the interval they arrived in.
-    queue: VecDeque<(ToHost, u64)>,
+    queue: VecDeque<(ToHost, u64, Option<u64>)>,
+    /// The newest interval whose Done has arrived: a decision answers the oldest Tick after it.
+    done_through: u64,
     recs: Vec<RegionRecord>,
     next_scan_ns: u64,
     ticks: VecDeque<(u64, u64)>,
@@ -149,6 +151,7 @@ impl<'m> MemHostService<'m> {
             decoder: ToHostDecoder::default(),
             backlog: VecDeque::new(),
             queue: VecDeque::new(),
+            done_through: 0,
             recs: Vec::new(),
             next_scan_ns: 0,
             ticks: VecDeque::new(),
@@ -275,11 +278,17 @@ impl<'m> MemHostService<'m> {
                 }) => {
                     self.counters.dones += 1;
                     self.threshold = threshold;
+                    self.done_through = self.done_through.max(interval);
                     if let Some(&(_, t)) = self.ticks.iter().find(|(i, _)| *i == interval) {
                         self.round_trip.record(now.saturating_sub(t));
                     }
                 }
-                Ok(m) => self.queue.push_back((m, self.counters.intervals)),
+                Ok(m) => {
+                    // The Tick this decision answers: the oldest one not Done yet.
+                    let done = self.done_through;
+                    let tick = self.ticks.iter().find(|(i, _)| *i > done).map(|&(_, t)| t);
+                    self.queue.push_back((m, self.counters.intervals, tick));
+                }
                 Err(_) => {}
             }
         }
@@ -290,14 +299,14 @@ impl<'m> MemHostService<'m> {
     fn apply_queued(&mut self, now: u64) -> usize {
         let t0 = std::time::Instant::now();
         let mut n = 0;
-        while let Some((m, at)) = self.queue.pop_front() {
+        while let Some((m, at, tick)) = self.queue.pop_front() {
             let ttl = self.sched.decision_ttl;
             if ttl > 0 && self.counters.intervals.saturating_sub(at) > ttl {
                 self.expire(&m);
                 n += 1;
                 continue;
             }
-            self.apply(&m, now + t0.elapsed().as_nanos() as u64);
+            self.apply(&m, now + t0.elapsed().as_nanos() as u64, tick);
             n += 1;
             if t0.elapsed().as_nanos() as u64 >= APPLY_BUDGET_NS {
                 break;
@@ -306,11 +315,12 @@ impl<'m> MemHostService<'m> {
         n
     }
 
-    fn apply(&mut self, m: &ToHost, now: u64) {
+    /// Applies `m`; its latency runs from `tick`, the Tick it answers.
+    fn apply(&mut self, m: &ToHost, now: u64, tick: Option<u64>) {
         let Some(d) = decision_from_wire(m) else {
             return;
         };
-        if let Some(&(_, t)) = self.ticks.back() {
+        if let Some(t) = tick {
             self.decision_latency.record(now.saturating_sub(t));
         }
         let (action, ..) = d.parts();
