@@ -159,7 +159,7 @@ pub fn run(port: u16, cfg: &LoadConfig, origin: Instant) -> Result<LoadResult, S
         return run_tcp(port, cfg, origin);
     }
     let clients: Vec<std::net::UdpSocket> = (0..cfg.clients.max(1))
-        .map(|_| sock::client())
+        .map(|_| sock::client(port))
         .collect::<Result<_, _>>()?;
     // The sender is a thread of its own: it raises its priority, and the caller's (which may
     // start QEMU next, a child inheriting it) stays as it was.

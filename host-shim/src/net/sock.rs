@@ -228,9 +228,14 @@ pub fn poll_readable(sockets: &[UdpSocket], which: &[usize], timeout_ms: i32) ->
         .collect()
 }
 
-/// A client socket on an ephemeral loopback port (one flow per socket).
-pub fn client() -> Result<UdpSocket, String> {
+/// A client socket on an ephemeral loopback port, connected to the server on `port` (one flow
+/// per socket).
+pub fn client(port: u16) -> Result<UdpSocket, String> {
     let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("client socket: {e}"))?;
+    // Connected: the kernel drops datagrams from anyone but the server (a local sender cannot
+    // forge replies into the tally).
+    s.connect(server_addr(port))
+        .map_err(|e| format!("client socket: connect to 127.0.0.1:{port}: {e}"))?;
     s.set_nonblocking(true).map_err(|e| e.to_string())?;
     Ok(s)
 }

@@ -48,7 +48,7 @@ fn ebpf(s: &Server) -> bool {
 
 /// Sends `n` zero-work requests from 32 flows and returns how many distinct ones came back.
 fn blast(port: u16, n: u64) -> u64 {
-    let clients: Vec<_> = (0..32).map(|_| sock::client().unwrap()).collect();
+    let clients: Vec<_> = (0..32).map(|_| sock::client(port).unwrap()).collect();
     let to = sock::server_addr(port);
     for seq in 0..n {
         let mut req = [0u8; REQ_LEN];
