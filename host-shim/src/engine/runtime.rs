@@ -864,7 +864,10 @@ fn run_session<'a, L: Link>(
             }
             if gen_done.load(Acquire) {
                 let d = *drain_start.get_or_insert_with(Instant::now);
-                if sh.c.completed.load(Relaxed) >= sh.c.offered.load(Relaxed) {
+                // Every scheduled swap happens (a stalled loop takes one per iteration).
+                if sh.c.completed.load(Relaxed) >= sh.c.offered.load(Relaxed)
+                    && swaps.peek().is_none()
+                {
                     break;
                 }
                 if d.elapsed() > cfg.drain_timeout {
